@@ -1,0 +1,110 @@
+"""The seqtool Typer app: global options, the command list, and error → exit-code handling."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import click
+import typer
+import typer.core
+
+from seqtool import __version__
+from seqtool.cli.console import GlobalOptions, print_error
+from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
+
+class SeqtoolGroup(typer.core.TyperGroup):
+    """Maps every failure inside a command to one stderr line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except SeqtoolError as err:
+            _maybe_traceback(ctx)
+            print_error(str(err))
+            raise click.exceptions.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted by Ctrl-C")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - last resort: never a bare traceback for users
+            _maybe_traceback(ctx)
+            print_error(f"internal error: {type(err).__name__}: {err} "
+                        "(run again with --debug for a traceback, and please report it)")
+            raise click.exceptions.Exit(EXIT_FAILURE) from None
+
+
+def _maybe_traceback(ctx: click.Context) -> None:
+    obj = ctx.find_root().obj
+    if (isinstance(obj, GlobalOptions) and obj.debug) or os.environ.get("SEQTOOL_DEBUG") == "1":
+        traceback.print_exc()
+
+
+app = typer.Typer(
+    name="seqtool",
+    cls=SeqtoolGroup,
+    help="Train, use and inspect sequence models (RNN LMs, seq2seq with attention, Transformers).\n\n"
+    "Every command reads and writes a workspace directory that makes a run self-describing.\n\n"
+    "Example: seqtool train-rnn --config recipes_data/configs/lstm_word.yaml -w runs/recipes",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"seqtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    workspace: Annotated[Optional[str], typer.Option("--workspace", "-w", help="Workspace directory.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] | mps.")] = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors on stderr.")] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="auto | rich | plain | json (auto: rich on a terminal).")
+    ] = "auto",
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    if log_format not in {"auto", "rich", "plain", "json"}:
+        raise typer.BadParameter(f"{log_format!r} is not one of auto, rich, plain, json",
+                                 param_hint="--log-format")
+    ctx.obj = GlobalOptions(workspace=workspace, device=device, seed=seed, quiet=quiet,
+                            log_format=log_format, debug=debug)
+
+
+# Every command, in --help order. Modules import only typer at the top; torch is imported inside
+# the command bodies so that --help, tokenize, build-vocab and bleu start fast.
+from seqtool.cli import build_vocab, info, tokenize  # noqa: E402
+
+COMMANDS = [
+    ("tokenize", tokenize.tokenize),
+    ("build-vocab", build_vocab.build_vocab),
+    ("info", info.info),
+]
+for _name, _fn in COMMANDS:
+    app.command(_name)(_fn)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(prog_name="seqtool")
+    except BrokenPipeError:
+        # `seqtool tokenize big.txt | head`: the reader went away; that is not an error.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.exit(0)

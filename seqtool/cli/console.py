@@ -1,0 +1,139 @@
+"""Consoles and reporting: data goes to stdout, messages and progress to stderr.
+
+`Reporter` renders the core's progress events as rich progress lines (terminal), plain periodic
+lines (batch jobs, cron) or one JSON object per line (`--log-format json`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+
+
+@dataclass
+class GlobalOptions:
+    """Options given before the command name (`seqtool --quiet generate ...`)."""
+
+    workspace: str | None = None
+    device: str = "auto"
+    seed: int | None = None
+    quiet: bool = False
+    log_format: str = "auto"
+    debug: bool = False
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Reporter:
+    """Turns core events (dicts with an "event" key) into stderr output in the chosen format."""
+
+    log_format: str = "auto"
+    quiet: bool = False
+    console: Console = field(default_factory=stderr_console)
+    rank: int = 0
+    _last_plain: float = 0.0
+    _start: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.log_format == "auto":
+            self.log_format = "rich" if self.console.is_terminal else "plain"
+
+    # plain messages -------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.log_format == "json":
+            self._json({"event": "info", "message": message})
+        else:
+            self.console.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        if self.log_format == "json":
+            self._json({"event": "warning", "message": message})
+        elif self.log_format == "rich":
+            self.console.print(f"[yellow]warning:[/yellow] {_escape(message)}")
+        else:
+            self.console.print(f"warning: {message}", markup=False)
+
+    # structured events ----------------------------------------------------------------------
+    def event(self, ev: dict[str, Any]) -> None:
+        """Render one core event: `train`, `valid`, `checkpoint`, `summary`, ... ."""
+        kind = ev.get("event", "info")
+        if kind == "warning":
+            self.warn(str(ev.get("message", "")))
+            return
+        if self.quiet and kind != "summary":
+            return
+        if self.log_format == "json":
+            self._json(ev)
+            return
+        if kind == "info":
+            self.info(str(ev.get("message", "")))
+            return
+        if kind == "train":
+            now = time.time()
+            # rich: overwrite a status line; plain: at most one line every 10 s (plus the last).
+            if self.log_format == "plain" and now - self._last_plain < 10 and not ev.get("final"):
+                return
+            self._last_plain = now
+        line = format_event(ev)
+        if self.log_format == "rich" and kind == "train":
+            self.console.print(line, markup=False, end="\r" if not ev.get("final") else "\n")
+        else:
+            self.console.print(line, markup=False)
+
+    def _json(self, ev: dict[str, Any]) -> None:
+        ev = {"time": round(time.time(), 3), "rank": self.rank, **ev}
+        sys.stderr.write(json.dumps(ev, default=str) + "\n")
+        sys.stderr.flush()
+
+
+def format_event(ev: dict[str, Any]) -> str:
+    """`train step 120/500 loss 2.31 ppl 10.1 lr 1.0e-03 tok/s 5400 eta 1m10s` style line."""
+    kind = ev.get("event", "")
+    parts = [str(kind)]
+    if "step" in ev:
+        total = ev.get("total_steps")
+        parts.append(f"step {ev['step']}" + (f"/{total}" if total else ""))
+    for key, fmt in (("loss", "{:.4f}"), ("ppl", "{:.2f}"), ("bpc", "{:.3f}"), ("bleu", "{:.2f}"),
+                     ("accuracy", "{:.4f}"), ("lr", "{:.2e}"), ("tokens_per_s", "{:.0f}")):
+        if ev.get(key) is not None:
+            name = {"tokens_per_s": "tok/s"}.get(key, key)
+            parts.append(f"{name} " + fmt.format(ev[key]))
+    if ev.get("eta_s") is not None:
+        parts.append(f"eta {format_seconds(ev['eta_s'])}")
+    if ev.get("message"):
+        parts.append(str(ev["message"]))
+    for key, value in ev.items():
+        if key in {"event", "step", "total_steps", "loss", "ppl", "bpc", "bleu", "accuracy", "lr",
+                   "tokens_per_s", "eta_s", "message", "time", "final", "split", "elapsed"}:
+            continue
+        parts.append(f"{key} {value}")
+    return "  ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, plain text so scripts can grep it."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()

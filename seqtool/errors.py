@@ -1,0 +1,46 @@
+"""SeqtoolError and the exit codes every command uses (see DESIGN.md)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # runtime failure: divergence, internal error
+EXIT_USAGE = 2  # bad option, missing/unreadable/invalid input, wrong workspace kind
+EXIT_TEMPFAIL = 75  # interrupted but resumable, or workspace locked by a live process
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class SeqtoolError(Exception):
+    """A failure the user can act on: one line of `message`, an optional `hint` on how to fix it.
+
+    The CLI prints `error: <message> (<hint>)` on stderr and exits with `exit_code`.
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InputError(SeqtoolError):
+    """Bad input file, option or workspace: exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class RuntimeFailure(SeqtoolError):
+    """Training diverged or something broke at run time: exit 1."""
+
+    exit_code = EXIT_FAILURE
+
+
+class TemporaryFailure(SeqtoolError):
+    """Workspace locked or run preempted; trying again later can succeed: exit 75."""
+
+    exit_code = EXIT_TEMPFAIL
