@@ -1,0 +1,290 @@
+"""Dataclass configs: YAML load/save, named CLI options, `--set a.b=value` overrides, validation.
+
+Precedence: defaults < --config FILE.yaml < named CLI options < --set. Unknown keys and wrong types
+are InputErrors naming the key. A workspace's seqtool.yaml is accepted as --config (its `config:`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from seqtool.errors import InputError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# sections shared by the train-* commands
+
+
+@dataclasses.dataclass
+class DataConfig:
+    train: list[str] = dataclasses.field(default_factory=list)  # files, globs, '-' or .gz
+    valid: list[str] = dataclasses.field(default_factory=list)
+    valid_fraction: float = 0.05  # held out from the end of train when no valid file is given
+    encoding_errors: str = "strict"
+
+    def __post_init__(self) -> None:
+        check_choice("data.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
+        if not 0.0 <= self.valid_fraction < 0.5:
+            raise InputError(f"data.valid_fraction must be in [0, 0.5), got {self.valid_fraction}")
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    kind: str = "char"
+    path: str | None = None  # an existing tokenizer directory (build-vocab -o) instead of building one
+    vocab_size: int = 8000
+    min_count: int = 1
+    lowercase: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("tokenizer.kind", self.kind, ("char", "word", "bpe", "unigram"))
+        check_positive("tokenizer.vocab_size", self.vocab_size)
+        check_positive("tokenizer.min_count", self.min_count)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd only
+    beta1: float = 0.9
+    beta2: float = 0.999
+    clip: float = 1.0  # gradient-norm clipping; 0 disables
+    schedule: str = "constant"  # constant | step | plateau | cosine | inverse-sqrt
+    warmup_steps: int = 0
+    step_size: int = 1000  # schedule=step: decay every N steps
+    gamma: float = 0.5  # schedule=step / plateau: decay factor
+    plateau_patience: int = 2  # schedule=plateau: evaluations without improvement before decaying
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    accumulate: int = 1  # gradient accumulation steps
+
+    def __post_init__(self) -> None:
+        check_choice("optim.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
+        check_choice("optim.schedule", self.schedule, ("constant", "step", "plateau", "cosine", "inverse-sqrt"))
+        if self.lr <= 0:
+            raise InputError(f"optim.lr must be > 0, got {self.lr}")
+        if self.clip < 0:
+            raise InputError(f"optim.clip must be ≥ 0 (0 disables clipping), got {self.clip}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise InputError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check_positive("optim.accumulate", self.accumulate)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    max_steps: int = 0  # 0: no step limit (then epochs or time_budget stop the run)
+    epochs: float = 0.0  # 0: no epoch limit
+    time_budget: str = ""  # e.g. "10m", "1h30m", "90s"; empty: none
+    batch_size: int = 32
+    eval_every: int = 200
+    eval_batches: int = 0  # 0: the whole validation set
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    patience: int = 0  # early stopping: evaluations without improvement; 0 disables
+    log_every: int = 20
+    seed: int = 1234
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    max_bad_steps: int = 10
+
+    def __post_init__(self) -> None:
+        check_positive("run.batch_size", self.batch_size)
+        check_positive("run.eval_every", self.eval_every)
+        check_positive("run.checkpoint_every", self.checkpoint_every)
+        check_choice("run.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        parse_duration(self.time_budget, "run.time_budget")
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise InputError(f"{key} must be > 0, got {value}")
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def parse_duration(text: str | float | int | None, key: str = "time budget") -> float | None:
+    """'10m' → 600.0, '1h30m' → 5400.0, '90' or '90s' → 90.0, '' → None."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match or not any(match.groups()):
+        raise InputError(f"{key}: cannot read {text!r} as a duration", hint="write e.g. 90s, 10m, 1h30m")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types by name."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise InputError(f"unknown config key '{where}{key}'",
+                             hint=f"valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}{f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise InputError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return from_dict(hint, value, key + ".")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except InputError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single file is a list of one
+        if not isinstance(value, list):
+            raise InputError(f"config key '{key}' must be a list, got {type(value).__name__}")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"config key '{key}' must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise InputError(f"config key '{key}' must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"config key '{key}' must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise InputError(f"config key '{key}' must be a string, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML, options and --set
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file. A workspace's seqtool.yaml (or the workspace dir) yields its `config:`."""
+    path = Path(path)
+    if path.is_dir() and (path / "seqtool.yaml").exists():
+        path = path / "seqtool.yaml"
+    if not path.exists():
+        raise InputError(f"config file {path} does not exist", hint="check the --config path")
+    if path.is_dir():
+        raise InputError(f"config file {path} is a directory", hint="pass a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"{where}: invalid YAML: {problem}", hint="fix the syntax") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text", hint="save the config as UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    if "format_version" in data and "config" in data:  # a workspace's seqtool.yaml
+        data = data["config"] or {}
+    return data
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """'optim.lr=0.001' → (['optim', 'lr'], 0.001); the value is read as YAML."""
+    if "=" not in item:
+        raise InputError(f"--set {item!r} has no '='", hint="write --set section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise InputError(f"--set {item!r}: empty key", hint="write --set section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _put(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for part in keys[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def resolve(cls: type[T], config_file: str | Path | None = None, options: dict[str, Any] | None = None,
+            sets: list[str] | None = None) -> T:
+    """defaults < config file < options (dotted keys; None means 'not given') < --set."""
+    data: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    for dotted, value in (options or {}).items():
+        if value is not None:
+            _put(data, dotted.split("."), value)
+    for item in sets or []:
+        keys, value = parse_set(item)
+        _put(data, keys, value)
+    return from_dict(cls, data)
+
+
+def dump_yaml(obj: Any) -> str:
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

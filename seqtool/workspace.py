@@ -1,0 +1,492 @@
+"""The workspace directory: layout, atomic writes, the writer lock, checkpoints and published weights.
+
+Layout (DESIGN.md): seqtool.yaml, tokenizer/, model.safetensors + model.json, checkpoints/step-N/,
+metrics.jsonl, plots/, samples/, attention/, adapters/, .lock. torch is imported only by the functions
+that move tensors, so `seqtool info` stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqtool import __version__
+from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
+
+FORMAT_VERSION = 1
+KINDS = ("rnn-lm", "seq2seq", "transformer-lm", "transformer-mt", "transformer-mlm")
+LM_KINDS = ("rnn-lm", "transformer-lm")
+MT_KINDS = ("seq2seq", "transformer-mt")
+META_FILE = "seqtool.yaml"
+WEIGHTS_FILE = "model.safetensors"
+ARCH_FILE = "model.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Let `writer` fill a temp file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        _fsync_file(tmp)
+        _apply_umask(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _apply_umask(path: Path) -> None:
+    # mkstemp creates 0600 files; workspace files follow the user's umask like any other file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _os_error(err: OSError, path: Path) -> RuntimeFailure:
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return RuntimeFailure(f"disk full while writing {path}", hint="free space; the previous files are intact")
+    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return RuntimeFailure(f"cannot write {path}: {err.strerror}",
+                              hint="make the workspace writable; the previous files are intact")
+    return RuntimeFailure(f"cannot write {path}: {err.strerror or err}")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer lock
+
+
+@dataclass
+class WorkspaceLock:
+    """An exclusive lock file naming its holder; a stale lock (dead pid, same host) is taken over."""
+
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+    held: bool = False
+
+    def acquire(self) -> WorkspaceLock:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read_holder()
+                if holder is None:
+                    continue  # the file vanished or is being written: try again
+                if holder.get("host") == info["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                    self.warnings.append(
+                        f"took over a stale lock of pid {holder.get('pid')} on {holder.get('host')} "
+                        f"(that process is gone)")
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                raise TemporaryFailure(
+                    f"workspace {self.path.parent} is locked by pid {holder.get('pid')} on host "
+                    f"{holder.get('host')}",
+                    hint="wait for that run to finish, or delete the .lock file if that process is gone",
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            self.held = True
+            return self
+        raise TemporaryFailure(f"could not lock workspace {self.path.parent}", hint="try again")
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False
+
+    def _read_holder(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            # A lock file cut short by a crash between create and write: treat as stale if old.
+            age = time.time() - self.path.stat().st_mtime
+            return {"pid": -1, "host": socket.gethostname()} if age > 5 else None
+
+    def __enter__(self) -> WorkspaceLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# the workspace
+
+
+@dataclass
+class Workspace:
+    """An opened workspace directory and its seqtool.yaml metadata."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    # -- create / open ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, kind: str, config: dict[str, Any],
+               data_files: list[dict[str, Any]] | None = None) -> Workspace:
+        """Start a new workspace (or reuse an empty/compatible directory) and write seqtool.yaml."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown workspace kind {kind}")
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"workspace {path} exists and is not a directory", hint="choose another -w")
+        if (path / META_FILE).exists():
+            old = cls.open(path)
+            if old.kind != kind:
+                raise InputError(f"workspace {path} holds a {old.kind} model, not {kind}",
+                                 hint="use a new -w directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(err, path) from err
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "seqtool_version": __version__,
+            "torch_version": _torch_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config,
+            "data": data_files or [],
+            "status": {},
+        }
+        ws = cls(path, meta)
+        ws.write_meta()
+        return ws
+
+    @classmethod
+    def open(cls, path: str | Path, kinds: tuple[str, ...] | None = None, purpose: str = "") -> Workspace:
+        """Open an existing workspace, checking its format version and (optionally) its kind."""
+        path = Path(path)
+        meta_path = path / META_FILE
+        if not path.exists():
+            raise InputError(f"workspace {path} does not exist", hint="check -w, or train a model into it first")
+        if not path.is_dir():
+            raise InputError(f"workspace {path} is not a directory", hint="-w takes a workspace directory")
+        if not meta_path.exists():
+            raise InputError(f"{path} is not a seqtool workspace (no {META_FILE})",
+                             hint="pass a directory written by a seqtool train-* or finetune command")
+        try:
+            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise InputError(f"{meta_path} is corrupt: {str(err).splitlines()[0]}",
+                             hint="restore it or retrain into a new workspace") from None
+        if not isinstance(meta, dict) or "kind" not in meta:
+            raise InputError(f"{meta_path} is not valid workspace metadata (no 'kind')",
+                             hint="restore it or retrain into a new workspace")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(
+                f"workspace {path} has format version {version} (written by seqtool "
+                f"{meta.get('seqtool_version', '?')}); this seqtool {__version__} reads format {FORMAT_VERSION}",
+                hint="upgrade seqtool (pip install -U seqtool)")
+        meta = _migrate(meta)
+        ws = cls(path, meta)
+        if kinds is not None and ws.kind not in kinds:
+            what = f" for {purpose}" if purpose else ""
+            raise InputError(f"workspace {path} holds a {ws.kind} model, which cannot be used{what}",
+                             hint=f"use a workspace of kind {' or '.join(kinds)}")
+        return ws
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.meta.get("config") or {})
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.meta.setdefault("status", {})
+
+    def write_meta(self) -> None:
+        atomic_write(self.path / META_FILE, yaml.safe_dump(self.meta, sort_keys=False, allow_unicode=True))
+
+    def update_status(self, **values: Any) -> None:
+        self.status.update(values)
+        self.write_meta()
+
+    def lock(self) -> WorkspaceLock:
+        return WorkspaceLock(self.path / ".lock")
+
+    def sub(self, *parts: str) -> Path:
+        return self.path.joinpath(*parts)
+
+    # -- metrics ------------------------------------------------------------------------------
+    def append_metrics(self, event: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event, default=float) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        events = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by kill -9
+                events.append(json.loads(line))
+        return events
+
+    # -- published weights --------------------------------------------------------------------
+    def publish(self, state: dict[str, Any], arch: dict[str, Any], note: dict[str, Any] | None = None) -> None:
+        """Write the published weights (model.safetensors) and the architecture (model.json)."""
+        save_tensors(self.path / WEIGHTS_FILE, state)
+        atomic_write(self.path / ARCH_FILE, json.dumps({**arch, **({"published": note} if note else {})},
+                                                       indent=2))
+
+    def has_weights(self) -> bool:
+        return (self.path / WEIGHTS_FILE).exists() and (self.path / ARCH_FILE).exists()
+
+    def load_published(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(state_dict, architecture) of the published model."""
+        if not self.has_weights():
+            raise InputError(f"workspace {self.path} has no trained model yet ({WEIGHTS_FILE} missing)",
+                             hint="train into it first, or resume the run with --resume auto")
+        arch = _read_json(self.path / ARCH_FILE)
+        return load_tensors(self.path / WEIGHTS_FILE), arch
+
+    def architecture(self) -> dict[str, Any]:
+        return _read_json(self.path / ARCH_FILE)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def checkpoint_dirs(self) -> list[Path]:
+        root = self.path / "checkpoints"
+        if not root.is_dir():
+            return []
+        return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+    def save_checkpoint(self, step: int, model_state: dict[str, Any], trainer_state: dict[str, Any],
+                        meta: dict[str, Any], keep: int = 3) -> Path:
+        """Write checkpoints/step-N/ atomically (temp dir + rename) and keep the last `keep`."""
+        import torch
+
+        root = self.path / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{step:07d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
+        try:
+            save_tensors(tmp / "model.safetensors", model_state)
+            atomic_write_with(tmp / "trainer.pt", lambda p: torch.save(trainer_state, p))
+            info = {**meta, "step": step, "time": time.time(), "sha256": {
+                name: sha256_file(tmp / name) for name in ("model.safetensors", "trainer.pt")}}
+            atomic_write(tmp / "meta.json", json.dumps(info, indent=2, default=float))
+            _apply_umask_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _os_error(err, final) from err
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoint_dirs()[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self, warnings: list[str] | None = None) -> Path | None:
+        """The newest checkpoint that verifies; corrupt ones are named in `warnings` and skipped."""
+        for ckpt in reversed(self.checkpoint_dirs()):
+            problem = verify_checkpoint(ckpt)
+            if problem is None:
+                return ckpt
+            if warnings is not None:
+                warnings.append(f"checkpoint {ckpt} is unusable ({problem}); falling back to an older one")
+        return None
+
+    def load_checkpoint(self, ckpt: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(model_state, trainer_state, meta) of one checkpoint directory."""
+        import pickle
+
+        import torch
+
+        meta = _read_json(ckpt / "meta.json")
+        try:
+            trainer_state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+            raise InputError(f"{ckpt / 'trainer.pt'} was refused: {str(err).splitlines()[0][:200]}",
+                             hint="it is corrupt or not written by seqtool; delete that checkpoint") from None
+        return load_tensors(ckpt / "model.safetensors"), trainer_state, meta
+
+
+def verify_checkpoint(ckpt: Path) -> str | None:
+    """None when every file of the checkpoint matches its recorded sha256, else what is wrong."""
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+        for name, digest in meta["sha256"].items():
+            if sha256_file(ckpt / name) != digest:
+                return f"{name} does not match its sha256"
+    except FileNotFoundError as err:
+        return f"{Path(err.filename).name} missing"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"meta.json unreadable: {err}"
+    return None
+
+
+def _apply_umask_dir(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing", hint="the workspace is incomplete; retrain or restore it") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is corrupt: {err}", hint="restore it or retrain") from None
+
+
+def _migrate(meta: dict[str, Any]) -> dict[str, Any]:
+    """Bring metadata of older format versions up to FORMAT_VERSION (none older exist yet)."""
+    return meta
+
+
+def _torch_version() -> str | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    version = getattr(torch, "__version__", None)
+    return str(version) if version is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors: safetensors only (no pickle), tied weights stored once
+
+
+def save_tensors(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a state dict as safetensors; tensors sharing storage (tied weights) are stored once."""
+    from safetensors.torch import save_file
+
+    unique: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        unique[name] = tensor.detach().contiguous().cpu()
+    metadata = {"aliases": json.dumps(aliases), "format": "pt"}
+    atomic_write_with(path, lambda tmp: save_file(unique, str(tmp), metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> dict[str, Any]:
+    """Load a safetensors file written by save_tensors (restoring tied-weight aliases)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} is missing", hint="retrain, or restore the workspace")
+    try:
+        state = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"{path} is corrupt: {err}", hint="restore it, or retrain the model") from None
+    for alias, target in json.loads(metadata.get("aliases", "{}")).items():
+        state[alias] = state[target]
+    return state
+
+
+def count_parameters(path: str | Path) -> int:
+    """Number of parameters in a safetensors file, read from its header (no torch needed)."""
+    import struct
+
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    total = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        n = 1
+        for dim in entry["shape"]:
+            n *= dim
+        total += n
+    return total
+
+
+@contextlib.contextmanager
+def locked(ws: Workspace) -> Iterator[WorkspaceLock]:
+    lock = ws.lock()
+    with lock:
+        yield lock

@@ -1,0 +1,141 @@
+"""Workspace: metadata, versions, kinds, atomic writes, the lock, checkpoints and tied weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
+from seqtool.workspace import (FORMAT_VERSION, Workspace, atomic_write, count_parameters, load_tensors,
+                               save_tensors)
+
+
+def test_create_and_open(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {"optim": {"lr": 1.0}})
+    again = Workspace.open(tmp_path / "ws", kinds=("rnn-lm",))
+    assert again.kind == "rnn-lm" and again.config == {"optim": {"lr": 1.0}}
+    assert again.meta["format_version"] == FORMAT_VERSION
+    with pytest.raises(InputError, match="holds a rnn-lm model"):
+        Workspace.open(ws.path, kinds=("seq2seq",), purpose="translate")
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        Workspace.open(tmp_path / "nope")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a seqtool workspace"):
+        Workspace.open(tmp_path / "plain")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        Workspace.open(tmp_path / "file")
+    (tmp_path / "plain" / "seqtool.yaml").write_text(": : :\n\t-")
+    with pytest.raises(InputError, match="corrupt"):
+        Workspace.open(tmp_path / "plain")
+
+
+def test_newer_format_names_both_versions(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    ws.meta["format_version"] = FORMAT_VERSION + 1
+    ws.meta["seqtool_version"] = "9.9.9"
+    ws.write_meta()
+    with pytest.raises(InputError, match=r"format version 2 \(written by seqtool 9\.9\.9\).*reads format 1"):
+        Workspace.open(ws.path)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    atomic_write(target, "old")
+
+    def boom(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+
+    from seqtool.workspace import atomic_write_with
+
+    with pytest.raises(RuntimeError):
+        atomic_write_with(target, boom)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_read_only_workspace_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores permissions")
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    os.chmod(ws.path, 0o555)
+    try:
+        with pytest.raises(RuntimeFailure, match="cannot write"):
+            atomic_write(ws.path / "x", "y")
+    finally:
+        os.chmod(ws.path, 0o755)
+
+
+def test_lock_second_writer_and_stale_lock(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    with ws.lock():
+        with pytest.raises(TemporaryFailure, match=f"pid {os.getpid()} on host {socket.gethostname()}"):
+            ws.lock().acquire()
+    assert not (ws.path / ".lock").exists()
+    # a dead process's lock on this host is taken over with a warning
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (ws.path / ".lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    lock = ws.lock().acquire()
+    assert lock.warnings and "stale lock" in lock.warnings[0]
+    lock.release()
+
+
+def test_tensors_tied_weights_round_trip(tmp_path):
+    emb = torch.nn.Embedding(7, 4)
+    out = torch.nn.Linear(4, 7)
+    out.weight = emb.weight
+    state = {"emb.weight": emb.weight, "out.weight": out.weight, "out.bias": out.bias}
+    save_tensors(tmp_path / "m.safetensors", state)
+    back = load_tensors(tmp_path / "m.safetensors")
+    assert torch.equal(back["out.weight"], emb.weight)
+    assert count_parameters(tmp_path / "m.safetensors") == 7 * 4 + 7  # stored once
+
+
+def test_checkpoints_verified_and_pruned(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    for step in (10, 20, 30, 40):
+        ws.save_checkpoint(step, {"w": torch.full((3,), float(step))}, {"step": step, "rng": torch.ones(2)},
+                           {"loss": 1.0}, keep=3)
+    assert [p.name for p in ws.checkpoint_dirs()] == ["step-0000020", "step-0000030", "step-0000040"]
+    latest = ws.latest_checkpoint()
+    model, trainer, meta = ws.load_checkpoint(latest)
+    assert model["w"][0] == 40 and trainer["step"] == 40 and meta["step"] == 40
+    # truncate the newest: it is detected, named, and the previous one is used
+    path = latest / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:20])
+    warnings = []
+    assert ws.latest_checkpoint(warnings).name == "step-0000030"
+    assert "step-0000040" in warnings[0] and "sha256" in warnings[0]
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    ckpt = ws.save_checkpoint(1, {"w": torch.zeros(1)}, {"step": 1}, {})
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (ckpt / "trainer.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(InputError, match="refused"):
+        ws.load_checkpoint(ckpt)
+    assert not marker.exists()
+
+
+def test_missing_weights_message(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    with pytest.raises(InputError, match="no trained model yet"):
+        ws.load_published()
