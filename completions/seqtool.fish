@@ -1,0 +1,1 @@
+complete --command seqtool --no-files --arguments "(env _SEQTOOL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) seqtool)" --condition "env _SEQTOOL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) seqtool"
