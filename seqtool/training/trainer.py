@@ -308,7 +308,7 @@ class Trainer:
     def _step(self, group: list[dict[str, Any]], accum: int) -> tuple[float, int, bool]:
         total_loss, ntokens = 0.0, 0
         for batch in group:
-            batch = _move(batch, self.device)
+            batch = _move(self._shard(batch), self.device)
             ntokens += int(batch.get("ntokens", 0))
             with runtime.autocast(self.device, self.amp_dtype):
                 if self.task.carries_state:
@@ -341,6 +341,24 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, ntokens, True
+
+    def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Under DDP each rank takes its contiguous slice of the global batch (batch-major tensors), so
+        N processes see exactly the rows one process would, and DDP's gradient average matches."""
+        if not self.dist.enabled:
+            return batch
+        out = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                rows = value.shape[0]
+                per = rows // self.dist.world_size
+                lo = self.dist.rank * per
+                out[key] = value[lo:lo + per]
+            else:
+                out[key] = value
+        if "ntokens" in out and isinstance(out["ntokens"], int):
+            out["ntokens"] = out["ntokens"] // self.dist.world_size
+        return out
 
     def _finish(self, reason: str) -> dict[str, Any]:
         s = self.state
