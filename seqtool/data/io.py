@@ -16,7 +16,7 @@ import random
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -157,8 +157,9 @@ def _decode_lines(data: bytes, name: str, lineno: int, errors: str, max_chars: i
     except UnicodeDecodeError as err:
         line_start = data.rfind(b"\n", 0, err.start) + 1
         where = lineno + data.count(b"\n", 0, err.start) + 1
+        column = err.start - line_start + 1
         raise InputError(
-            f"{name}:{where}: invalid UTF-8 (byte 0x{data[err.start]:02x} at byte {err.start - line_start + 1})",
+            f"{name}:{where}: invalid UTF-8 (byte 0x{data[err.start]:02x} at byte {column})",
             hint="pass --encoding-errors replace|ignore, or convert the file, e.g. iconv -f latin1 -t utf-8",
         ) from None
     if "\r" in text:
@@ -207,6 +208,31 @@ def sample_lines(lines: Iterable[str], n: int, seed: int = 0) -> list[str]:
             if j < n:
                 reservoir[j] = (i, line)
     return [line for _, line in sorted(reservoir)]
+
+
+@contextlib.contextmanager
+def two_passes(
+    paths: Sequence[PathLike], encoding_errors: str = "strict", max_line_chars: int = MAX_LINE_CHARS
+) -> Iterator[tuple[Iterator[str], Callable[[], Iterator[str]]]]:
+    """(first, again): the lines of `paths` for a first pass, and a function giving them again.
+
+    Files are simply read twice. With `-` among the paths, the first pass also copies every line to
+    a temporary file that `again()` reads back, since stdin can be read only once.
+    """
+    paths = [str(p) for p in paths]
+    if STDIN not in paths:
+        yield iter_lines(paths, encoding_errors, max_line_chars), lambda: iter_lines(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="seqtool-") as tmp:
+        copy = os.path.join(tmp, "lines.txt")
+
+        def first() -> Iterator[str]:
+            with open(copy, "w", encoding="utf-8", newline="\n") as f:
+                for line in iter_lines(paths, encoding_errors, max_line_chars):
+                    f.write(line + "\n")
+                    yield line
+
+        yield first(), lambda: iter_lines(copy, "strict", max_line_chars)
 
 
 def file_fingerprint(path: PathLike) -> dict:

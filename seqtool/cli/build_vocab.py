@@ -1,0 +1,160 @@
+"""`seqtool build-vocab`: learn a char, word, bpe or unigram tokenizer from a corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from seqtool.cli.options import EncodingErrors, Json, Seed, Workspace, global_options, pick, reporter
+from seqtool.cli.tokenize import MaxLineChars
+
+
+def build_vocab(
+    ctx: typer.Context,
+    corpus: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Text files, globs, .gz files, or - for stdin.", show_default=False),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Directory to write the tokenizer to.")
+    ] = None,
+    workspace: Workspace = None,
+    kind: Annotated[str, typer.Option("--kind", help="char | word | bpe | unigram.")] = "bpe",
+    vocab_size: Annotated[
+        Optional[int],
+        typer.Option("--vocab-size", help="Pieces, specials included: a cap for char/word (default: all), "
+                     "the target for bpe/unigram (default: 8000).", show_default=False),
+    ] = None,
+    min_count: Annotated[
+        Optional[int], typer.Option("--min-count", help="char/word: rarer pieces become <unk> [default: 1].")
+    ] = None,
+    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lower-case the text first.")] = False,
+    character_coverage: Annotated[
+        float, typer.Option("--character-coverage",
+                            help="bpe/unigram: share of characters kept (0.9995 suits large alphabets).")
+    ] = 1.0,
+    user_symbols: Annotated[
+        Optional[str],
+        typer.Option("--user-symbols", help="Comma-separated tokens kept whole, e.g. <sep>,<cls>."),
+    ] = None,
+    sample: Annotated[
+        Optional[int], typer.Option("--sample", help="Learn from N lines sampled at random (seeded).")
+    ] = None,
+    seed: Seed = None,
+    src: Annotated[Optional[str], typer.Option("--src", help="Parallel data: the source-side file.")] = None,
+    tgt: Annotated[Optional[str], typer.Option("--tgt", help="Parallel data: the target-side file.")] = None,
+    joint: Annotated[
+        bool,
+        typer.Option("--joint", help="With --src/--tgt: one tokenizer for both (else DIR/src, DIR/tgt)."),
+    ] = False,
+    encoding_errors: EncodingErrors = "strict",
+    max_line_chars: MaxLineChars = 1_000_000,
+    as_json: Json = False,
+) -> None:
+    """Learn a tokenizer from a corpus and save it to a directory (or a workspace's tokenizer/).
+
+    Example: seqtool build-vocab corpus.txt --kind bpe --vocab-size 8000 -o tok/
+    """
+    from seqtool.data.io import check_encoding_errors, describe, require_nonempty, sample_lines, two_passes
+    from seqtool.data.tokenized import corpus_stats
+    from seqtool.data.tokenizers import KINDS, save_tokenizers, train_tokenizer
+    from seqtool.errors import InputError
+
+    if kind not in KINDS:
+        raise InputError(f"unknown --kind {kind!r}", hint=f"choose one of {', '.join(KINDS)}")
+    check_encoding_errors(encoding_errors)
+    sides = _sides(corpus, src, tgt, joint)
+    target, ws = _target(ctx, output, workspace)
+    rep = reporter(ctx)
+    if min_count is not None and kind in ("bpe", "unigram"):
+        rep.warn("--min-count applies to char and word tokenizers only; ignored")
+    options = dict(vocab_size=vocab_size, min_count=min_count or 1, lowercase=lowercase,
+                   character_coverage=character_coverage, sample=sample, seed=pick(seed, ctx, "seed") or 0,
+                   user_symbols=[s.strip() for s in (user_symbols or "").split(",") if s.strip()])
+
+    tokenizers, stats = {}, {}
+    for side, paths in sides.items():
+        with two_passes(paths, encoding_errors, max_line_chars) as (lines, again):
+            tok = train_tokenizer(kind, require_nonempty(lines, describe(paths)), **options)
+            # Statistics over what was learnt from: the corpus, or the same seeded sample of it.
+            counted = again() if sample is None else sample_lines(again(), sample, options["seed"])
+            tokenizers[side], stats[side] = tok, corpus_stats(tok, counted)
+        stats[side]["corpus"] = describe(paths)
+    _check_parallel(stats, rep)
+    with _workspace_lock(ws):
+        save_tokenizers(target, tokenizers)
+
+    if as_json:
+        typer.echo(json.dumps({"output": str(target), **stats.get("", stats)}))
+    if not global_options(ctx).quiet:
+        for side, st in stats.items():
+            _report(rep, st, target / side)
+
+
+def _sides(corpus: list[str] | None, src: str | None, tgt: str | None, joint: bool) -> dict[str, list[str]]:
+    from seqtool.errors import InputError
+
+    if (src is None) != (tgt is None):
+        raise InputError("--src and --tgt go together", hint="pass both files of the parallel corpus")
+    if src is not None:
+        if corpus:
+            raise InputError("pass either CORPUS files or --src/--tgt, not both")
+        if src == tgt == "-":
+            raise InputError("--src and --tgt cannot both be stdin")
+        return {"": [src, tgt]} if joint else {"src": [src], "tgt": [tgt]}
+    if joint:
+        raise InputError("--joint needs --src and --tgt")
+    if not corpus:
+        raise InputError("no corpus given",
+                         hint="pass text files, e.g. seqtool build-vocab corpus.txt -o tok/")
+    return {"": corpus}
+
+
+def _target(ctx: typer.Context, output: Path | None, workspace: Path | None) -> tuple[Path, Path | None]:
+    from seqtool.errors import InputError
+
+    ws = pick(workspace, ctx, "workspace")
+    if output is not None and ws is not None:
+        raise InputError("pass either -o DIR or -w WORKSPACE, not both")
+    if output is None and ws is None:
+        raise InputError("no output directory",
+                         hint="pass -o DIR, or -w WORKSPACE to write WORKSPACE/tokenizer/")
+    return (Path(output), None) if output is not None else (Path(ws) / "tokenizer", Path(ws))
+
+
+def _workspace_lock(ws: Path | None):
+    """Hold the workspace's lock while its tokenizer is replaced, if it is a workspace already."""
+    import contextlib
+
+    from seqtool.workspace import META_FILE, WorkspaceLock
+
+    if ws is None or not (ws / META_FILE).exists():
+        return contextlib.nullcontext()
+    return WorkspaceLock(ws / ".lock")
+
+
+def _check_parallel(stats: dict, rep) -> None:
+    if "src" in stats and stats["src"]["lines"] != stats["tgt"]["lines"]:
+        rep.warn(f"--src has {stats['src']['lines']:,} lines but --tgt has {stats['tgt']['lines']:,}; "
+                 "parallel files should align line by line")
+
+
+def _report(rep, st: dict, directory: Path) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    rep.info(f"{st['kind']} tokenizer, {st['vocab_size']:,} pieces → {directory}")
+    rep.info(f"<unk> rate on {st['corpus']}: {st['unk_rate']:.3%} "
+             f"({st['unk']:,} of {st['tokens']:,} tokens, {st['lines']:,} lines)")
+    if rep.log_format == "json":
+        return
+    table = Table(title="most frequent tokens", title_justify="left")
+    for column in ("id", "piece", "count"):
+        table.add_column(column, justify="left" if column == "piece" else "right")
+    for row in st["top"]:
+        piece = row["piece"] if row["piece"].isprintable() else repr(row["piece"])
+        table.add_row(str(row["id"]), Text(piece), f"{row['count']:,}")
+    rep.console.print(table)

@@ -1,0 +1,165 @@
+"""The sentencepiece kinds (bpe, unigram) behind seqtool's `Tokenizer` interface.
+
+Trained in-process from a line iterator with identity normalisation and no dummy prefix, so text
+comes back exactly as it went in. `<mask>` and `<nl>` are control symbols (ids 4 and 5): a literal
+"<nl>" in the text stays text, and newlines are cut out before sentencepiece sees the text.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from seqtool.data.tokenizers import NEWLINE, SPACE_PIECE, SPECIALS, Tokenizer
+from seqtool.errors import InputError
+
+SPM_NEWLINE = "<nl>"
+SPM_FILE = "spm.model"
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """bpe and unigram through sentencepiece, with identity normalisation (text kept as is)."""
+
+    def __init__(self, kind: str, model: bytes, options: dict):
+        import sentencepiece as spm
+
+        self.kind = kind
+        self.options = options
+        self.model = model
+        self.sp = spm.SentencePieceProcessor(model_proto=model)
+        self.newline_id = self.sp.piece_to_id(SPM_NEWLINE)
+        self._lower = bool(options.get("lowercase"))
+        self._chars: set[str] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
+
+    def id_to_piece(self, id_: int) -> str:
+        return self.sp.id_to_piece(id_)
+
+    def encode_batch(self, texts, add_bos=False, add_eos=False):
+        if self._lower:
+            texts = [t.lower() for t in texts]
+        if any(NEWLINE in t for t in texts):
+            return [self._encode_multiline(t, add_bos, add_eos) for t in texts]
+        return self.sp.encode(list(texts), add_bos=add_bos, add_eos=add_eos)
+
+    def _encode_multiline(self, text: str, add_bos: bool, add_eos: bool) -> list[int]:
+        parts = self.sp.encode(text.split(NEWLINE))
+        ids = [self.bos_id] if add_bos else []
+        for i, part in enumerate(parts):
+            if i:
+                ids.append(self.newline_id)
+            ids.extend(part)
+        return ids + ([self.eos_id] if add_eos else [])
+
+    def encode_pieces(self, text: str) -> list[str]:
+        if self._lower:
+            text = text.lower()
+        parts = self.sp.encode(text.split(NEWLINE), out_type=str)
+        return [p for i, part in enumerate(parts) for p in ([SPM_NEWLINE] if i else []) + part]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        self._check_ids(ids)
+        return NEWLINE.join(self.sp.decode(_split_at(list(ids), self.newline_id)))
+
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        return NEWLINE.join(self.sp.decode_pieces(_split_at(list(pieces), SPM_NEWLINE)))
+
+    def unknown(self, text: str) -> Counter:
+        if self._chars is None:
+            pieces = (self.sp.id_to_piece(i) for i in range(self.vocab_size))
+            self._chars = {p.replace(SPACE_PIECE, " ") for p in pieces if len(p) == 1}
+        if self._lower:
+            text = text.lower()
+        return Counter(c for c in text if c not in self._chars and c != NEWLINE)
+
+    def _save_files(self, directory: Path) -> dict:
+        (directory / SPM_FILE).write_bytes(self.model)
+        return {"model_file": SPM_FILE}
+
+
+def _split_at(items: list, sep) -> list[list]:
+    parts, start = [], 0
+    for i, item in enumerate(items):
+        if item == sep:
+            parts.append(items[start:i])
+            start = i + 1
+    parts.append(items[start:])
+    return parts
+
+
+def train_spm(kind: str, lines: Iterable[str], vocab_size: int, options: dict
+               ) -> SentencePieceTokenizer:
+    import sentencepiece as spm
+
+    failure: list[BaseException] = []
+
+    def sentences() -> Iterator[str]:
+        # sentencepiece swallows exceptions from the iterator: keep ours to raise it again.
+        try:
+            for line in lines:
+                yield line.lower() if options["lowercase"] else line
+        except BaseException as err:
+            failure.append(err)
+            raise
+
+    model = io.BytesIO()
+    spm.set_random_generator_seed(options["seed"])
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences(), model_writer=model, model_type=kind,
+            vocab_size=vocab_size, character_coverage=options["character_coverage"],
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3, unk_surface=SPECIALS[1],
+            control_symbols=[SPECIALS[4], SPM_NEWLINE], user_defined_symbols=options["user_symbols"],
+            # keep the text exactly as it is, so decode(encode(x)) == x
+            normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True, byte_fallback=False, split_digits=False,
+            max_sentence_length=1 << 20, num_threads=os.cpu_count() or 1, minloglevel=2)
+    except RuntimeError as err:
+        if failure:
+            raise failure[0] from None
+        raise _spm_error(str(err), vocab_size) from None
+    return SentencePieceTokenizer(kind, model.getvalue(), options)
+
+
+def _spm_error(message: str, vocab_size: int) -> InputError:
+    if m := re.search(r"Please set it to a value <= (\d+)", message):
+        return InputError(f"--vocab-size {vocab_size} is too large for this corpus: at most "
+                          f"{m[1]} pieces can be learned from it",
+                          hint=f"pass --vocab-size {m[1]} or less, or train on more text")
+    if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message):
+        return InputError(f"--vocab-size {vocab_size} is too small for the {m[2]} characters "
+                          "(and special tokens) of this corpus",
+                          hint=f"pass --vocab-size above {m[2]}, or --character-coverage 0.9995 "
+                          "to map rare characters to <unk>")
+    if "sentences_.empty()" in message:
+        return InputError("empty corpus: no line to learn a vocabulary from",
+                          hint="pass a text file with at least one line of text")
+    first = message.splitlines()[0] if message else "unknown error"
+    return InputError(f"sentencepiece could not train: {first}")
+
+
+def load_spm(directory: Path, kind: str, options: dict) -> SentencePieceTokenizer:
+    """The sentencepiece tokenizer saved in `directory` (its tokenizer.json already read)."""
+    model_path = directory / SPM_FILE
+    if not model_path.is_file():
+        raise InputError(f"{directory} is not a complete tokenizer: {SPM_FILE} is missing",
+                         hint="rebuild the tokenizer with seqtool build-vocab")
+    try:
+        tok = SentencePieceTokenizer(kind, model_path.read_bytes(), options)
+    except (RuntimeError, OSError) as err:
+        raise InputError(f"{model_path} is not a valid sentencepiece model ({str(err).splitlines()[0]})",
+                         hint="rebuild the tokenizer with seqtool build-vocab") from None
+    if [tok.id_to_piece(i) for i in range(len(SPECIALS))] != list(SPECIALS) or tok.newline_id == tok.unk_id:
+        raise InputError(f"{model_path} does not have seqtool's special tokens",
+                         hint="rebuild the tokenizer with seqtool build-vocab")
+    return tok

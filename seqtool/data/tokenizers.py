@@ -1,0 +1,393 @@
+"""Tokenizers behind one interface: char, word, and sentencepiece bpe/unigram.
+
+Every kind has the same special tokens at fixed ids (`tok.pad_id` … `tok.mask_id`) and a newline
+token (`tok.newline_id`) so language models can train on multi-line text. A tokenizer lives in a
+directory: tokenizer.json (kind, options, and the vocabulary for char/word) plus spm.model for
+the sentencepiece kinds. No torch here; sentencepiece is imported only when needed.
+
+Round trips: `decode(encode(x)) == x` for char, bpe and unigram whenever every character of x is
+in the vocabulary, except that U+2581 "▁" (sentencepiece's visible space) always reads back as a
+space. For word, decode returns the *normalised* text: one space between tokens, punctuation split
+off, other whitespace collapsed (see `WordTokenizer.split`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from seqtool.data.io import sample_lines
+from seqtool.errors import InputError
+
+KINDS = ("char", "word", "bpe", "unigram")
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")  # ids 0..4 in every kind
+NEWLINE = "\n"  # the newline piece of char and word; sentencepiece kinds call it <nl>
+SPACE_PIECE = "▁"  # U+2581: how a space is written as a piece (as sentencepiece does)
+FORMAT_VERSION = 1
+DEFAULT_SPM_VOCAB = 8000
+BATCH_LINES = 1000
+CONFIG_FILE = "tokenizer.json"
+
+
+class Tokenizer:
+    """The interface every kind implements. Ids of the specials are the same for all kinds."""
+
+    kind: str
+    pad_id, unk_id, bos_id, eos_id, mask_id = range(5)
+    newline_id: int
+    options: dict
+
+    # implemented by each kind --------------------------------------------------------------
+    def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False
+                     ) -> list[list[int]]:
+        raise NotImplementedError
+
+    def encode_pieces(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`; pad, bos, eos and mask are skipped, newline_id becomes "\\n"."""
+        raise NotImplementedError
+
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def piece_to_id(self, piece: str) -> int:
+        raise NotImplementedError
+
+    def id_to_piece(self, id_: int) -> str:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def unknown(self, text: str) -> Counter:
+        """The characters (char, bpe, unigram) or words (word) of `text` that become <unk>."""
+        raise NotImplementedError
+
+    def _save_files(self, directory: Path) -> dict:
+        raise NotImplementedError
+
+    # shared -------------------------------------------------------------------------------
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        return self.encode_batch([text], add_bos, add_eos)[0]
+
+    def encode_pieces_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False
+                            ) -> list[list[str]]:
+        bos = [SPECIALS[self.bos_id]] if add_bos else []
+        eos = [SPECIALS[self.eos_id]] if add_eos else []
+        return [bos + self.encode_pieces(text) + eos for text in texts]
+
+    def encode_stream(self, lines: Iterable[str]) -> Iterator[int]:
+        """Ids of every line, each followed by newline_id: the token stream an LM trains on."""
+        nl = [self.newline_id]
+        it = iter(lines)
+        while batch := list(itertools.islice(it, BATCH_LINES)):
+            for ids in self.encode_batch(batch):
+                yield from ids
+                yield from nl
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Writes tokenizer.json (and spm.model) into `directory`, creating it."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"kind": self.kind, "format_version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                  "specials": {"pad": self.pad_id, "unk": self.unk_id, "bos": self.bos_id,
+                               "eos": self.eos_id, "mask": self.mask_id, "newline": self.newline_id},
+                  "options": self.options, **self._save_files(directory)}
+        text = json.dumps(config, ensure_ascii=False, indent=1)
+        (directory / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+            raise InputError(f"token id {bad} is out of range for this tokenizer "
+                             f"(vocabulary size {self.vocab_size})",
+                             hint="decode with the tokenizer that produced the ids")
+
+
+# char and word ------------------------------------------------------------------------------
+class VocabTokenizer(Tokenizer):
+    """Char and word tokenizers: a piece list; `split` cuts text into surface pieces."""
+
+    def __init__(self, pieces: list[str], options: dict):
+        self.pieces = pieces
+        self.options = options
+        self.newline_id = pieces.index(NEWLINE)
+        self._ids = {p: i for i, p in enumerate(pieces)}
+        self._user_re = _user_symbol_regex(options.get("user_symbols", []))
+        self._lower = bool(options.get("lowercase"))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def piece_to_id(self, piece: str) -> int:
+        return self._ids.get(piece, self.unk_id)
+
+    def id_to_piece(self, id_: int) -> str:
+        return self.pieces[id_]
+
+    def split(self, text: str) -> list[str]:
+        """The pieces of `text` (after optional lower-casing), known to the vocabulary or not."""
+        raise NotImplementedError
+
+    def encode_batch(self, texts, add_bos=False, add_eos=False):
+        get, unk = self._ids.get, self.unk_id
+        bos = [self.bos_id] if add_bos else []
+        eos = [self.eos_id] if add_eos else []
+        return [bos + [get(p, unk) for p in self.split(text)] + eos for text in texts]
+
+    def encode_pieces(self, text: str) -> list[str]:
+        return self.split(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        self._check_ids(ids)
+        skip = {self.pad_id, self.bos_id, self.eos_id, self.mask_id}
+        return self.decode_pieces([self.pieces[i] for i in ids if i not in skip])
+
+    def unknown(self, text: str) -> Counter:
+        return Counter(p for p in self.split(text) if p not in self._ids)
+
+    def _save_files(self, directory: Path) -> dict:
+        return {"vocab": self.pieces}
+
+
+class CharTokenizer(VocabTokenizer):
+    """One piece per character; a space is the piece "▁", so pieces never contain a space."""
+
+    kind = "char"
+
+    def split(self, text: str) -> list[str]:
+        if self._lower:
+            text = text.lower()
+        if self._user_re is not None:
+            return [p.replace(" ", SPACE_PIECE) for p in self._user_re.findall(text)]
+        return list(text.replace(" ", SPACE_PIECE))
+
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        return "".join(p for p in pieces if p not in SPECIALS or p == SPECIALS[self.unk_id]
+                       ).replace(SPACE_PIECE, " ")
+
+
+class WordTokenizer(VocabTokenizer):
+    """Words as the lecture's recipe LSTM saw them (see `split`); decode joins them with spaces."""
+
+    kind = "word"
+    # newline | a run of dashes | a run of letters/digits | any other single non-space character
+    _TOKEN = r"\n|-{2,}|[^\W_]+|\S"
+
+    def __init__(self, pieces: list[str], options: dict):
+        super().__init__(pieces, options)
+        self._re = word_regex(options.get("user_symbols", []))
+
+    def split(self, text: str) -> list[str]:
+        """ "Hot-water -- sponge cake!" → Hot - water -- sponge cake ! : punctuation split off,
+        runs of dashes kept whole, "\\n" its own token, other whitespace dropped."""
+        return self._re.findall(text.lower() if self._lower else text)
+
+    def decode_pieces(self, pieces: Sequence[str]) -> str:
+        words = [p for p in pieces if p not in SPECIALS or p == SPECIALS[self.unk_id]]
+        return NEWLINE.join(_join_lines(words))
+
+
+def _join_lines(words: list[str]) -> list[str]:
+    lines, current = [], []
+    for word in words:
+        if word == NEWLINE:
+            lines.append(" ".join(current))
+            current = []
+        else:
+            current.append(word)
+    lines.append(" ".join(current))
+    return lines
+
+
+def word_regex(user_symbols: Sequence[str]) -> re.Pattern:
+    alternatives = [re.escape(s) for s in sorted(user_symbols, key=len, reverse=True)]
+    return re.compile("|".join([*alternatives, WordTokenizer._TOKEN]))
+
+
+def normalize_words(text: str, lowercase: bool = False) -> str:
+    """The text a word tokenizer reads back: `decode(encode(text))` when no word is unknown."""
+    return NEWLINE.join(_join_lines(word_regex([]).findall(text.lower() if lowercase else text)))
+
+
+def _user_symbol_regex(user_symbols: Sequence[str]) -> re.Pattern | None:
+    if not user_symbols:
+        return None
+    alternatives = [re.escape(s) for s in sorted(user_symbols, key=len, reverse=True)]
+    return re.compile("|".join([*alternatives, "."]), re.S)
+
+
+def _train_vocab(kind: str, lines: Iterable[str], vocab_size: int | None, min_count: int,
+                 options: dict) -> VocabTokenizer:
+    cls = CharTokenizer if kind == "char" else WordTokenizer
+    probe = cls(list(SPECIALS) + [NEWLINE] + options["user_symbols"], options)
+    counts: Counter = Counter()
+    for line in lines:
+        counts.update(probe.split(line))
+    fixed = probe.pieces
+    for piece in fixed:
+        counts.pop(piece, None)
+    # Most frequent first; ties in code-point order, so the same corpus gives the same ids.
+    ranked = sorted((p for p, c in counts.items() if c >= min_count), key=lambda p: (-counts[p], p))
+    if vocab_size is not None:
+        if vocab_size < len(fixed) + 1:
+            raise InputError(f"--vocab-size {vocab_size} is too small: the special tokens alone take "
+                             f"{len(fixed)}", hint=f"pass --vocab-size {len(fixed) + 1} or more")
+        ranked = ranked[: vocab_size - len(fixed)]
+    return cls(fixed + ranked, options)
+
+
+# training and loading -----------------------------------------------------------------------
+def train_tokenizer(
+    kind: str,
+    lines: Iterable[str],
+    vocab_size: int | None = None,
+    min_count: int = 1,
+    lowercase: bool = False,
+    character_coverage: float = 1.0,
+    user_symbols: Sequence[str] = (),
+    sample: int | None = None,
+    seed: int = 0,
+) -> Tokenizer:
+    """Learns a tokenizer of `kind` from `lines` (one pass, or a seeded sample of `sample` lines).
+
+    `vocab_size` counts every piece, specials included: a cap for char/word (None: keep all),
+    the target for bpe/unigram (None: 8000). `min_count` applies to char/word only.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown tokenizer kind {kind!r}", hint=f"choose one of {', '.join(KINDS)}")
+    if min_count < 1:
+        raise InputError(f"--min-count must be at least 1, not {min_count}")
+    if not 0.0 < character_coverage <= 1.0:
+        raise InputError(f"--character-coverage must be in (0, 1], not {character_coverage}",
+                         hint="1.0 keeps every character; 0.9995 is usual for large character sets")
+    user_symbols = _check_user_symbols(user_symbols)
+    options = {"lowercase": lowercase, "min_count": min_count, "vocab_size": vocab_size,
+               "character_coverage": character_coverage, "user_symbols": user_symbols,
+               "sample": sample, "seed": seed}
+    if sample is not None:
+        lines = sample_lines(lines, sample, seed)
+    if kind in ("char", "word"):
+        return _train_vocab(kind, lines, vocab_size, min_count, options)
+    from seqtool.data.spm_tokenizer import train_spm
+
+    return train_spm(kind, lines, vocab_size or DEFAULT_SPM_VOCAB, options)
+
+
+def _check_user_symbols(symbols: Sequence[str]) -> list[str]:
+    result = []
+    for symbol in symbols:
+        if not symbol or symbol in result:
+            continue
+        if any(c.isspace() for c in symbol):
+            raise InputError(f"user symbol {symbol!r} contains whitespace", hint="use symbols like <sep>")
+        if symbol in (*SPECIALS, "<nl>"):
+            raise InputError(f"user symbol {symbol!r} is already a special token")
+        result.append(symbol)
+    return result
+
+
+def find_tokenizer_dir(path: str | os.PathLike, side: str | None = None) -> Path:
+    """The tokenizer directory meant by `path`: a tokenizer directory itself, or a workspace (its
+    tokenizer/), or a parallel one with src/ and tgt/ (then `side` picks one)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"tokenizer directory {path} does not exist",
+                         hint=f"build one with: seqtool build-vocab CORPUS -o {path}")
+    if not path.is_dir():
+        raise InputError(f"{path} is not a directory", hint="pass the tokenizer directory (or a workspace)")
+    if (path / CONFIG_FILE).exists():
+        return path
+    if (path / "src").is_dir() or (path / "tgt").is_dir():
+        if side is None:
+            raise InputError(f"{path} holds separate src and tgt tokenizers", hint="pass --side src or tgt")
+        if side not in ("src", "tgt"):
+            raise InputError(f"--side must be src or tgt, not {side!r}")
+        return find_tokenizer_dir(path / side)
+    if (path / "tokenizer").is_dir():
+        return find_tokenizer_dir(path / "tokenizer", side)
+    raise InputError(f"{path} is not a tokenizer directory: {CONFIG_FILE} is missing",
+                     hint=f"build one with: seqtool build-vocab CORPUS -o {path}")
+
+
+def load_tokenizer(directory: str | os.PathLike, side: str | None = None) -> Tokenizer:
+    """Loads what `Tokenizer.save` wrote; `directory` may also be a workspace (see find_tokenizer_dir)."""
+    directory = find_tokenizer_dir(directory, side)
+    config_path = directory / CONFIG_FILE
+
+    def corrupt(what: str) -> InputError:
+        return InputError(f"{config_path} is corrupt: {what}",
+                          hint="rebuild the tokenizer with seqtool build-vocab")
+
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise corrupt(f"not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise corrupt("not a JSON object")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(f"{config_path} has format_version {version!r}; this seqtool reads "
+                         f"version {FORMAT_VERSION}", hint="upgrade seqtool, or rebuild the tokenizer")
+    kind, options = config.get("kind"), config.get("options")
+    if kind not in KINDS:
+        raise corrupt(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    if not isinstance(options, dict):
+        raise corrupt("'options' is missing")
+    if kind in ("char", "word"):
+        pieces = config.get("vocab")
+        fixed = [*SPECIALS, NEWLINE]
+        if (not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces)
+                or pieces[: len(fixed)] != fixed or len(set(pieces)) != len(pieces)):
+            raise corrupt("'vocab' must list distinct pieces, starting with the special tokens")
+        return (CharTokenizer if kind == "char" else WordTokenizer)(pieces, options)
+    from seqtool.data.spm_tokenizer import load_spm
+
+    return load_spm(directory, kind, options)
+
+
+def is_tokenizer_dir(path: Path) -> bool:
+    """True for a directory that `save_tokenizers` wrote (joint, or separate src/ and tgt/)."""
+    return any((path / sub / CONFIG_FILE).is_file() for sub in ("", "src", "tgt"))
+
+
+def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer]) -> None:
+    """Saves each tokenizer into `target`/key ("" is `target` itself), replacing `target` whole.
+
+    Everything is written to a temporary directory beside `target` and renamed into place, so an
+    error or a kill never leaves a half-written tokenizer. A `target` that exists and holds
+    something other than a tokenizer is left alone.
+    """
+    target = Path(target)
+    if target.exists() and not is_tokenizer_dir(target) and (not target.is_dir() or any(target.iterdir())):
+        raise InputError(f"refusing to replace {target}: it exists and is not a tokenizer directory",
+                         hint="choose a new or empty output directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; give it a normal directory's mode
+        for sub, tok in tokenizers.items():
+            tok.save(tmp / sub)
+        if target.exists():
+            old = tmp.with_name(tmp.name + ".old")
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
