@@ -21,22 +21,23 @@ class SeqtoolGroup(typer.core.TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                typer.TyperException, typer.Exit, typer.Abort):  # typer ≥ 0.24 vendors its own click
             raise
         except SeqtoolError as err:
             _maybe_traceback(ctx)
             print_error(str(err))
-            raise click.exceptions.Exit(err.exit_code) from None
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             print_error("interrupted by Ctrl-C")
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             raise
         except Exception as err:  # noqa: BLE001 - last resort: never a bare traceback for users
             _maybe_traceback(ctx)
             print_error(f"internal error: {type(err).__name__}: {err} "
                         "(run again with --debug for a traceback, and please report it)")
-            raise click.exceptions.Exit(EXIT_FAILURE) from None
+            raise typer.Exit(EXIT_FAILURE) from None
 
 
 def _maybe_traceback(ctx: click.Context) -> None:
@@ -89,11 +90,12 @@ def root(
 
 # Every command, in --help order. Modules import only typer at the top; torch is imported inside
 # the command bodies so that --help, tokenize, build-vocab and bleu start fast.
-from seqtool.cli import build_vocab, info, tokenize  # noqa: E402
+from seqtool.cli import bleu, build_vocab, info, tokenize  # noqa: E402
 
 COMMANDS = [
     ("tokenize", tokenize.tokenize),
     ("build-vocab", build_vocab.build_vocab),
+    ("bleu", bleu.bleu),
     ("info", info.info),
 ]
 for _name, _fn in COMMANDS:

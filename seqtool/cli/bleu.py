@@ -1,0 +1,106 @@
+"""`seqtool bleu`: corpus BLEU/chrF/TER through sacrebleu, with the breakdown and the signature."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from seqtool.cli.options import EncodingErrors, Json, reporter
+
+
+def bleu(
+    ctx: typer.Context,
+    hypothesis: Annotated[str, typer.Argument(
+        help="Detokenised system output, one segment per line ('-': stdin).")],
+    references: Annotated[list[str], typer.Argument(help="One or more reference files, line-aligned.")],
+    tokenize: Annotated[str, typer.Option("--tokenize", "-tok", help="13a | intl | char | zh | none.")]
+    = "13a",
+    lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive scoring.")] = False,
+    smooth_method: Annotated[str, typer.Option(help="BLEU smoothing: exp | floor | add-k | none.")] = "exp",
+    smooth_value: Annotated[Optional[float], typer.Option(help="Value for floor / add-k smoothing.")] = None,
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,ter.")] = "bleu",
+    max_ngram: Annotated[int, typer.Option(help="Highest n-gram order: 1-4 gives BLEU-1 … BLEU-4.")] = 4,
+    sentence: Annotated[bool, typer.Option("--sentence", help="One score per line, not a corpus score.")]
+    = False,
+    compare: Annotated[Optional[str], typer.Option(
+        help="A second system's output: paired bootstrap resampling against HYPOTHESIS (p-value, 95% CIs).")]
+    = None,
+    bootstrap_samples: Annotated[int, typer.Option(help="Resamples for --compare.")] = 1000,
+    as_json: Json = False,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Score a detokenised hypothesis against references with sacreBLEU (same numbers as its CLI).
+
+    Example: seqtool bleu out.fr test.fr --metrics bleu,chrf --json
+    """
+    from seqtool.data.io import iter_lines
+    from seqtool.errors import InputError
+    from seqtool.metrics import (
+        BleuOptions,
+        corpus_scores,
+        paired_bootstrap,
+        parse_metrics,
+        sentence_scores,
+        tokenisation_warning,
+    )
+
+    report = reporter(ctx)
+    names = parse_metrics(metrics)
+    options = BleuOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram)
+    inputs = [hypothesis, *references, *([compare] if compare else [])]
+    if inputs.count("-") > 1:
+        raise InputError("'-' (stdin) can stand for only one of the inputs")
+    if sentence and compare:
+        raise InputError("--sentence and --compare cannot be combined", hint="use one of them")
+    if bootstrap_samples < 1:
+        raise InputError(f"--bootstrap-samples must be ≥ 1, got {bootstrap_samples}")
+
+    def read(path: str) -> list[str]:
+        # sacrebleu's command line strips trailing whitespace from every line; so do we.
+        return [line.rstrip() for line in iter_lines(path, encoding_errors=encoding_errors)]
+
+    hyps = read(hypothesis)
+    refs = [read(path) for path in references]
+    if warning := tokenisation_warning(hyps):
+        report.warn(warning)
+    out = sys.stdout
+    if sentence:
+        rows, signatures = sentence_scores(hyps, refs, names, options)
+        for row in rows:
+            out.write((json.dumps(row) if as_json else "\t".join(f"{v:.2f}" for v in row.values())) + "\n")
+        for label, signature in signatures.items():
+            report.info(f"{label} signature: {signature}")
+        return
+    if compare:
+        hyps2 = read(compare)
+        if warning := tokenisation_warning(hyps2):
+            report.warn(f"{compare}: {warning}")
+        results = paired_bootstrap(hyps, hyps2, refs, names, options, bootstrap_samples)
+        if as_json:
+            out.write(json.dumps({"baseline": hypothesis, "system": compare, "samples": bootstrap_samples,
+                                  "comparison": [r.to_dict() for r in results]}, indent=2) + "\n")
+            return
+        out.write(f"paired bootstrap resampling, {bootstrap_samples} samples; "
+                  "mean ± half-width of the 95% confidence interval\n")
+        for r in results:
+            out.write(f"{r.metric}\n  baseline {hypothesis}: {r.baseline:.2f} "
+                      f"(μ = {r.baseline_mean:.2f} ± {r.baseline_ci:.2f})\n"
+                      f"  system   {compare}: {r.system:.2f} (μ = {r.system_mean:.2f} ± {r.system_ci:.2f})"
+                      f"  p = {r.p_value:.4f}{' (significant at 0.05)' if r.p_value < 0.05 else ''}\n"
+                      f"  signature: {r.signature}\n")
+        return
+    scores = corpus_scores(hyps, refs, names, options)
+    if as_json:
+        out.write(json.dumps([s.to_dict() for s in scores], indent=2) + "\n")
+        return
+    for s in scores:
+        out.write(f"{s.name} = {s.score:.2f}\n  signature: {s.signature}\n")
+        if s.details:
+            d = s.details
+            for n, (p, c, t) in enumerate(zip(d["precisions"], d["counts"], d["totals"], strict=False), 1):
+                out.write(f"  {n}-gram precision (clipped) {p:6.2f}  {c}/{t}\n")
+            out.write(f"  brevity penalty {d['bp']:.3f}  ratio {d['ratio']:.3f}  "
+                      f"hyp_len {d['sys_len']}  ref_len {d['ref_len']}\n")

@@ -1,0 +1,203 @@
+"""Scores: BLEU, chrF and TER through sacrebleu's Python API (always with its signature).
+
+No torch here: `seqtool bleu` must start fast. The numbers equal the sacrebleu command line for the
+same options because the same metric objects compute them, on lines read the way it reads them
+(trailing whitespace stripped).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqtool.errors import InputError
+
+METRICS = ("bleu", "chrf", "ter")
+TOKENIZERS = ("13a", "intl", "char", "zh", "none")
+SMOOTH_METHODS = ("exp", "floor", "add-k", "none")
+
+
+@dataclass(frozen=True)
+class BleuOptions:
+    """What sacrebleu's BLEU takes from the command line (same names as its options)."""
+
+    tokenize: str = "13a"
+    lowercase: bool = False
+    smooth_method: str = "exp"
+    smooth_value: float | None = None  # None: sacrebleu's default for the method
+    max_ngram: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tokenize not in TOKENIZERS:
+            raise InputError(f"--tokenize must be one of {', '.join(TOKENIZERS)}; got {self.tokenize!r}")
+        if self.smooth_method not in SMOOTH_METHODS:
+            raise InputError(f"--smooth-method must be one of {', '.join(SMOOTH_METHODS)}; "
+                             f"got {self.smooth_method!r}")
+        if not 1 <= self.max_ngram <= 4:
+            raise InputError(f"--max-ngram must be 1, 2, 3 or 4; got {self.max_ngram}")
+
+
+@dataclass
+class MetricScore:
+    """One corpus score, the signature that produced it, and (BLEU) the breakdown."""
+
+    name: str  # "BLEU", "BLEU-2", "chrF2", "TER"
+    score: float
+    signature: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": self.score, "signature": self.signature, **self.details}
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """'bleu,chrf' → ('bleu', 'chrf'); unknown names are an InputError listing the choices."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in METRICS]
+    if bad or not names:
+        raise InputError(f"--metrics: unknown metric {', '.join(bad) or repr(text)}",
+                         hint=f"choose from {', '.join(METRICS)}, comma-separated")
+    return names
+
+
+def make_metric(name: str, options: BleuOptions, references: Sequence[Sequence[str]] | None = None,
+                sentence: bool = False) -> Any:
+    """A sacrebleu metric object; `references` (one list per reference set) are cached in it."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    if name == "bleu":
+        # sacrebleu's command line turns on effective order for sentence-level BLEU; so do we.
+        return BLEU(lowercase=options.lowercase, tokenize=options.tokenize,
+                    smooth_method=options.smooth_method, smooth_value=options.smooth_value,
+                    max_ngram_order=options.max_ngram, effective_order=sentence, references=references)
+    if name == "chrf":
+        return CHRF(lowercase=options.lowercase, references=references)
+    if name == "ter":
+        return TER(case_sensitive=not options.lowercase, references=references)
+    raise InputError(f"unknown metric {name!r}", hint=f"choose from {', '.join(METRICS)}")
+
+
+def _bleu_details(score: Any) -> dict[str, Any]:
+    return {"precisions": [float(p) for p in score.precisions], "counts": list(score.counts),
+            "totals": list(score.totals), "bp": float(score.bp), "ratio": float(score.ratio),
+            "sys_len": int(score.sys_len), "ref_len": int(score.ref_len)}
+
+
+def _name(name: str, score: Any, options: BleuOptions) -> str:
+    if name == "bleu" and options.max_ngram != 4:
+        return f"BLEU-{options.max_ngram}"
+    return str(score.name)
+
+
+def corpus_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu",),
+                  options: BleuOptions | None = None) -> list[MetricScore]:
+    """Corpus-level scores of `hyps` against one or more reference sets (each as long as `hyps`)."""
+    options = options or BleuOptions()
+    check_lengths(hyps, refs)
+    out = []
+    for name in metrics:
+        metric = make_metric(name, options, refs)
+        score = metric.corpus_score(hyps, None)
+        signature = metric.get_signature().format()
+        details = _bleu_details(score) if name == "bleu" else {}
+        out.append(MetricScore(_name(name, score, options), float(score.score), signature, details))
+    return out
+
+
+def corpus_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]], tokenize: str = "13a") -> MetricScore:
+    """Corpus BLEU with sacrebleu's defaults: what validation during training reports."""
+    return corpus_scores(hyps, refs, ("bleu",), BleuOptions(tokenize=tokenize))[0]
+
+
+def sentence_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu",),
+                    options: BleuOptions | None = None) -> tuple[list[dict[str, float]], dict[str, str]]:
+    """Per-line scores ({metric name: score} per hypothesis) and the signature of each metric."""
+    options = options or BleuOptions()
+    check_lengths(hyps, refs)
+    rows: list[dict[str, float]] = [{} for _ in hyps]
+    signatures: dict[str, str] = {}
+    for name in metrics:
+        metric = make_metric(name, options, sentence=True)
+        label = ""
+        for i, (hyp, *line_refs) in enumerate(zip(hyps, *refs, strict=False)):
+            score = metric.sentence_score(hyp, line_refs)
+            label = _name(name, score, options)
+            rows[i][label] = float(score.score)
+        signatures[label or name.upper()] = metric.get_signature().format()
+    return rows, signatures
+
+
+@dataclass
+class Comparison:
+    """Paired bootstrap resampling (Koehn 2004) between a baseline and a second system, per metric."""
+
+    metric: str
+    baseline: float
+    baseline_mean: float
+    baseline_ci: float  # half-width of the 95% interval around the mean
+    system: float
+    system_mean: float
+    system_ci: float
+    p_value: float
+    signature: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def paired_bootstrap(hyps: Sequence[str], hyps2: Sequence[str], refs: Sequence[Sequence[str]],
+                     metrics: Sequence[str] = ("bleu",), options: BleuOptions | None = None,
+                     n_samples: int = 1000) -> list[Comparison]:
+    """sacrebleu's paired bootstrap test (as `sacrebleu --paired-bs`; seed SACREBLEU_SEED, 12345)."""
+    from sacrebleu.significance import PairedTest
+
+    options = options or BleuOptions()
+    check_lengths(hyps, refs)
+    check_lengths(hyps2, refs, what="the --compare hypothesis")
+    objects = {name: make_metric(name, options, refs) for name in metrics}
+    test = PairedTest([("baseline", list(hyps)), ("system", list(hyps2))], objects, references=None,
+                      test_type="bs", n_samples=n_samples)
+    signatures, results = test()
+    out = []
+    for key, (base, other) in ((k, v) for k, v in results.items() if k != "System"):
+        out.append(Comparison(key, float(base.score), float(base.mean), float(base.ci), float(other.score),
+                              float(other.mean), float(other.ci), float(other.p_value),
+                              signatures[key].format()))
+    return out
+
+
+def check_lengths(hyps: Sequence[str], refs: Sequence[Sequence[str]], what: str = "the hypothesis") -> None:
+    """Every reference set must have one line per hypothesis line: else an InputError with both counts."""
+    if not refs:
+        raise InputError("no reference given", hint="pass at least one reference file")
+    for i, ref in enumerate(refs):
+        if len(ref) != len(hyps):
+            which = "the reference" if len(refs) == 1 else f"reference {i + 1}"
+            raise InputError(f"{what} has {len(hyps)} lines but {which} has {len(ref)}",
+                             hint="the files must be line-aligned, one segment per line")
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring tokenised text is the most common way to get a wrong BLEU: spot it
+
+_SUBWORD = re.compile(r"@@( |$)|\u2581")
+_SPLIT_PUNCT = re.compile(r"\w \.$|\w ,\s|\w 's\b|\w n't\b|\w [?!:;]( |$)|\( \w|\w \)")
+
+
+def tokenisation_warning(hyps: Sequence[str], sample: int = 2000) -> str | None:
+    """A sentence saying why `hyps` look tokenised (sub-word markers, split punctuation), or None."""
+    lines = [h for h in hyps[:sample] if h.strip()]
+    if not lines:
+        return None
+    subword = sum(1 for h in lines if _SUBWORD.search(h))
+    if subword / len(lines) >= 0.1:
+        return (f"{subword} of the first {len(lines)} hypothesis lines hold sub-word markers (@@ or ▁): "
+                "BLEU must be computed on detokenised text (undo BPE/SentencePiece first)")
+    split = sum(1 for h in lines if _SPLIT_PUNCT.search(h))
+    if split / len(lines) >= 0.3:
+        return (f"{split} of the first {len(lines)} hypothesis lines have punctuation split off by spaces "
+                "(e.g. 'word .'): the hypothesis looks tokenised; score detokenised text and let "
+                "--tokenize do the tokenisation")
+    return None

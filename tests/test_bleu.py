@@ -1,0 +1,162 @@
+"""`seqtool bleu` and seqtool.metrics: same numbers as sacrebleu's API, breakdown, errors, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import sacrebleu
+from typer.testing import CliRunner
+
+from seqtool.cli import app
+from seqtool.metrics import (
+    BleuOptions,
+    corpus_scores,
+    paired_bootstrap,
+    sentence_scores,
+    tokenisation_warning,
+)
+
+HYP = ["The cat sat on the mat.", "", "A quick brown fox jumps over the lazy dog!",
+       "It rains today, he said.", "Ich bin ein Berliner."]
+REF_A = ["The cat is sitting on the mat.", "Nothing here.", "The quick brown fox jumped over the lazy dog!",
+         "Today it rains, he said.", "I am a Berliner."]
+REF_B = ["A cat sat on a mat.", "", "A fast brown fox jumps over a lazy dog.",
+         "He said it rains today.", "I am from Berlin."]
+HYP2 = ["The cat sat on a mat.", "Nothing.", "A brown fox jumps over the dog!", "It rains.", "I am."]
+
+
+def run(args: list[str], stdin: str | None = None):
+    return CliRunner().invoke(app, args, input=stdin)
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = {}
+    for name, lines in (("hyp", HYP), ("a", REF_A), ("b", REF_B), ("hyp2", HYP2)):
+        paths[name] = tmp_path / f"{name}.txt"
+        paths[name].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.mark.parametrize("tokenize", ["13a", "intl", "char", "zh", "none"])
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_corpus_bleu_equals_sacrebleu_multiple_refs(tokenize, lowercase):
+    options = BleuOptions(tokenize=tokenize, lowercase=lowercase)
+    ours = corpus_scores(HYP, [REF_A, REF_B], ["bleu"], options)[0]
+    theirs = sacrebleu.corpus_bleu(HYP, [REF_A, REF_B], tokenize=tokenize, lowercase=lowercase)
+    assert ours.score == theirs.score
+    assert ours.details["counts"] == theirs.counts and ours.details["totals"] == theirs.totals
+    assert ours.details["bp"] == theirs.bp and ours.details["sys_len"] == theirs.sys_len
+    assert "nrefs:2" in ours.signature and f"tok:{tokenize}" in ours.signature
+
+
+@pytest.mark.parametrize("method,value", [("exp", None), ("floor", 0.1), ("add-k", 1), ("none", None)])
+def test_smoothing_and_max_ngram(method, value):
+    for n in (1, 2, 3, 4):
+        ours = corpus_scores(HYP, [REF_A], ["bleu"], BleuOptions(smooth_method=method, smooth_value=value,
+                                                                max_ngram=n))[0]
+        theirs = sacrebleu.metrics.BLEU(smooth_method=method, smooth_value=value,
+                                        max_ngram_order=n).corpus_score(HYP, [REF_A])
+        assert ours.score == theirs.score
+        assert len(ours.details["precisions"]) == n
+        assert ours.name == ("BLEU" if n == 4 else f"BLEU-{n}")
+
+
+def test_chrf_ter_and_empty_hypotheses():
+    empty = [""] * len(REF_A)
+    scores = corpus_scores(empty, [REF_A, REF_B], ["bleu", "chrf", "ter"])
+    assert [s.score for s in scores] == [sacrebleu.corpus_bleu(empty, [REF_A, REF_B]).score,
+                                         sacrebleu.corpus_chrf(empty, [REF_A, REF_B]).score,
+                                         sacrebleu.corpus_ter(empty, [REF_A, REF_B]).score]
+    assert scores[0].score == 0.0 and scores[0].details["sys_len"] == 0
+
+
+def test_sentence_scores_equal_sacrebleu():
+    rows, signatures = sentence_scores(HYP, [REF_A, REF_B], ["bleu", "chrf"])
+    for hyp, a, b, row in zip(HYP, REF_A, REF_B, rows, strict=False):
+        assert row["BLEU"] == sacrebleu.sentence_bleu(hyp, [a, b]).score
+        assert row["chrF2"] == sacrebleu.sentence_chrf(hyp, [a, b]).score
+    assert "eff:yes" in signatures["BLEU"]
+
+
+def test_paired_bootstrap_matches_sacrebleu():
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    (ours,) = paired_bootstrap(HYP, HYP2, [REF_A], ["bleu"], n_samples=200)
+    _, theirs = PairedTest([("a", HYP), ("b", HYP2)], {"BLEU": BLEU(references=[REF_A])}, None,
+                           test_type="bs", n_samples=200)()
+    assert ours.p_value == theirs["BLEU"][1].p_value and ours.system_ci == theirs["BLEU"][1].ci
+    assert ours.baseline == theirs["BLEU"][0].score and "bs:200" in ours.signature
+
+
+def test_tokenisation_warning():
+    assert tokenisation_warning(["the c@@ at sat", "on the m@@ at"]) is not None
+    assert tokenisation_warning(["▁the ▁cat", "▁sat"]) is not None
+    assert tokenisation_warning(["the cat sat .", "he said , no ."]) is not None
+    assert tokenisation_warning(["The cat sat.", "He said, no."]) is None
+
+
+def test_cli_breakdown_signature_and_json(files):
+    result = run(["bleu", files["hyp"], files["a"], files["b"], "--metrics", "bleu,chrf,ter"])
+    assert result.exit_code == 0, result.output
+    expected = sacrebleu.corpus_bleu(HYP, [REF_A, REF_B])
+    assert f"BLEU = {expected.score:.2f}" in result.stdout
+    assert "nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:" in result.stdout
+    assert "1-gram precision (clipped)" in result.stdout and "brevity penalty" in result.stdout
+    assert "chrF2 = " in result.stdout and "TER = " in result.stdout
+    data = json.loads(run(["bleu", files["hyp"], files["a"], "--json", "-tok", "intl", "-lc",
+                           "--smooth-method", "floor", "--smooth-value", "0.2", "--max-ngram", "3"]).stdout)
+    theirs = sacrebleu.metrics.BLEU(tokenize="intl", lowercase=True, smooth_method="floor", smooth_value=0.2,
+                                    max_ngram_order=3).corpus_score(HYP, [REF_A])
+    assert data[0]["score"] == theirs.score and data[0]["name"] == "BLEU-3"
+
+
+def test_cli_stdin_sentence_and_compare(files):
+    text = "".join(line + "\n" for line in HYP)
+    result = run(["bleu", "-", files["a"], "--sentence"], stdin=text)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(HYP)
+    assert float(lines[0]) == round(sacrebleu.sentence_bleu(HYP[0], [REF_A[0]]).score, 2)
+    assert "signature" in result.stderr
+    rows = [json.loads(line) for line in run(["bleu", files["hyp"], files["a"], "--sentence", "--json",
+                                              "-m", "bleu,ter"]).stdout.splitlines()]
+    assert set(rows[0]) == {"BLEU", "TER"}
+    result = run(["bleu", files["hyp"], files["a"], "--compare", files["hyp2"], "--bootstrap-samples", "100"])
+    assert result.exit_code == 0 and "p = " in result.stdout and "bs:100" in result.stdout
+    data = json.loads(run(["bleu", files["hyp"], files["a"], "--compare", files["hyp2"], "--json",
+                           "--bootstrap-samples", "50"]).stdout)
+    assert 0 <= data["comparison"][0]["p_value"] <= 1
+
+
+def test_cli_warns_about_tokenised_hypothesis(tmp_path, files):
+    tok = tmp_path / "tok.txt"
+    tok.write_text("".join(h.replace(".", " .").replace(",", " ,") + "\n" for h in REF_A))
+    result = run(["bleu", str(tok), files["a"]])
+    assert result.exit_code == 0 and "looks tokenised" in result.stderr
+
+
+def test_cli_errors(tmp_path, files):
+    short = tmp_path / "short.txt"
+    short.write_text("one line\n")
+    result = run(["bleu", str(short), files["a"]])
+    assert result.exit_code == 2
+    assert "1 lines" in result.stderr and "5" in result.stderr and result.stderr.count("\n") == 1
+    assert run(["bleu", files["hyp"], str(tmp_path / "missing.txt")]).exit_code == 2
+    assert run(["bleu", files["hyp"], files["a"], "--metrics", "meteor"]).exit_code == 2
+    assert run(["bleu", files["hyp"], files["a"], "--tokenize", "moses"]).exit_code == 2
+    assert run(["bleu", files["hyp"], files["a"], "--max-ngram", "5"]).exit_code == 2
+    assert run(["bleu", "-", "-"], stdin="a\n").exit_code == 2
+
+
+def test_bleu_does_not_import_torch(files):
+    code = ("import sys\nfrom seqtool.cli import main\nsys.argv = ['seqtool', 'bleu', {!r}, {!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'bleu imported torch'\n").format(files["hyp"], files["a"])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "BLEU = " in proc.stdout
