@@ -14,15 +14,16 @@ from seqtool.workspace import load_tensors, save_tensors
 class Block(nn.Module):
     def __init__(self, d: int = 16):
         super().__init__()
-        self.query, self.key, self.value, self.out = (nn.Linear(d, d) for _ in range(4))
-        self.fc = nn.Linear(d, 4 * d)
-        self.proj = nn.Linear(4 * d, d)
+        self.qkv = nn.Linear(d, 3 * d)  # fused, as the Transformer's self-attention
+        self.out = nn.Linear(d, d)
+        self.up = nn.Linear(d, 4 * d)
+        self.down = nn.Linear(4 * d, d)
 
     def forward(self, x):
-        q, k, v = self.query(x), self.key(x), self.value(x)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
         att = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
         x = x + self.out(att @ v)
-        return x + self.proj(torch.relu(self.fc(x)))
+        return x + self.down(torch.relu(self.up(x)))
 
 
 class Toy(nn.Module):
@@ -46,14 +47,14 @@ def _toy():
 
 def _add(model, targets=("q", "v"), rank=4):
     cfg = lora.LoraConfig(rank=rank, alpha=8.0, targets=list(targets))
-    return lora.add_lora(model, lora.target_suffixes("transformer", cfg.targets), cfg)
+    return lora.add_lora(model, lora.resolve_targets("transformer", cfg.targets), cfg)
 
 
 def test_identical_output_right_after_adding():
     model, ids = _toy()
     before = model(ids)
     names = _add(model, ("q", "k", "v", "o", "mlp"))
-    assert len(names) == 2 * 6
+    assert len(names) == 2 * 4
     torch.testing.assert_close(model(ids), before, rtol=0, atol=0)
 
 
@@ -70,7 +71,7 @@ def test_only_adapter_parameters_change_after_a_step():
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(lora.is_adapter_key(k) for k in changed)
-    assert any(".lora_a." in k for k in changed) and any(".lora_b." in k for k in changed)
+    assert any(k.endswith(".lora_a") for k in changed) and any(k.endswith(".lora_b") for k in changed)
     trainable, total = lora.count_parameters(model)
     assert trainable == sum(v.numel() for v in lora.adapter_state_dict(model).values())
     assert trainable < total
@@ -79,7 +80,7 @@ def test_only_adapter_parameters_change_after_a_step():
 def _trained(model, ids):
     with torch.no_grad():
         for module in lora.lora_modules(model).values():
-            module.lora_b.weight.normal_(0, 0.1)
+            module.lora_b.normal_(0, 0.1)
     return model
 
 
@@ -122,10 +123,21 @@ def test_mismatched_adapter_and_unknown_target_are_errors():
     model, _ = _toy()
     _add(model, ("q",))
     other, _ = _toy()
-    _add(other, ("v",))
+    _add(other, ("o",))
     with pytest.raises(InputError, match="does not fit"):
         lora.load_adapter_state(model, lora.adapter_state_dict(other))
     with pytest.raises(InputError, match="unknown LoRA target"):
-        lora.target_suffixes("transformer", ["zz"])
+        lora.resolve_targets("transformer", ["zz"])
     with pytest.raises(InputError, match="no linear layer"):
-        lora.add_lora(Toy(), ("nothing",), lora.LoraConfig())
+        lora.add_lora(Toy(), (("nothing", 0, 1),), lora.LoraConfig())
+
+
+def test_fused_projection_adapts_only_the_chosen_chunks():
+    model, ids = _toy()
+    _add(model, ("q", "v"), rank=2)
+    module = model.layers[0].qkv
+    assert tuple(module.lora_a.shape) == (2, 2, 16) and tuple(module.lora_b.shape) == (2, 16, 2)
+    _trained(model, ids)
+    delta = module.delta()  # (48, 16): query rows and value rows move, key rows do not
+    assert delta[:16].abs().sum() > 0 and delta[32:].abs().sum() > 0
+    assert delta[16:32].abs().sum() == 0

@@ -18,12 +18,19 @@ from torch.nn import functional as F
 
 from seqtool.errors import InputError
 
-# Short target names (--lora-targets q,k,v,o,mlp) → the last part of the module names they select,
-# for every model family. A family's entry names its own modules; unknown short names are errors.
-TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
-    "transformer": {"q": ("query",), "k": ("key",), "v": ("value",), "o": ("out",),
-                    "mlp": ("fc", "proj")},
-    "seq2seq": {"q": ("query",), "k": ("key",), "v": ("value",), "o": ("out", "output")},
+# Short target names (--lora-targets q,k,v,o,mlp) → the linear layers they select in each model
+# family: (module-name ending, chunk, chunks). A fused projection holds several outputs side by side
+# (the Transformer's self-attention `qkv` is query, key, value: chunk 0, 1, 2 of 3, as GPT-2's
+# c_attn), so "q" adapts only the query rows of it and "q,v" gives query and value their own adapters.
+Target = tuple[str, int, int]
+TARGETS: dict[str, dict[str, tuple[Target, ...]]] = {
+    "transformer": {
+        "q": (("qkv", 0, 3), ("query", 0, 1)),  # self-attention; cross-attention's query
+        "k": (("qkv", 1, 3), ("key_value", 0, 2)),
+        "v": (("qkv", 2, 3), ("key_value", 1, 2)),
+        "o": (("out", 0, 1),),
+        "mlp": (("up", 0, 1), ("down", 0, 1)),
+    },
 }
 
 
@@ -47,83 +54,105 @@ class LoraConfig:
 
 
 class LoRALinear(nn.Module):
-    """A linear layer whose `weight`/`bias` are frozen and whose low-rank update `lora_b @ lora_a` trains.
+    """A linear layer whose `weight`/`bias` are frozen and whose low-rank update B·A trains.
 
-    The base parameters keep their names (`weight`, `bias`), so the base part of a state dict is the
-    same with or without adapters; the adapter adds `lora_a.weight` and `lora_b.weight`.
+    The output may be `parts` equal chunks side by side (a fused q/k/v projection); each chunk listed
+    in `chunks` gets its own pair A (rank, in), B (out/parts, rank), stored stacked as `lora_a`
+    (G, rank, in) and `lora_b` (G, out/parts, rank). The base parameters keep their names, so the
+    base part of a state dict is the same with or without adapters.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, parts: int = 1,
+                 chunks: tuple[int, ...] = (0,)):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
+        if self.out_features % parts:
+            raise ValueError(f"{self.out_features} outputs do not split into {parts} chunks")
         self.weight = base.weight
         self.bias = base.bias
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        self.rank, self.alpha = rank, alpha
+        self.rank, self.alpha, self.parts = rank, alpha, parts
+        self.register_buffer("chunks", torch.tensor(sorted(chunks)), persistent=False)
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        groups, chunk_size = len(chunks), self.out_features // parts
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_a = nn.Linear(self.in_features, rank, bias=False, **factory)
-        self.lora_b = nn.Linear(rank, self.out_features, bias=False, **factory)
+        self.lora_a = nn.Parameter(torch.empty(groups, rank, self.in_features, **factory))
+        self.lora_b = nn.Parameter(torch.zeros(groups, chunk_size, rank, **factory))
         # As in the paper and torchtune: A like a default nn.Linear (Kaiming uniform), B zero.
-        nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_b.weight)
+        for g in range(groups):
+            nn.init.kaiming_uniform_(self.lora_a[g], a=math.sqrt(5))
         self.merged = False
 
     def delta(self) -> torch.Tensor:
-        """The update the adapter adds to `weight`: scale · B A, shape (out, in)."""
-        return (self.lora_b.weight @ self.lora_a.weight) * self.scale
+        """The update the adapters add to `weight`: scale · B_g A_g in the rows of chunk g, (out, in)."""
+        per_chunk = torch.einsum("gor,gri->goi", self.lora_b, self.lora_a) * self.scale  # (G, O, in)
+        full = per_chunk.new_zeros(self.parts, per_chunk.size(1), self.in_features)  # (P, O, in)
+        full[self.chunks] = per_chunk
+        return full.flatten(0, 1)  # (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        out = F.linear(x, self.weight, self.bias)  # (..., out)
         if self.merged:
             return out
-        return out + self.lora_b(self.lora_a(self.dropout(x))) * self.scale
+        G, r = self.lora_a.shape[:2]
+        a = F.linear(self.dropout(x), self.lora_a.reshape(G * r, -1)).unflatten(-1, (G, r))  # (..., G, r)
+        update = torch.einsum("...gr,gor->...go", a, self.lora_b) * self.scale  # (..., G, O)
+        if self.parts == 1:
+            return out + update.flatten(-2)
+        out = out.unflatten(-1, (self.parts, -1))  # (..., P, O)
+        return out.index_add(-2, self.chunks, update.to(out.dtype)).flatten(-2)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"alpha={self.alpha}, merged={self.merged}")
+                f"alpha={self.alpha}, chunks={self.chunks.tolist()}/{self.parts}, merged={self.merged}")
 
 
 # ---------------------------------------------------------------------------------------------
 # adding, merging, extracting
 
 
-def target_suffixes(family: str, targets: list[str]) -> tuple[str, ...]:
-    """Module-name endings selected by the short names `targets` for a model `family`."""
+def resolve_targets(family: str, targets: list[str]) -> tuple[Target, ...]:
+    """The (module-name ending, chunk, chunks) selected by the short names `targets` in a `family`."""
     table = TARGETS.get(family)
     if table is None:
         raise InputError(f"LoRA is not available for {family} models",
                          hint=f"LoRA works on {', '.join(TARGETS)} models; use full fine-tuning")
-    suffixes: list[str] = []
+    chosen: list[Target] = []
     for name in targets:
         if name not in table:
             raise InputError(f"unknown LoRA target {name!r} for a {family} model",
                              hint=f"choose from {', '.join(table)}")
-        suffixes.extend(table[name])
-    return tuple(suffixes)
+        chosen.extend(table[name])
+    return tuple(chosen)
 
 
-def add_lora(model: nn.Module, suffixes: tuple[str, ...], config: LoraConfig) -> list[str]:
-    """Wrap every nn.Linear whose name ends in one of `suffixes`; freeze everything else.
+def add_lora(model: nn.Module, targets: tuple[Target, ...], config: LoraConfig) -> list[str]:
+    """Wrap every nn.Linear that `targets` select; freeze everything else.
 
     Returns the wrapped module names. An empty match is an error naming the linear layers there are.
     """
     linear = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
-    chosen = [name for name, _ in linear if name.rsplit(".", 1)[-1] in suffixes]
-    if not chosen:
+    plan: dict[str, tuple[int, set[int]]] = {}
+    for name, _ in linear:
+        for ending, chunk, parts in targets:
+            if name.rsplit(".", 1)[-1] == ending:
+                plan.setdefault(name, (parts, set()))[1].add(chunk)
+    if not plan:
         names = sorted({name.rsplit(".", 1)[-1] for name, _ in linear})
-        raise InputError(f"no linear layer of this model matches the LoRA targets ({', '.join(suffixes)})",
+        endings = sorted({t[0] for t in targets})
+        raise InputError(f"no linear layer of this model matches the LoRA targets ({', '.join(endings)})",
                          hint=f"its linear layers are named: {', '.join(names) or 'none'}")
     for param in model.parameters():
         param.requires_grad_(False)
-    for name in chosen:
+    for name, (parts, chunks) in plan.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), config.rank, config.alpha, config.dropout))
-    return chosen
+        setattr(parent, child, LoRALinear(getattr(parent, child), config.rank, config.alpha, config.dropout,
+                                          parts, tuple(chunks)))
+    return list(plan)
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
@@ -164,11 +193,11 @@ def strip_lora(model: nn.Module) -> nn.Module:
 
 
 def is_adapter_key(key: str) -> bool:
-    return ".lora_a." in key or ".lora_b." in key or key.startswith(("lora_a.", "lora_b."))
+    return key.rsplit(".", 1)[-1] in ("lora_a", "lora_b")
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter weights (`…lora_a.weight`, `…lora_b.weight`): what adapters/NAME.safetensors holds."""
+    """Only the adapter weights (`…lora_a`, `…lora_b`): what adapters/NAME.safetensors holds."""
     return {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
 
 
