@@ -1,0 +1,49 @@
+"""BERT's masked-language-model corruption (Devlin et al., 2019, §3.1): pick 15% of the tokens; of
+those, 80% become <mask>, 10% a random token, 10% stay. Deterministic per (seed, epoch, batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def mask_tokens(ids: Tensor, *, mask_id: int, pad_id: int, vocab_size: int, special_ids: Sequence[int],
+                generator: torch.Generator, rate: float = 0.15) -> tuple[Tensor, Tensor]:
+    """ids (B, T) → (inputs, targets), both (B, T). targets hold the original token where one was
+    selected and pad_id elsewhere (so the loss ignores it). Special tokens are never selected, and
+    random replacements are never special."""
+    special = torch.tensor(sorted(set(special_ids)), dtype=ids.dtype)
+    candidates = ~torch.isin(ids, special)
+    selected = (torch.rand(ids.shape, generator=generator) < rate) & candidates
+    targets = torch.where(selected, ids, torch.full_like(ids, pad_id))
+    roll = torch.rand(ids.shape, generator=generator)
+    ordinary = torch.tensor([i for i in range(vocab_size) if i not in set(special_ids)], dtype=ids.dtype)
+    random = ordinary[torch.randint(len(ordinary), ids.shape, generator=generator)]
+    inputs = torch.where(selected & (roll < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(selected & (roll >= 0.8) & (roll < 0.9), random, inputs)
+    return inputs, targets
+
+
+class MaskedBatches:
+    """Wraps a language-model batch source: each batch's `input` (B, T) becomes a masked input and its
+    targets. The mask of batch i of epoch e depends only on (seed, e, i), so a resumed run and every
+    validation pass see the same corruption."""
+
+    def __init__(self, source: Any, *, mask_id: int, pad_id: int, vocab_size: int,
+                 special_ids: Sequence[int], seed: int):
+        self.source, self.seed = source, seed
+        self.options = dict(mask_id=mask_id, pad_id=pad_id, vocab_size=vocab_size, special_ids=special_ids)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.source.steps_per_epoch
+
+    def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        generator = torch.Generator()
+        for i, batch in enumerate(self.source.batches(epoch, start), start):
+            generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + i)
+            inputs, targets = mask_tokens(batch["input"], generator=generator, **self.options)
+            yield {**batch, "input": inputs, "target": targets, "ntokens": int(inputs.numel())}

@@ -1,0 +1,394 @@
+"""The Transformer (Vaswani et al., 2017, "Attention Is All You Need") in three shapes: an
+encoder-decoder for translation, a causal decoder (a GPT-like language model) and an encoder (a
+BERT-like masked language model). Read from parts to whole: config, positions, attention, block,
+stack, model. Decoding runs through start/step/reorder with a KV cache as the state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqtool.errors import InputError
+
+ARCHS = ("encoder-decoder", "decoder", "encoder")
+
+
+@dataclass
+class TransformerConfig:
+    arch: str = "decoder"  # encoder-decoder (translation) | decoder (GPT-like LM) | encoder (BERT-like MLM)
+    vocab_size: int = 0  # the (target) vocabulary; 0: the tokenizer's
+    src_vocab_size: int = 0  # encoder-decoder: the source vocabulary; 0: the source tokenizer's
+    n_layers: int = 4  # blocks per stack (the encoder-decoder has n_layers of each)
+    n_heads: int = 4
+    d_model: int = 128
+    d_ff: int = 512
+    dropout: float = 0.1
+    positions: str = "sinusoidal"  # sinusoidal (the paper's §3.5) | learned (GPT-2, BERT)
+    max_len: int = 1024  # positions available; a decoder LM slides its window past this
+    norm_first: bool = True  # pre-LN (GPT-2; stable without warmup) or post-LN (the paper §3.1)
+    activation: str = "relu"  # relu (the paper) | gelu (BERT) | gelu-tanh (GPT-2's approximation)
+    tie: bool = True  # the output projection shares the (target) embedding matrix (§3.4)
+    bias: bool = True  # biases in every linear layer (GPT-2 has them)
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {"arch": ARCHS, "positions": ("sinusoidal", "learned"),
+                   "activation": ("relu", "gelu", "gelu-tanh")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise InputError(f"model.{key} must be one of {', '.join(allowed)}; "
+                                 f"got {getattr(self, key)!r}")
+        for key in ("n_layers", "n_heads", "d_model", "d_ff", "max_len"):
+            if getattr(self, key) <= 0:
+                raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        if self.d_model % self.n_heads:
+            raise InputError(f"model.d_model ({self.d_model}) must be divisible by "
+                             f"model.n_heads ({self.n_heads})",
+                             hint="e.g. --d-model 256 --heads 4")
+        if self.positions == "sinusoidal" and self.d_model % 2:
+            raise InputError(f"model.d_model must be even for sinusoidal positions, got {self.d_model}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TransformerConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# ---------------------------------------------------------------------------------------------
+# positions
+
+
+def sinusoidal_encoding(n_positions: int, d_model: int) -> Tensor:
+    """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(same). → (n_positions, D)"""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(n_positions, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(position * inv_freq)
+    pe[:, 1::2] = torch.cos(position * inv_freq)
+    return pe.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+def attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, causal: bool, dropout: float,
+           weights: list[Tensor] | None = None) -> Tensor:
+    """softmax(QKᵀ/√d_k)V (eq. 1). query (B, H, T, Dh), key/value (B, H, S, Dh), mask a bool tensor
+    broadcastable to (B, H, T, S), True where attending is allowed. → (B, H, T, Dh).
+
+    The fused kernel is the default; when the caller hands a `weights` list the same product is
+    computed explicitly and its attention probabilities (B, H, T, S) are appended to that list.
+    """
+    if weights is None:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+                                              is_causal=causal)
+    scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))  # (B, H, T, S)
+    if causal:
+        mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    weights.append(probs.detach())
+    return F.dropout(probs, dropout) @ value
+
+
+@dataclass
+class DecodeState:
+    """What `step` carries between calls: the self-attention KV cache (per layer, in buffers that grow
+    by doubling) and, for translation, the encoder's cross-attention keys/values and source mask.
+    `attention`: set it to a dict to collect each step's attention weights ("decoder", "cross")."""
+
+    keys: list[Tensor | None]  # per layer (B, H, capacity, Dh)
+    values: list[Tensor | None]
+    length: int = 0  # positions filled
+    tokens: Tensor | None = None  # (B, length) the ids in the cache (to re-fill it when sliding)
+    memory: list[tuple[Tensor, Tensor]] | None = None  # per layer (key, value), each (B, H, S, Dh)
+    src_mask: Tensor | None = None  # (B, 1, 1, S) True for real source tokens
+    attention: dict[str, list[Tensor]] | None = field(default=None)
+
+    def append(self, layer: int, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Write this step's (B, H, t, Dh) keys/values after the cached ones; → all of them."""
+        end = self.length + key.size(2)
+        buf = self.keys[layer]
+        if buf is None or buf.size(2) < end:  # grow by doubling: O(1) amortised per token
+            capacity = max(end, 2 * (buf.size(2) if buf is not None else 0), 64)
+            self.keys[layer], self.values[layer] = (_grown(b, key, capacity, self.length)
+                                                    for b in (buf, self.values[layer]))
+        self.keys[layer][:, :, self.length:end] = key
+        self.values[layer][:, :, self.length:end] = value
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def _grown(buf: Tensor | None, like: Tensor, capacity: int, length: int) -> Tensor:
+    new = like.new_empty(like.size(0), like.size(1), capacity, like.size(3))  # (B, H, capacity, Dh)
+    if buf is not None:
+        new[:, :, :length] = buf[:, :, :length]
+    return new
+
+
+class MultiHeadAttention(nn.Module):
+    """§3.2.2: n_heads attentions over learned projections. Self-attention projects query, key and value
+    with one fused matrix (GPT-2's c_attn); cross-attention takes key and value from the encoder."""
+
+    def __init__(self, cfg: TransformerConfig, cross: bool = False):
+        super().__init__()
+        self.n_heads, self.cross, self.dropout = cfg.n_heads, cross, cfg.dropout
+        d = cfg.d_model
+        if cross:
+            self.query = nn.Linear(d, d, bias=cfg.bias)
+            self.key_value = nn.Linear(d, 2 * d, bias=cfg.bias)
+        else:
+            self.qkv = nn.Linear(d, 3 * d, bias=cfg.bias)
+        self.out = nn.Linear(d, d, bias=cfg.bias)
+
+    def split_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
+        B, T, _ = x.shape
+        x = x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # (n, B, H, T, Dh)
+        return x.unbind(0)
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of the encoder output (B, S, D), each (B, H, S, Dh)."""
+        key, value = self.split_heads(self.key_value(memory), 2)
+        return key, value
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False,
+                state: DecodeState | None = None, layer: int = 0,
+                memory: tuple[Tensor, Tensor] | None = None, weights: list[Tensor] | None = None) -> Tensor:
+        """x (B, T, D) → (B, T, D). Self-attention over x (after the cached prefix when `state` is
+        given), or cross-attention over `memory` = (key, value) from `memory_kv`."""
+        B, T, D = x.shape
+        if self.cross:
+            (query,) = self.split_heads(self.query(x), 1)
+            key, value = memory
+        else:
+            query, key, value = self.split_heads(self.qkv(x), 3)  # each (B, H, T, Dh)
+            if state is not None:
+                key, value = state.append(layer, key, value)  # (B, H, length + T, Dh)
+        dropout = self.dropout if self.training else 0.0
+        y = attend(query, key, value, mask, causal, dropout, weights)  # (B, H, T, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks and stacks
+
+
+class FeedForward(nn.Module):
+    """§3.3: two linear maps with a ReLU (or GELU) between them, applied at every position."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.activation = {"relu": nn.ReLU(), "gelu": nn.GELU(),
+                           "gelu-tanh": nn.GELU(approximate="tanh")}[cfg.activation]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.activation(self.up(x)))
+
+
+class Block(nn.Module):
+    """One encoder or decoder layer: self-attention, cross-attention (decoder of an encoder-decoder),
+    feed-forward; each sublayer inside a residual connection with LayerNorm before it (pre-LN, GPT-2)
+    or after it (post-LN, the paper: LayerNorm(x + Sublayer(x)))."""
+
+    def __init__(self, cfg: TransformerConfig, cross: bool):
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.self_attn_norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.self_attn = MultiHeadAttention(cfg)
+        self.cross_attn_norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cross else None
+        self.cross_attn = MultiHeadAttention(cfg, cross=True) if cross else None
+        self.ff_norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ff = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def residual(self, x: Tensor, norm: nn.Module, sublayer, **kwargs) -> Tensor:
+        if self.norm_first:
+            return x + self.drop(sublayer(norm(x), **kwargs))
+        return norm(x + self.drop(sublayer(x, **kwargs)))
+
+    def forward(self, x: Tensor, mask: Tensor | None, causal: bool, state: DecodeState | None, layer: int,
+                memory: tuple[Tensor, Tensor] | None, memory_mask: Tensor | None,
+                weights: dict[str, list[Tensor]] | None, name: str) -> Tensor:
+        x = self.residual(x, self.self_attn_norm, self.self_attn, mask=mask, causal=causal, state=state,
+                          layer=layer, weights=None if weights is None else weights.setdefault(name, []))
+        if self.cross_attn is not None:
+            x = self.residual(x, self.cross_attn_norm, self.cross_attn, mask=memory_mask, memory=memory,
+                              weights=None if weights is None else weights.setdefault("cross", []))
+        return self.residual(x, self.ff_norm, self.ff)
+
+
+class Stack(nn.Module):
+    """Token embedding + positions → n_layers blocks → final LayerNorm (pre-LN models only)."""
+
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, causal: bool, cross: bool):
+        super().__init__()
+        self.causal = causal
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        else:
+            self.register_buffer("pe", sinusoidal_encoding(cfg.max_len, cfg.d_model), persistent=False)
+        # §3.4 scales embeddings by √d_model so they are not drowned by the ±1 sinusoids; models with
+        # learned positions (GPT-2, BERT) do not.
+        self.scale = math.sqrt(cfg.d_model) if cfg.positions == "sinusoidal" else 1.0
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.norm_first else nn.Identity()
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None, state: DecodeState | None = None,
+                memory: list[tuple[Tensor, Tensor]] | None = None, memory_mask: Tensor | None = None,
+                weights: dict[str, list[Tensor]] | None = None) -> Tensor:
+        """ids (B, T) → hidden states (B, T, D). `mask` (B, 1, 1, T): True for real tokens (encoder);
+        `state`: continue after the cached prefix (decoder); `memory`: per layer cross keys/values."""
+        start = state.length if state is not None else 0
+        T = ids.size(1)
+        positions = torch.arange(start, start + T, device=ids.device)
+        pos = self.pos(positions) if hasattr(self, "pos") else self.pe[start:start + T]
+        x = self.drop(self.embed(ids) * self.scale + pos)  # (B, T, D)
+        causal = self.causal and start == 0 and T > 1
+        if self.causal and start > 0 and T > 1:  # new queries see the whole prefix and themselves
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(start)
+        name = "decoder" if self.causal else "encoder"
+        for i, block in enumerate(self.layers):
+            x = block(x, mask, causal, state, i, memory[i] if memory else None, memory_mask, weights, name)
+        if state is not None:
+            state.length += T
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class Transformer(nn.Module):
+    """encoder-decoder: batch {src, tgt_in, tgt_out} · decoder: {input, target} · encoder: {input,
+    target} with target = pad_id where nothing is predicted. `model(batch)` → (logits, loss)."""
+
+    def __init__(self, cfg: TransformerConfig, label_smoothing: float = 0.0):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise InputError("model.vocab_size must be > 0")
+        self.cfg, self.label_smoothing = cfg, label_smoothing
+        if cfg.arch != "decoder":
+            two_vocabs = cfg.arch == "encoder-decoder" and cfg.src_vocab_size
+            src_vocab = cfg.src_vocab_size if two_vocabs else cfg.vocab_size
+            self.encoder = Stack(cfg, src_vocab, causal=False, cross=False)
+        if cfg.arch != "encoder":
+            self.decoder = Stack(cfg, cfg.vocab_size, causal=True, cross=cfg.arch == "encoder-decoder")
+        out = self.encoder if cfg.arch == "encoder" else self.decoder
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if cfg.tie:
+            self.head.weight = out.embed.weight
+        for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/√(2·layers)
+            if name.endswith(("out.weight", "ff.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            # With the √d_model scale, d_model^-0.5 gives unit-variance inputs (as fairseq does).
+            std = self.cfg.d_model ** -0.5 if self.cfg.positions == "sinusoidal" else 0.02
+            nn.init.normal_(module.weight, std=std)
+
+    def arch(self) -> dict:
+        """The architecture for model.json."""
+        return {"model": "transformer", **{f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}}
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- training -----------------------------------------------------------------------------
+    def source_mask(self, src: Tensor) -> Tensor:
+        """(B, S) ids → (B, 1, 1, S) key-padding mask, True for real tokens."""
+        return (src != self.cfg.pad_id)[:, None, None, :]
+
+    def encode(self, src: Tensor, weights: dict[str, list[Tensor]] | None = None) -> Tensor:
+        """(B, S) → (B, S, D); padding is never attended to."""
+        mask = self.source_mask(src)
+        return self.encoder(src, mask=None if bool(mask.all()) else mask, weights=weights)
+
+    def logits(self, batch: dict[str, Tensor], weights: dict[str, list[Tensor]] | None = None) -> Tensor:
+        """Teacher-forced logits: (B, T, V) for every target position."""
+        if self.cfg.arch == "decoder":
+            return self.head(self.decoder(batch["input"], weights=weights))
+        if self.cfg.arch == "encoder":
+            return self.head(self.encode(batch["input"], weights))
+        memory = self.encode(batch["src"], weights)  # (B, S, D)
+        cross = [block.cross_attn.memory_kv(memory) for block in self.decoder.layers]
+        h = self.decoder(batch["tgt_in"], memory=cross, memory_mask=self.source_mask(batch["src"]),
+                         weights=weights)
+        return self.head(h)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        logits = self.logits(batch)  # (B, T, V)
+        target = batch["tgt_out"] if self.cfg.arch == "encoder-decoder" else batch["target"]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=self.cfg.pad_id,
+                               label_smoothing=self.label_smoothing)
+        return logits, loss
+
+    # -- decoding: the step interface -----------------------------------------------------------
+    def start(self, src_ids: Tensor | None = None, src_mask: Tensor | None = None) -> DecodeState:
+        """An empty KV cache (decoder), or the encoded source (B, S) and its cross keys/values."""
+        if self.cfg.arch == "encoder":
+            raise InputError("an encoder (masked language model) does not generate text left to right",
+                             hint='fill in masked tokens instead: seqtool generate -w WS --fill "a <mask> b"')
+        n = self.cfg.n_layers
+        state = DecodeState(keys=[None] * n, values=[None] * n)
+        if self.cfg.arch == "encoder-decoder":
+            if src_ids is None:
+                raise InputError("a translation model needs source ids to start decoding")
+            memory = self.encode(src_ids)
+            state.memory = [block.cross_attn.memory_kv(memory) for block in self.decoder.layers]
+            state.src_mask = (self.source_mask(src_ids) if src_mask is None
+                              else src_mask.bool().view(src_ids.size(0), 1, 1, -1))
+        return state
+
+    def step(self, next_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
+        """next_ids (B, t): the new tokens only → logits (B, V) for the last one, and the state, whose
+        cache now holds them too. The prefix is never recomputed (except when a decoder LM slides its
+        window past max_len: then the newest half is re-encoded once every max_len/2 tokens)."""
+        t = next_ids.size(1)
+        if state.length + t > self.cfg.max_len:
+            if self.cfg.arch != "decoder":
+                raise InputError(f"the output is longer than the model's {self.cfg.max_len} positions",
+                                 hint="lower the maximum output length")
+            seen = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
+            keep = min(self.cfg.max_len, max(self.cfg.max_len // 2, t))
+            attention = state.attention
+            state = self.start()
+            state.attention = attention
+            next_ids = seen[:, -keep:]
+        if self.cfg.arch == "decoder":
+            state.tokens = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
+        h = self.decoder(next_ids, state=state, memory=state.memory, memory_mask=state.src_mask,
+                         weights=state.attention)  # (B, t, D)
+        return self.head(h[:, -1]), state
+
+    def reorder(self, state: DecodeState, index: Tensor) -> DecodeState:
+        """Keep/duplicate batch rows (beam search): every tensor in the state along its batch axis."""
+        pick = lambda x: None if x is None else x.index_select(0, index)  # noqa: E731
+        return DecodeState(
+            keys=[pick(k) for k in state.keys], values=[pick(v) for v in state.values], length=state.length,
+            tokens=pick(state.tokens), src_mask=pick(state.src_mask), attention=state.attention,
+            memory=None if state.memory is None else [(pick(k), pick(v)) for k, v in state.memory])
+
+    # -- masked language model ------------------------------------------------------------------
+    @torch.no_grad()
+    def fill_mask(self, ids: Tensor, top_k: int = 5) -> tuple[Tensor, Tensor]:
+        """Encoder arch: ids (B, T) → (probabilities, ids) of the top_k candidates, each (B, T, k)."""
+        probs = self.logits({"input": ids}).float().softmax(-1)  # (B, T, V)
+        return probs.topk(min(top_k, probs.size(-1)), dim=-1)
