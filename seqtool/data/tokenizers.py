@@ -341,6 +341,10 @@ def load_tokenizer(directory: str | os.PathLike, side: str | None = None) -> Tok
         raise InputError(f"{config_path} has format_version {version!r}; this seqtool reads "
                          f"version {FORMAT_VERSION}", hint="upgrade seqtool, or rebuild the tokenizer")
     kind, options = config.get("kind"), config.get("options")
+    if kind == "gpt2-bpe":  # an imported GPT-2's byte-level BPE (seqtool[hf]), see gpt2_tokenizer.py
+        from seqtool.data.gpt2_tokenizer import load_gpt2_tokenizer
+
+        return load_gpt2_tokenizer(directory, options if isinstance(options, dict) else {})
     if kind not in KINDS:
         raise corrupt(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
     if not isinstance(options, dict):

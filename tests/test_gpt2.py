@@ -1,0 +1,115 @@
+"""GPT-2 import: a tiny random GPT2LMHeadModel saved by Hugging Face transformers gives the same logits
+and the same tokens in seqtool (skipped when transformers is not installed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seqtool.errors import InputError
+from seqtool.models import gpt2
+
+TEXTS = ["Beat the eggs with the sugar until pale.", "Fold in the flour, then bake 20 minutes.",
+         "Whisk 2 eggs; add milk & butter!\nServe warm.", "Crème brûlée — très bien."] * 20
+
+
+def _tiny_bpe(directory):
+    tokenizers = pytest.importorskip("tokenizers")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXTS, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    directory = _tiny_bpe(tmp_path_factory.mktemp("gpt2"))
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                     eos_token_id=0, bos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # random biases and norms, so a wrongly mapped tensor cannot hide behind zeros
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln_" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_logits_match_transformers(hf_dir):
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    model, _ = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
+    model.eval()
+    ids = torch.randint(0, 300, (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(ids).logits
+        ours = model.logits({"input": ids})
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
+    state = model.start()  # the KV-cache path gives the same last-position logits
+    with torch.no_grad():
+        last, state = model.step(ids[:, :10], state)
+        last, state = model.step(ids[:, 10:], state)
+    torch.testing.assert_close(last, expected[:, -1], rtol=0, atol=1e-4)
+
+
+def test_pytorch_model_bin_and_prefixless_keys(hf_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    state = load_file(str(hf_dir / "model.safetensors"))
+    bare = {k.removeprefix("transformer."): v for k, v in state.items()}
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((hf_dir / name).read_bytes())
+    torch.save(bare, tmp_path / "pytorch_model.bin")
+    a, _ = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
+    b, _ = gpt2.load_hf_gpt2(f"hf:{tmp_path}")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_tokenizer_matches_transformers_and_round_trips(hf_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from seqtool.data.tokenizers import load_tokenizer
+
+    reference = transformers.GPT2TokenizerFast.from_pretrained(hf_dir)
+    _, tok = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
+    for text in TEXTS[:4] + ["unseen wørds ☃ 123", "a<|endoftext|>b"]:
+        assert tok.encode(text) == reference(text)["input_ids"], text
+        assert tok.decode(tok.encode(text)) == text.replace("<|endoftext|>", "")
+    assert tok.eos_id == tok.pad_id == reference.eos_token_id
+    assert not tok.unknown("anything at all ☃")
+    tok.save(tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok")
+    assert again.kind == "gpt2-bpe" and again.encode(TEXTS[2]) == tok.encode(TEXTS[2])
+    assert again.newline_id == tok.newline_id
+    reference.save_pretrained(tmp_path / "hf")  # a directory with tokenizer.json instead
+    from seqtool.data.gpt2_tokenizer import from_hf_dir
+
+    assert from_hf_dir(tmp_path / "hf").encode(TEXTS[2]) == tok.encode(TEXTS[2])
+
+
+def test_padding_with_end_of_text_keeps_end_of_text_in_the_loss(hf_dir):
+    model, tok = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
+    assert model.cfg.pad_id != tok.eos_id  # the loss ignores IGNORE_INDEX, not <|endoftext|>
+    ids = torch.tensor([tok.encode("Serve warm.", add_eos=True)])
+    _, loss_all = model({"input": ids[:, :-1], "target": ids[:, 1:]})
+    _, loss_without_eos = model({"input": ids[:, :-2], "target": ids[:, 1:-1]})
+    assert loss_all.item() != pytest.approx(loss_without_eos.item())
+
+
+def test_missing_files_are_listed_and_nothing_is_downloaded(tmp_path):
+    with pytest.raises(InputError, match="not a directory"):
+        gpt2.hf_directory(f"hf:{tmp_path / 'nope'}")
+    with pytest.raises(InputError) as err:
+        gpt2.hf_directory(f"hf:{tmp_path}")
+    message = str(err.value)
+    assert "config.json" in message and "model.safetensors or pytorch_model.bin" in message
+    assert "vocab.json and merges.txt" in message and "never downloads" in message
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(InputError, match="model_type"):
+        gpt2.load_hf_gpt2(f"hf:{tmp_path}")
