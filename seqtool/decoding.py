@@ -1,0 +1,320 @@
+"""Decoding for every model through its start / step / reorder methods (DESIGN.md): greedy, sampling
+with temperature, top-k and top-p, and beam search, plus text streaming for language models.
+
+Nothing here knows which model it drives. `state = model.start(src_ids, src_mask)`;
+`logits, state = model.step(next_ids (B, t), state)` gives (B, V) for the last position;
+`model.reorder(state, index)` keeps/duplicates batch rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seqtool.errors import InputError
+
+
+@dataclass
+class DecodeConfig:
+    max_tokens: int = 200  # new tokens at most (the end-of-sequence token included)
+    greedy: bool = False
+    temperature: float = 1.0  # 0 is greedy
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0  # nucleus sampling; 1.0: no limit
+    beam: int = 1
+    length_penalty: float = 0.0  # GNMT's α (Wu et al. 2016, eq. 14); 0: raw log-probability
+    no_repeat_ngram: int = 0  # beam search: never repeat an n-gram of this size; 0: off
+    nbest: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise InputError(f"--max-tokens must be ≥ 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise InputError(f"--temperature must be ≥ 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise InputError(f"--top-k must be ≥ 0 (0: off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.beam < 1:
+            raise InputError(f"--beam must be ≥ 1, got {self.beam}")
+        if not 1 <= self.nbest <= self.beam:
+            raise InputError(f"--nbest must be between 1 and the beam size {self.beam}, got {self.nbest}")
+        if self.no_repeat_ngram < 0:
+            raise InputError(f"--no-repeat-ngram must be ≥ 0, got {self.no_repeat_ngram}")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature == 0
+
+
+@dataclass
+class Hypothesis:
+    ids: list[int]  # the new tokens, the end-of-sequence token included when it was produced
+    logprobs: list[float]  # the model's log-probability of each (temperature 1, unfiltered)
+    score: float  # sum of logprobs, divided by the length penalty for beam search
+    finished: bool = False  # ended with the end-of-sequence token
+
+
+# ---------------------------------------------------------------------------------------------
+# logits → the next token: small pure functions
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits of each row (B, V); the rest become -inf. k = 0 keeps all."""
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus sampling (Holtzman et al. 2020): keep the smallest set of tokens whose probability
+    reaches p (always at least the most likely one)."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs >= p  # the mass before a token already reaches p
+    return logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+
+
+def choose(logits: Tensor, cfg: DecodeConfig, generator: torch.Generator | None = None
+           ) -> tuple[Tensor, Tensor]:
+    """logits (B, V) → the next ids (B,) and their log-probabilities under the model (B,)."""
+    logits = logits.float()
+    logprobs = logits.log_softmax(-1)
+    if cfg.is_greedy:
+        ids = logits.argmax(-1)
+    else:
+        scores = top_p_filter(top_k_filter(apply_temperature(logits, cfg.temperature), cfg.top_k), cfg.top_p)
+        ids = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+    return ids, logprobs.gather(1, ids.unsqueeze(1)).squeeze(1)
+
+
+def reorder_state(state: Any, index: Tensor, dim: int = 0) -> Any:
+    """Select rows `index` along the batch axis `dim` of every tensor in a nested state (tuples,
+    lists, dicts, dataclasses); anything that is not a tensor is kept as it is."""
+    if isinstance(state, Tensor):
+        return state.index_select(dim, index)
+    if isinstance(state, (tuple, list)):
+        return type(state)(reorder_state(s, index, dim) for s in state)
+    if isinstance(state, dict):
+        return {k: reorder_state(v, index, dim) for k, v in state.items()}
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return dataclasses.replace(state, **{f.name: reorder_state(getattr(state, f.name), index, dim)
+                                             for f in dataclasses.fields(state) if f.init})
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# greedy and sampling
+
+
+@torch.no_grad()
+def sample_stream(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig,
+                  generator: torch.Generator | None = None, eos_id: int | None = None
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yields (ids (B,), logprobs (B,)) for each new token as soon as it is chosen; ends after
+    cfg.max_tokens or when every row has produced `eos_id`. Rows that ended keep being stepped."""
+    done = torch.zeros(next_ids.size(0), dtype=torch.bool, device=next_ids.device)
+    for _ in range(cfg.max_tokens):
+        logits, state = model.step(next_ids, state)
+        ids, logprobs = choose(logits, cfg, generator)
+        yield ids, logprobs
+        if eos_id is not None:
+            done |= ids == eos_id
+            if bool(done.all()):
+                return
+        next_ids = ids.unsqueeze(1)
+
+
+def sample(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig,
+           generator: torch.Generator | None = None, eos_id: int | None = None) -> list[Hypothesis]:
+    """Greedy (cfg.greedy) or sampled continuations of every row of next_ids (B, t)."""
+    hyps = [Hypothesis([], [], 0.0) for _ in range(next_ids.size(0))]
+    for ids, logprobs in sample_stream(model, state, next_ids, cfg, generator, eos_id):
+        for hyp, i, lp in zip(hyps, ids.tolist(), logprobs.tolist(), strict=True):
+            if not hyp.finished:
+                hyp.ids.append(i)
+                hyp.logprobs.append(lp)
+                hyp.score += lp
+                hyp.finished = i == eos_id
+    return hyps
+
+
+# ---------------------------------------------------------------------------------------------
+# beam search
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT: lp(Y) = ((5 + |Y|) / 6)^α."""
+    return ((5.0 + length) / 6.0) ** alpha if alpha else 1.0
+
+
+def _banned(history: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram already in `history`."""
+    if n <= 0 or len(history) < n:
+        return []
+    prefix = tuple(history[len(history) - n + 1:]) if n > 1 else ()
+    return [history[i + n - 1] for i in range(len(history) - n + 1)
+            if tuple(history[i:i + n - 1]) == prefix]
+
+
+@torch.no_grad()
+def beam_search(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig, eos_id: int,
+                max_lengths: Sequence[int] | None = None) -> list[list[Hypothesis]]:
+    """The cfg.nbest best continuations of each row of next_ids (B, t), best first.
+
+    `max_lengths` caps the new tokens of each row (translation: a·|source| + b), else cfg.max_tokens.
+
+    All sentences and their beams step together as one batch of (live sentences × beam) rows. As in
+    OpenNMT, a sentence is done when its best candidate ends with `eos_id` and it holds cfg.nbest
+    finished hypotheses; its rows then leave the batch. With beam 1 this is exactly greedy search.
+    """
+    K, device = cfg.beam, next_ids.device
+    rows = torch.arange(next_ids.size(0), device=device).repeat_interleave(K)  # every sentence K times
+    state, inputs = model.reorder(state, rows), next_ids.index_select(0, rows)
+    scores = torch.full((next_ids.size(0), K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # the K copies are identical at first: let only one of them expand
+    active = list(range(next_ids.size(0)))  # the sentence of each block of K rows
+    beams = [Hypothesis([], [], 0.0) for _ in rows]  # the live hypothesis of each row
+    finished: list[list[Hypothesis]] = [[] for _ in active]
+    limits = [min(cfg.max_tokens, n) for n in max_lengths] if max_lengths else [cfg.max_tokens] * len(active)
+    for t in range(cfg.max_tokens):
+        logits, state = model.step(inputs, state)
+        logprobs = logits.float().log_softmax(-1)  # (n·K, V)
+        if cfg.no_repeat_ngram:
+            for r, hyp in enumerate(beams):
+                if banned := _banned(hyp.ids, cfg.no_repeat_ngram):
+                    logprobs[r, banned] = float("-inf")
+        V = logprobs.size(1)
+        flat = (scores.view(-1, 1) + logprobs).view(len(active), K * V)  # (n, K·V)
+        top_scores, top = flat.topk(min(2 * K, K * V), dim=1)  # (n, 2K): enough for K that go on
+        top_lp = logprobs.view(len(active), K * V).gather(1, top)
+        keep: list[tuple[int, int, float, float]] = []  # (row, token, score, token logprob)
+        still_active = []
+        for i, sent in enumerate(active):
+            alive, best_is_eos = [], False
+            candidates = zip(top_scores[i].tolist(), top[i].tolist(), top_lp[i].tolist(), strict=True)
+            for rank, (score, pos, lp) in enumerate(candidates):
+                if score == float("-inf"):
+                    break
+                beam, tok = divmod(pos, V)
+                row = i * K + beam
+                if tok == eos_id:
+                    best_is_eos |= rank == 0
+                    if rank < K:
+                        finished[sent].append(_final(_extend(beams[row], tok, lp, score), cfg, True))
+                elif len(alive) < K:
+                    alive.append((row, tok, score, lp))
+            if (best_is_eos and len(finished[sent]) >= cfg.nbest) or t == limits[sent] - 1 or not alive:
+                # out of steps (or every extension blocked): the live beams count too
+                ends = [_extend(beams[row], tok, lp, score) for row, tok, score, lp in alive]
+                if not alive:
+                    ends = [h for h in beams[i * K:(i + 1) * K] if h.score > float("-inf")]
+                short = max(0, cfg.nbest - len(finished[sent]))
+                finished[sent] += [_final(h, cfg, False) for h in ends[:short]]
+                continue
+            still_active.append(sent)
+            keep += alive + [(*alive[-1][:2], float("-inf"), 0.0)] * (K - len(alive))  # pads never win
+        if not still_active:
+            break
+        state = model.reorder(state, torch.tensor([k[0] for k in keep], device=device))
+        inputs = torch.tensor([[k[1]] for k in keep], device=device)
+        scores = torch.tensor([k[2] for k in keep], device=device).view(len(still_active), K)
+        beams = [_extend(beams[row], tok, lp, score) for row, tok, score, lp in keep]
+        active = still_active
+    return [sorted(f, key=lambda h: -h.score)[: cfg.nbest] for f in finished]
+
+
+def _extend(hyp: Hypothesis, tok: int, lp: float, total: float) -> Hypothesis:
+    """`hyp` plus one token; `total` is the new summed log-probability."""
+    return Hypothesis([*hyp.ids, tok], [*hyp.logprobs, lp], total)
+
+
+def _final(hyp: Hypothesis, cfg: DecodeConfig, finished: bool) -> Hypothesis:
+    """A hypothesis leaving the beam, scored by its summed log-probability / lp(length)."""
+    return Hypothesis(hyp.ids, hyp.logprobs, hyp.score / length_penalty(len(hyp.ids), cfg.length_penalty),
+                      finished)
+
+
+# ---------------------------------------------------------------------------------------------
+# language models: text in, text out, streamed
+
+
+def lm_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The ids a language model continues: a newline (LMs here train on a stream of lines, each
+    followed by newline_id, so a text starts after one), then the prompt's tokens."""
+    return [tokenizer.newline_id, *tokenizer.encode(prompt)] if prompt else [tokenizer.newline_id]
+
+
+@dataclass
+class Sample:
+    prompt: str
+    text: str = ""  # the continuation (without the prompt), cut before a stop string
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stop_reason: str = ""  # eos | stop | max_tokens
+
+
+class TextStream:
+    """One language-model sample, streamed: iterating yields new text as soon as it is decoded (held
+    back only while it might be the start of a stop string); `sample` holds the result afterwards."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt: str, cfg: DecodeConfig,
+                 generator: torch.Generator | None = None, stop: Sequence[str] = ()):
+        self.model, self.tokenizer, self.cfg, self.generator = model, tokenizer, cfg, generator
+        self.stop = [s for s in stop if s]
+        self.sample = Sample(prompt)
+
+    def __iter__(self) -> Iterator[str]:
+        tok, s = self.tokenizer, self.sample
+        prompt = lm_prompt_ids(tok, s.prompt)
+        device = next(self.model.parameters()).device
+        inputs = torch.tensor([prompt], device=device)
+        # Decode a short window (the last prompt token + what is new) and emit what it adds, so a
+        # word tokenizer's spaces and sentencepiece's "▁" come out right at O(1) cost per token.
+        window, prefix, read = prompt[-1:], 0, 1
+        emitted, s.stop_reason = 0, "max_tokens"
+        for ids, logprobs in sample_stream(self.model, self.model.start(), inputs, self.cfg, self.generator,
+                                           tok.eos_id):
+            i = int(ids[0])
+            s.ids.append(i)
+            s.logprobs.append(float(logprobs[0]))
+            if i == tok.eos_id:
+                s.stop_reason = "eos"
+                break
+            window.append(i)
+            before, after = tok.decode(window[prefix:read]), tok.decode(window[prefix:])
+            if len(after) > len(before) and not after.endswith("\ufffd"):
+                s.text += after[len(before):]
+                prefix, read = read, len(window)
+            if (cut := self._stop_at(emitted)) is not None:
+                s.text, s.stop_reason = s.text[:cut], "stop"
+                break
+            hold = self._hold_back()
+            if len(s.text) - hold > emitted:
+                yield s.text[emitted:len(s.text) - hold]
+                emitted = len(s.text) - hold
+        if len(s.text) > emitted:
+            yield s.text[emitted:]
+
+    def _stop_at(self, emitted: int) -> int | None:
+        text = self.sample.text
+        hits = [i for stop in self.stop if (i := text.find(stop, max(0, emitted - len(stop)))) >= 0]
+        return min(hits) if hits else None
+
+    def _hold_back(self) -> int:
+        text = self.sample.text
+        return max((k for stop in self.stop for k in range(1, len(stop)) if text.endswith(stop[:k])),
+                   default=0)
+
