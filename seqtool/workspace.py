@@ -320,6 +320,25 @@ class Workspace:
     def architecture(self) -> dict[str, Any]:
         return _read_json(self.path / ARCH_FILE)
 
+    # -- LoRA adapters (finetune --lora): adapters/NAME.safetensors + NAME.json ---------------
+    def publish_adapter(self, name: str, state: dict[str, Any], config: dict[str, Any],
+                        note: dict[str, Any] | None = None) -> None:
+        save_tensors(self.path / "adapters" / f"{name}.safetensors", state)
+        atomic_write(self.path / "adapters" / f"{name}.json",
+                     json.dumps({**config, **({"published": note} if note else {})}, indent=2))
+
+    def adapters(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "adapters").glob("*.safetensors"))
+
+    def load_adapter(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(adapter weights, adapter config) of adapters/NAME."""
+        if not (self.path / "adapters" / f"{name}.safetensors").exists():
+            names = ", ".join(self.adapters()) or "none"
+            raise InputError(f"workspace {self.path} has no adapter {name!r} (adapters: {names})",
+                             hint="train one with seqtool finetune --lora-rank R --adapter-name NAME")
+        config = _read_json(self.path / "adapters" / f"{name}.json")
+        return load_tensors(self.path / "adapters" / f"{name}.safetensors"), config
+
     # -- checkpoints --------------------------------------------------------------------------
     def checkpoint_dirs(self) -> list[Path]:
         root = self.path / "checkpoints"

@@ -42,7 +42,7 @@ class TrainTask:
     metric: str = "loss"  # the validation metric that picks the published weights
     mode: str = "min"  # "min" for loss/perplexity, "max" for BLEU/accuracy
     carries_state: bool = False  # truncated BPTT: hidden state flows from one batch to the next
-    extra_params: list[str] = field(default_factory=list)  # unused; kept for adapters (finetune)
+    adapter: str = ""  # LoRA (finetune): checkpoints hold and publishing writes only adapters/NAME
     trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None  # default: all requiring grad
 
 
@@ -163,7 +163,7 @@ class Trainer:
         }
         if self.scaler is not None:
             trainer_state["scaler"] = self.scaler.state_dict()
-        path = self.ws.save_checkpoint(self.state.step, self.model.state_dict(), trainer_state,
+        path = self.ws.save_checkpoint(self.state.step, self._model_state(), trainer_state,
                                        {"best_value": self.state.best_value, "metric": self.task.metric},
                                        keep=self.run_cfg.keep_checkpoints)
         self.ws.update_status(step=self.state.step, last_checkpoint=path.name)
@@ -191,11 +191,22 @@ class Trainer:
         self.emit({"event": "valid", "step": self.state.step, **metrics, "best": improved})
         return metrics
 
+    def _model_state(self) -> dict[str, Any]:
+        """What checkpoints and publishing save: the whole model, or only its LoRA adapter weights."""
+        if self.task.adapter:
+            from seqtool.models.lora import adapter_state_dict
+
+            return adapter_state_dict(self.model)
+        return self.model.state_dict()
+
     def publish(self) -> None:
         if not self.dist.is_main:
             return
         note = {"step": self.state.step, "metric": self.task.metric, "value": self.state.best_value}
-        self.ws.publish(self.model.state_dict(), self.task.arch, note)
+        if self.task.adapter:  # the base weights stay as they are; arch is the adapter's config
+            self.ws.publish_adapter(self.task.adapter, self._model_state(), self.task.arch, note)
+        else:
+            self.ws.publish(self.model.state_dict(), self.task.arch, note)
         self.ws.update_status(best_metric=self.task.metric, best_value=self.state.best_value,
                               best_step=self.state.step)
 
