@@ -352,9 +352,15 @@ class Workspace:
         import torch
 
         root = self.path / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"step-{step:07d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            # The writer holds the lock, so temp dirs here are left over by a process killed mid-save.
+            for stale in root.glob(".step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
+        except OSError as err:
+            raise _os_error(err, final) from err
         try:
             save_tensors(tmp / "model.safetensors", model_state)
             atomic_write_with(tmp / "trainer.pt", lambda p: torch.save(trainer_state, p))
@@ -362,10 +368,11 @@ class Workspace:
                 name: sha256_file(tmp / name) for name in ("model.safetensors", "trainer.pt")}}
             atomic_write(tmp / "meta.json", json.dumps(info, indent=2, default=float))
             _apply_umask_dir(tmp)
-            if final.exists():
-                shutil.rmtree(final)
+            if final.exists():  # rewriting a step (the run's end): move the old copy aside, then drop it
+                os.replace(final, tmp.with_name(tmp.name + ".old"))
             os.replace(tmp, final)
             _fsync_dir(root)
+            shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise _os_error(err, final) from err

@@ -17,10 +17,11 @@ from seqtool.errors import InputError
 def pick_device(spec: str | None) -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; an unavailable explicit choice is a clear error."""
     spec = (spec or "auto").strip().lower()
+    if spec in ("auto", "cuda") and torch.cuda.is_available():
+        # one process per GPU under torchrun / srun: the local rank picks the card
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        return torch.device("cuda", local % torch.cuda.device_count())
     if spec == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-            return torch.device("cuda", local % torch.cuda.device_count())
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -131,6 +132,9 @@ def dist_from_env() -> Dist:
 
 
 def init_distributed(dist: Dist, device: torch.device) -> None:
+    """Join the process group: nccl on CUDA, gloo on CPU. Under plain `srun` (no torchrun) the rendezvous
+    is the job's first node, on port MASTER_PORT or 20000 + job id % 20000 (two jobs sharing a node
+    must not meet on the same port)."""
     if not dist.enabled:
         return
     import torch.distributed as tdist
@@ -144,9 +148,21 @@ def init_distributed(dist: Dist, device: torch.device) -> None:
     if "MASTER_ADDR" not in env and "SLURM_JOB_NODELIST" in env:
         env["MASTER_ADDR"] = _first_slurm_host(env["SLURM_JOB_NODELIST"])
     env.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in env and env.get("SLURM_JOB_ID", "").isdigit():
+        env["MASTER_PORT"] = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
     env.setdefault("MASTER_PORT", "29500")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     tdist.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (if any), so the process exits without a warning."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def _first_slurm_host(nodelist: str) -> str:

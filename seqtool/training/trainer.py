@@ -8,6 +8,7 @@ truncated BPTT does), a deterministic batch source, and an `evaluate` function.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig, parse_duration
-from seqtool.errors import EXIT_INTERRUPTED, RuntimeFailure, SeqtoolError, TemporaryFailure
+from seqtool.errors import EXIT_INTERRUPTED, InputError, RuntimeFailure, SeqtoolError, TemporaryFailure
 from seqtool.training import runtime
 from seqtool.training.schedules import lr_at
 from seqtool.workspace import Workspace
@@ -119,18 +120,26 @@ class Trainer:
             self.forward_model = torch.compile(self.forward_model)  # type: ignore[assignment]
         self.state = TrainState()
         self.carry: Any = None
+        self._saved: tuple[int, str] = (-1, "")  # (step, finished) of the newest checkpoint written
         self.time_budget = parse_duration(run.time_budget, "run.time_budget")
         steps_per_epoch = max(1, task.data.steps_per_epoch // max(1, optim.accumulate))
-        self.total_steps = run.max_steps or (int(math.ceil(run.epochs * steps_per_epoch)) if run.epochs else None)
+        epoch_steps = int(math.ceil(run.epochs * steps_per_epoch)) if run.epochs else None
+        self.total_steps = run.max_steps or epoch_steps
 
     # -- events ---------------------------------------------------------------------------------
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: dict[str, Any], report: bool = True) -> None:
+        """Record an event in metrics.jsonl and hand it to `on_event` (rank 0 only; the others are silent)."""
         if not self.dist.is_main:
             return
         event = {**event, "elapsed": round(self.state.elapsed, 3)}
         if event.get("event") in ("train", "valid", "checkpoint", "publish", "summary", "skip", "stop"):
             self.ws.append_metrics({k: v for k, v in event.items() if k != "message" or v})
-        self.on_event(event)
+        if report:
+            self.on_event(event)
+
+    def _note(self, kind: str, message: str) -> None:
+        if self.dist.is_main:
+            self.on_event({"event": kind, "message": message})
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -138,7 +147,7 @@ class Trainer:
         warnings: list[str] = []
         ckpt = self.ws.latest_checkpoint(warnings)
         for w in warnings:
-            self.on_event({"event": "warning", "message": w})
+            self._note("warning", w)
         if ckpt is None:
             return False
         model_state, trainer_state, _meta = self.ws.load_checkpoint(ckpt)
@@ -147,18 +156,29 @@ class Trainer:
         if self.scaler is not None and "scaler" in trainer_state:
             self.scaler.load_state_dict(trainer_state["scaler"])
         self.state = TrainState(**trainer_state["train_state"])
+        self._saved = (self.state.step, self.state.finished)
         self.carry = _to_device(trainer_state.get("carry"), self.device)
-        runtime.set_rng_state(trainer_state["rng"])
-        self.on_event({"event": "info", "message": f"resumed from {ckpt.name} (step {self.state.step})"})
+        # Each rank continues its own random stream (dropout differs per rank); a checkpoint written by
+        # a different number of processes falls back to rank 0's stream.
+        per_rank = trainer_state.get("rng_ranks") or []
+        rng = per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else trainer_state["rng"]
+        runtime.set_rng_state(rng)
+        self._note("info", f"resumed from {ckpt.name} (step {self.state.step})")
         return True
 
     def checkpoint(self) -> None:
+        """Write checkpoints/step-N (rank 0) with every rank's RNG state; a collective under DDP."""
+        if self._saved == (self.state.step, self.state.finished):
+            return  # e.g. a signal right after a scheduled checkpoint
+        rng_ranks = self._gather(runtime.rng_state())
+        self._saved = (self.state.step, self.state.finished)
         if not self.dist.is_main:
             return
         trainer_state = {
             "optimizer": self.optimizer.state_dict(),
             "train_state": vars(self.state).copy(),
-            "rng": runtime.rng_state(),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
             "carry": _to_cpu(self.carry),
         }
         if self.scaler is not None:
@@ -173,7 +193,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         self.model.eval()
         with torch.no_grad(), runtime.autocast(self.device, self.amp_dtype):
-            metrics = self.task.evaluate(self.model)
+            metrics = self._mean_over_ranks(self.task.evaluate(self.model))
         self.model.train()
         value = metrics.get(self.task.metric)
         improved = value is not None and (
@@ -185,7 +205,8 @@ class Trainer:
             self.publish()
         else:
             self.state.evals_since_best += 1
-            if self.optim_cfg.schedule == "plateau" and self.state.evals_since_best >= self.optim_cfg.plateau_patience:
+            o = self.optim_cfg
+            if o.schedule == "plateau" and self.state.evals_since_best >= o.plateau_patience:
                 self.state.plateau_factor *= self.optim_cfg.gamma
                 self.state.evals_since_best = 0
         self.emit({"event": "valid", "step": self.state.step, **metrics, "best": improved})
@@ -230,27 +251,41 @@ class Trainer:
         return max(lr * self.state.plateau_factor, o.min_lr if o.schedule == "plateau" else 0.0)
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train until a stop condition; returns the summary (also written as the last event)."""
+        """Train until a stop condition; returns the summary (also written as the last event).
+
+        A run that stops early raises: TemporaryFailure (SIGTERM/SIGUSR1, exit 75), SeqtoolError with
+        exit 130 (Ctrl-C), RuntimeFailure (divergence, exit 1). Each of those is preceded by a checkpoint
+        where one makes sense and by a summary line in metrics.jsonl; `summary()` gives it to the CLI.
+        """
         runtime.seed_everything(self.run_cfg.seed + self.dist.rank)
         if resume:
             self.resume()
         if self.state.finished and self._stop_reason():
-            summary = self._summary("already-finished")
+            summary = self.summary("already-finished")
             self.emit({"event": "summary", **summary, "message": "nothing to do: the run has finished"})
             return summary
         self.state.finished = ""
+        if self.dist.is_main:
+            self.ws.update_status(state="running")
         flags = runtime.StopFlags().install()
         self.model.train()
         try:
             reason = self._loop(flags)
+            return self._finish(reason)
+        except BaseException as err:
+            status = _status_of(err)
+            if self.dist.is_main:
+                with contextlib.suppress(Exception):  # the disk may be full: the error matters more
+                    self.ws.update_status(state=status, step=self.state.step)
+                    self.emit({"event": "summary", **self.summary(status), "message": str(err)}, report=False)
+            raise
         finally:
             flags.restore()
-        return self._finish(reason)
 
     def _loop(self, flags: runtime.StopFlags) -> str:
         s, run, accum = self.state, self.run_cfg, max(1, self.optim_cfg.accumulate)
         log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, time.time()
-        segment_start, elapsed_at_start = time.time(), s.elapsed
+        segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
         while True:
             batches = self.task.data.batches(s.epoch, s.index)
             exhausted = True
@@ -270,80 +305,101 @@ class Trainer:
                     g["lr"] = lr
                 loss_value, ntokens, ok = self._step(group, accum)
                 s.index += accum
-                s.elapsed = elapsed_at_start + (time.time() - segment_start)
-                if not ok:
-                    s.bad_steps += 1
-                    s.bad_steps_total += 1
-                    self.emit({"event": "skip", "step": s.step, "message": "non-finite loss or gradient; "
-                               f"step skipped ({s.bad_steps} in a row)"})
-                    if s.bad_steps >= run.max_bad_steps:
-                        last = self.ws.latest_checkpoint()
-                        raise RuntimeFailure(
-                            f"training diverged: {s.bad_steps} non-finite steps in a row at step {s.step}",
-                            hint=f"last good checkpoint: {last.name if last else 'none'}; lower optim.lr "
-                                 "or raise optim.clip's strength (smaller clip)")
-                    continue
-                s.bad_steps = 0
-                s.step += 1
-                s.tokens += ntokens
-                log_loss += loss_value
-                log_tokens += ntokens
-                log_steps += 1
-                if s.step % run.log_every == 0 or s.step == 1:
-                    now = time.time()
-                    avg = log_loss / log_steps
-                    event = {"event": "train", "step": s.step, "epoch": s.epoch, "loss": avg,
-                             "ppl": math.exp(min(avg, 50.0)), "lr": lr,
-                             "tokens_per_s": log_tokens * self.dist.world_size / max(now - log_start, 1e-9)}
-                    if self.total_steps:
-                        event["total_steps"] = self.total_steps
-                        rate = (now - segment_start) / max(1, s.step - 0)
-                        event["eta_s"] = rate * (self.total_steps - s.step)
-                    if self.time_budget is not None:
-                        remaining = self.time_budget - s.elapsed
-                        event["eta_s"] = min(event.get("eta_s", remaining), remaining)
-                    self.emit(event)
-                    log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, now
-                if s.step % run.eval_every == 0:
-                    self.validate()
-                if s.step % run.checkpoint_every == 0:
-                    self.checkpoint()
-                if flags.signal_name:
-                    return "signal:" + flags.signal_name
+                # Ranks agree on stopping (a signal may reach one rank only, clocks differ), so that all
+                # of them leave the loop after the same step and meet in the same collectives.
+                signalled, rank0_elapsed = self._sum_over_ranks(
+                    [1.0 if flags.signal_name else 0.0,
+                     elapsed_at_start + (time.time() - segment_start) if self.dist.is_main else 0.0])
+                s.elapsed = rank0_elapsed
+                if ok:
+                    s.bad_steps = 0
+                    s.step += 1
+                    s.tokens += ntokens
+                    log_loss += loss_value
+                    log_tokens += ntokens
+                    log_steps += 1
+                    if s.step % run.log_every == 0 or s.step == 1:
+                        now = time.time()
+                        avg = log_loss / log_steps
+                        event = {"event": "train", "step": s.step, "epoch": s.epoch, "loss": avg,
+                                 "ppl": math.exp(min(avg, 50.0)), "lr": lr,
+                                 "tokens_per_s": log_tokens * self.dist.world_size
+                                 / max(now - log_start, 1e-9)}
+                        if self.total_steps:
+                            event["total_steps"] = self.total_steps
+                            rate = (now - segment_start) / max(1, s.step - start_step)
+                            event["eta_s"] = rate * (self.total_steps - s.step)
+                        if self.time_budget is not None:
+                            remaining = self.time_budget - s.elapsed
+                            event["eta_s"] = min(event.get("eta_s", remaining), remaining)
+                        self.emit(event)
+                        log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, now
+                    if s.step % run.eval_every == 0:
+                        self.validate()
+                    if s.step % run.checkpoint_every == 0:
+                        self.checkpoint()
+                else:
+                    self._skip(loss_value)
+                if signalled:
+                    return "signal:" + (flags.signal_name or "SIGTERM")
             if exhausted and s.index == 0:
                 raise RuntimeFailure("the training data yields no batch",
                                      hint="use more data or a smaller batch size / bptt / window")
             s.epoch += 1
             s.index = 0
 
+    def _skip(self, loss_value: float) -> None:
+        """Count a non-finite step; too many in a row is divergence (exit 1)."""
+        s = self.state
+        s.bad_steps += 1
+        s.bad_steps_total += 1
+        what = "loss" if not math.isfinite(loss_value) else "gradient"
+        self.emit({"event": "skip", "step": s.step + 1, "loss": loss_value,
+                   "message": f"non-finite {what}; step skipped ({s.bad_steps} in a row)"})
+        if s.bad_steps >= max(1, self.run_cfg.max_bad_steps):
+            last = self.ws.latest_checkpoint()
+            raise RuntimeFailure(
+                f"training diverged: {s.bad_steps} non-finite steps in a row at step {s.step + 1}; "
+                f"last good checkpoint: {last if last else 'none'}",
+                hint="lower optim.lr or optim.clip, then --resume auto (or start a new workspace)")
+
     def _step(self, group: list[dict[str, Any]], accum: int) -> tuple[float, int, bool]:
-        total_loss, ntokens = 0.0, 0
-        for batch in group:
+        """Forward and backward over the micro-batches, clip, step. Returns (loss, tokens, ok).
+
+        ok is False when the loss or the gradient norm is not finite on any rank; the update is then
+        skipped and a carried BPTT state rolls back. Every rank runs its backward even after a bad loss,
+        so DDP's gradient all-reduce never waits for a rank that bailed out.
+        """
+        total_loss, ntokens, finite = 0.0, 0, True
+        carry_before = self.carry
+        for i, batch in enumerate(group):
             batch = _move(self._shard(batch), self.device)
             ntokens += int(batch.get("ntokens", 0))
-            with runtime.autocast(self.device, self.amp_dtype):
-                if self.task.carries_state:
-                    _, loss, carry = self.forward_model(batch, state=self.carry)
-                    self.carry = _detach(carry)
-                else:
-                    _, loss = self.forward_model(batch)[:2]
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                self.optimizer.zero_grad(set_to_none=True)
-                return loss_value, ntokens, False
-            total_loss += loss_value / accum
-            scaled = loss / accum
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            with self._grad_sync(last=i == len(group) - 1):
+                with runtime.autocast(self.device, self.amp_dtype):
+                    if self.task.carries_state:
+                        _, loss, carry = self.forward_model(batch, state=self.carry)
+                        self.carry = _detach(carry)
+                    else:
+                        _, loss = self.forward_model(batch)[:2]
+                loss_value = float(loss.detach())
+                finite = finite and math.isfinite(loss_value)
+                total_loss += loss_value / accum
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.optim_cfg.clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.optim_cfg.clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        if not torch.isfinite(norm):
+        loss_sum, bad = self._sum_over_ranks([total_loss, 0.0 if finite and torch.isfinite(norm) else 1.0])
+        total_loss = loss_sum / self.dist.world_size
+        if bad:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.update()
+            self.carry = carry_before
             return total_loss, ntokens, False
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -353,22 +409,56 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, ntokens, True
 
+    # -- distributed helpers (no-ops in a single process) -------------------------------------------
+    def _grad_sync(self, last: bool) -> Any:
+        """DDP all-reduces gradients on the last micro-batch of an accumulation group only."""
+        if self.dist.enabled and not last and hasattr(self.forward_model, "no_sync"):
+            return self.forward_model.no_sync()
+        return contextlib.nullcontext()
+
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        if not self.dist.enabled:
+            return values
+        import torch.distributed as tdist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        tdist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def _mean_over_ranks(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Average numeric metrics over ranks, so every rank takes the same best/plateau decisions."""
+        keys = sorted(k for k, v in metrics.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool))
+        sums = self._sum_over_ranks([float(metrics[k]) for k in keys])
+        return {**metrics, **{k: v / self.dist.world_size for k, v in zip(keys, sums, strict=True)}}
+
+    def _gather(self, obj: Any) -> list[Any]:
+        if not self.dist.enabled:
+            return [obj]
+        import torch.distributed as tdist
+
+        out: list[Any] = [None] * self.dist.world_size
+        tdist.all_gather_object(out, obj)
+        return out
+
     def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Under DDP each rank takes its contiguous slice of the global batch (batch-major tensors), so
+        """Under DDP rank r takes rows [r*B//W, (r+1)*B//W) of the global batch (batch-major tensors), so
         N processes see exactly the rows one process would, and DDP's gradient average matches."""
         if not self.dist.enabled:
             return batch
         out = {}
+        world, rank = self.dist.world_size, self.dist.rank
         for key, value in batch.items():
             if isinstance(value, torch.Tensor) and value.dim() > 0:
                 rows = value.shape[0]
-                per = rows // self.dist.world_size
-                lo = self.dist.rank * per
-                out[key] = value[lo:lo + per]
+                if rows < world:
+                    raise InputError(f"a batch of {rows} rows cannot be shared by {world} processes",
+                                     hint="raise --batch-size to at least the number of processes")
+                out[key] = value[rank * rows // world:(rank + 1) * rows // world]
             else:
                 out[key] = value
         if "ntokens" in out and isinstance(out["ntokens"], int):
-            out["ntokens"] = out["ntokens"] // self.dist.world_size
+            out["ntokens"] = out["ntokens"] // world
         return out
 
     def _finish(self, reason: str) -> dict[str, Any]:
@@ -376,30 +466,30 @@ class Trainer:
         if reason.startswith("signal:"):
             self.checkpoint()
             name = reason.split(":", 1)[1]
-            summary = self._summary("interrupted")
-            self.emit({"event": "summary", **summary, "signal": name})
+            last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
             if name == "SIGINT":
-                raise SeqtoolError(f"interrupted by Ctrl-C at step {s.step}; checkpoint written",
+                raise SeqtoolError(f"interrupted by Ctrl-C at step {s.step}; checkpoint {last} written",
                                    hint="continue with --resume auto", exit_code=EXIT_INTERRUPTED)
-            raise TemporaryFailure(f"stopped by {name} at step {s.step}; checkpoint written",
+            raise TemporaryFailure(f"stopped by {name} at step {s.step}; checkpoint {last} written",
                                    hint="continue with --resume auto")
         if s.step == 0:
-            raise RuntimeFailure("no training step was run", hint="check --max-steps / --time-budget / data size")
-        if reason != "early_stopping" or s.best_step != s.step:
-            metrics = self.validate() if s.best_step != s.step else {}
-            del metrics
+            raise RuntimeFailure("no training step was run",
+                                 hint="check --max-steps / --time-budget / data size")
+        if s.best_step != s.step:
+            self.validate()
         s.finished = reason
         self.checkpoint()
         if self.dist.is_main:
             self.ws.update_status(state="finished", finished=reason, step=s.step)
             self._plot()
-        summary = self._summary("finished")
+        summary = self.summary("finished")
         self.emit({"event": "summary", **summary})
         return summary
 
-    def _summary(self, status: str) -> dict[str, Any]:
+    def summary(self, status: str) -> dict[str, Any]:
+        """The run in one dict: status, steps, best metric, workspace (the last line of every run)."""
         s = self.state
-        return {"status": status, "reason": s.finished, "step": s.step, "epoch": s.epoch,
+        return {"status": status, "reason": s.finished, "steps": s.step, "epoch": s.epoch,
                 "best_metric": self.task.metric, "best_value": s.best_value, "best_step": s.best_step,
                 "tokens": s.tokens, "skipped_steps": s.bad_steps_total, "workspace": str(self.ws.path)}
 
@@ -418,3 +508,13 @@ def _make_optimizer(params: list[nn.Parameter], o: OptimConfig) -> torch.optim.O
     if o.optimizer == "adam":
         return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+def _status_of(err: BaseException) -> str:
+    """The summary status of a run that ended with `err`."""
+    code = getattr(err, "exit_code", None)
+    if isinstance(err, KeyboardInterrupt) or code == EXIT_INTERRUPTED:
+        return "interrupted"
+    if isinstance(err, TemporaryFailure):
+        return "preempted"
+    return "failed"
