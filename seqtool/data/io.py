@@ -221,7 +221,8 @@ def two_passes(
     """
     paths = [str(p) for p in paths]
     if STDIN not in paths:
-        yield iter_lines(paths, encoding_errors, max_line_chars), lambda: iter_lines(paths)
+        yield (iter_lines(paths, encoding_errors, max_line_chars),
+               lambda: iter_lines(paths, encoding_errors, max_line_chars))
         return
     with tempfile.TemporaryDirectory(prefix="seqtool-") as tmp:
         copy = os.path.join(tmp, "lines.txt")

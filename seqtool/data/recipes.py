@@ -50,7 +50,7 @@ def parse_recipes(text: str) -> list[Recipe]:
         first = next(i for i, line in enumerate(lines) if line.strip())
         raise InputError(f"line {first + 1}: text before the first recipe",
                          hint=f"a recipe starts with a title line followed by {HEADER.strip()!r}")
-    ends = [*starts[1:], len(lines)]
+    ends = [*starts[1:], len(lines)] if starts else []
     return [_parse_one(lines, start, end) for start, end in zip(starts, ends, strict=True)]
 
 

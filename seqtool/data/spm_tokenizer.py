@@ -1,8 +1,14 @@
 """The sentencepiece kinds (bpe, unigram) behind seqtool's `Tokenizer` interface.
 
-Trained in-process from a line iterator with identity normalisation and no dummy prefix, so text
-comes back exactly as it went in. `<mask>` and `<nl>` are control symbols (ids 4 and 5): a literal
+Trained in-process from a line iterator with identity normalisation, no dummy prefix and extra
+whitespace kept, so text comes back exactly as it went in: leading, trailing and repeated spaces,
+tabs and no-break spaces included. `<mask>` and `<nl>` are control symbols (ids 4 and 5): a literal
 "<nl>" in the text stays text, and newlines are cut out before sentencepiece sees the text.
+
+Where sentencepiece itself falls short of an exact round trip (tests/test_tokenizers.py checks the
+rest with hypothesis): U+2581 "▁" reads back as a space; U+001F and NUL are never learnt (NUL never
+gets this far: seqtool.data.io rejects it); and the trainer skips the literal strings <pad>, <unk>,
+<s>, </s>, <mask> and <nl> in training text, so characters seen only there become <unk>.
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ def _spm_error(message: str, vocab_size: int) -> InputError:
                           "(and special tokens) of this corpus",
                           hint=f"pass --vocab-size above {m[2]}, or --character-coverage 0.9995 "
                           "to map rare characters to <unk>")
-    if "sentences_.empty()" in message:
+    if "sentences_.empty()" in message or "all_chars_count" in message:
         return InputError("empty corpus: no line to learn a vocabulary from",
                           hint="pass a text file with at least one line of text")
     first = message.splitlines()[0] if message else "unknown error"

@@ -7,8 +7,10 @@ the sentencepiece kinds. No torch here; sentencepiece is imported only when need
 
 Round trips: `decode(encode(x)) == x` for char, bpe and unigram whenever every character of x is
 in the vocabulary, except that U+2581 "▁" (sentencepiece's visible space) always reads back as a
-space. For word, decode returns the *normalised* text: one space between tokens, punctuation split
-off, other whitespace collapsed (see `WordTokenizer.split`).
+space (see spm_tokenizer.py for sentencepiece's few other limits). For word, decode returns the
+*normalised* text (`normalize_words`): one space between tokens, punctuation split off, other
+whitespace dropped. Unknown pieces decode to "<unk>", but `decode_pieces(encode_pieces(x))` keeps
+them: pieces carry the original text.
 """
 
 from __future__ import annotations
