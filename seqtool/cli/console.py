@@ -6,13 +6,17 @@ lines (batch jobs, cron) or one JSON object per line (`--log-format json`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+
+from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
 
 
 @dataclass
@@ -38,7 +42,8 @@ class Reporter:
     log_format: str = "auto"
     quiet: bool = False
     console: Console = field(default_factory=stderr_console)
-    rank: int = 0
+    rank: int = 0  # under torchrun/srun only rank 0 speaks (errors excepted)
+    summarized: bool = False  # a "summary" event has been rendered
     _last_plain: float = 0.0
     _start: float = field(default_factory=time.time)
 
@@ -48,7 +53,7 @@ class Reporter:
 
     # plain messages -------------------------------------------------------------------------
     def info(self, message: str) -> None:
-        if self.quiet:
+        if self.quiet or self.rank != 0:
             return
         if self.log_format == "json":
             self._json({"event": "info", "message": message})
@@ -56,6 +61,8 @@ class Reporter:
             self.console.print(message, markup=False)
 
     def warn(self, message: str) -> None:
+        if self.rank != 0:
+            return
         if self.log_format == "json":
             self._json({"event": "warning", "message": message})
         elif self.log_format == "rich":
@@ -67,6 +74,13 @@ class Reporter:
     def event(self, ev: dict[str, Any]) -> None:
         """Render one core event: `train`, `valid`, `checkpoint`, `summary`, ... ."""
         kind = ev.get("event", "info")
+        if kind == "error":
+            self.error(str(ev.get("message", "")))
+            return
+        if self.rank != 0:
+            return
+        if kind == "summary":
+            self.summarized = True
         if kind == "warning":
             self.warn(str(ev.get("message", "")))
             return
@@ -89,6 +103,13 @@ class Reporter:
             self.console.print(line, markup=False, end="\r" if not ev.get("final") else "\n")
         else:
             self.console.print(line, markup=False)
+
+    def error(self, message: str) -> None:
+        """`error: message` (plain, rich) or {"event": "error", ...} (json); every rank reports its own."""
+        if self.log_format == "json":
+            self._json({"event": "error", "message": message})
+        else:
+            print_error(message)
 
     def _json(self, ev: dict[str, Any]) -> None:
         ev = {"time": round(time.time(), 3), "rank": self.rank, **ev}
@@ -137,3 +158,62 @@ def print_error(message: str) -> None:
     """One line on stderr, plain text so scripts can grep it."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# the last line of a run
+
+
+@dataclass
+class RunOutcome:
+    """What a run's final summary says if it ends early; the command fills it in as the run proceeds."""
+
+    workspace: str | None = None
+    summary: Callable[[str], dict[str, Any]] | None = None  # the trainer's, once there is one
+
+
+_STATUS = {0: "finished", EXIT_FAILURE: "failed", 2: "usage-error", 75: "tempfail",
+           EXIT_INTERRUPTED: "interrupted"}
+
+
+@contextlib.contextmanager
+def final_summary(reporter: Reporter, workspace: Any = None) -> Iterator[RunOutcome]:
+    """Guarantee one summary event as the last line on every exit path of a training command.
+
+    A SeqtoolError or Ctrl-C is reported here (error line, then summary) and leaves as its exit code;
+    any other exception gets its summary and travels on to the app's internal-error handler.
+    """
+    import click
+
+    outcome = RunOutcome(workspace=str(workspace) if workspace is not None else None)
+
+    def summarize(code: int, message: str) -> None:
+        if reporter.summarized:
+            return
+        status = _STATUS.get(code, "failed")
+        if code == 75 and outcome.summary is not None:
+            status = "preempted"  # a signal stopped a running trainer (the lock fails before one exists)
+        base = outcome.summary(status) if outcome.summary else {"status": status, "steps": 0,
+                                                                   "workspace": outcome.workspace}
+        reporter.event({"event": "summary", **base, "exit_code": code, "message": message})
+
+    try:
+        yield outcome
+    except SeqtoolError as err:
+        reporter.error(str(err))
+        summarize(err.exit_code, err.message)
+        raise click.exceptions.Exit(err.exit_code) from None
+    except click.exceptions.Exit as done:
+        summarize(done.exit_code, "")
+        raise
+    except click.ClickException as err:
+        summarize(err.exit_code, err.format_message())
+        raise
+    except KeyboardInterrupt:
+        reporter.error("interrupted by Ctrl-C")
+        summarize(EXIT_INTERRUPTED, "interrupted by Ctrl-C")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    except Exception as err:
+        summarize(EXIT_FAILURE, f"internal error: {type(err).__name__}: {err}")
+        raise
+    summarize(0, "")

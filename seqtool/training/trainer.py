@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -55,7 +55,8 @@ class TrainState:
     elapsed: float = 0.0  # seconds of training over all runs
     best_value: float | None = None
     best_step: int = 0
-    evals_since_best: int = 0
+    evals_since_best: int = 0  # early stopping counts these
+    evals_since_decay: int = 0  # schedule=plateau counts these (best or last decay)
     plateau_factor: float = 1.0
     bad_steps: int = 0  # non-finite steps skipped, in a row
     bad_steps_total: int = 0
@@ -201,14 +202,15 @@ class Trainer:
             or (value < self.state.best_value if self.task.mode == "min" else value > self.state.best_value))
         if improved:
             self.state.best_value, self.state.best_step = float(value), self.state.step
-            self.state.evals_since_best = 0
+            self.state.evals_since_best = self.state.evals_since_decay = 0
             self.publish()
         else:
             self.state.evals_since_best += 1
+            self.state.evals_since_decay += 1
             o = self.optim_cfg
-            if o.schedule == "plateau" and self.state.evals_since_best >= o.plateau_patience:
+            if o.schedule == "plateau" and self.state.evals_since_decay >= o.plateau_patience:
                 self.state.plateau_factor *= self.optim_cfg.gamma
-                self.state.evals_since_best = 0
+                self.state.evals_since_decay = 0
         self.emit({"event": "valid", "step": self.state.step, **metrics, "best": improved})
         return metrics
 
@@ -262,7 +264,8 @@ class Trainer:
             self.resume()
         if self.state.finished and self._stop_reason():
             summary = self.summary("already-finished")
-            self.emit({"event": "summary", **summary, "message": "nothing to do: the run has finished"})
+            self.emit({"event": "summary", **summary, "exit_code": 0,
+                       "message": "nothing to do: the run has finished"})
             return summary
         self.state.finished = ""
         if self.dist.is_main:
@@ -288,6 +291,8 @@ class Trainer:
         segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
         while True:
             batches = self.task.data.batches(s.epoch, s.index)
+            if s.index == 0:
+                self.carry = None  # a new epoch starts the streams over: no state from their ends
             exhausted = True
             while True:
                 if reason := self._stop_reason():
@@ -483,7 +488,7 @@ class Trainer:
             self.ws.update_status(state="finished", finished=reason, step=s.step)
             self._plot()
         summary = self.summary("finished")
-        self.emit({"event": "summary", **summary})
+        self.emit({"event": "summary", **summary, "exit_code": 0})
         return summary
 
     def summary(self, status: str) -> dict[str, Any]:
