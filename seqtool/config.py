@@ -6,6 +6,7 @@ are InputErrors naming the key. A workspace's seqtool.yaml is accepted as --conf
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -71,7 +72,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_choice("optim.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
-        check_choice("optim.schedule", self.schedule, ("constant", "step", "plateau", "cosine", "inverse-sqrt"))
+        check_choice("optim.schedule", self.schedule,
+                     ("constant", "step", "plateau", "cosine", "inverse-sqrt"))
         if self.lr <= 0:
             raise InputError(f"optim.lr must be > 0, got {self.lr}")
         if self.clip < 0:
@@ -272,10 +274,20 @@ def _put(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _merge(data: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            _merge(data[key], value)
+        else:
+            data[key] = value
+
+
 def resolve(cls: type[T], config_file: str | Path | None = None, options: dict[str, Any] | None = None,
-            sets: list[str] | None = None) -> T:
-    """defaults < config file < options (dotted keys; None means 'not given') < --set."""
-    data: dict[str, Any] = load_yaml(config_file) if config_file else {}
+            sets: list[str] | None = None, base: dict[str, Any] | None = None) -> T:
+    """defaults < base (e.g. the config a resumed run was started with) < config file < options
+    (dotted keys; None means 'not given') < --set."""
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
+    _merge(data, load_yaml(config_file) if config_file else {})
     for dotted, value in (options or {}).items():
         if value is not None:
             _put(data, dotted.split("."), value)
