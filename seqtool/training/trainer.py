@@ -437,6 +437,12 @@ class Trainer:
         sums = self._sum_over_ranks([float(metrics[k]) for k in keys])
         return {**metrics, **{k: v / self.dist.world_size for k, v in zip(keys, sums, strict=True)}}
 
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
     def _gather(self, obj: Any) -> list[Any]:
         if not self.dist.enabled:
             return [obj]
@@ -470,6 +476,7 @@ class Trainer:
         s = self.state
         if reason.startswith("signal:"):
             self.checkpoint()
+            self._barrier()  # no rank exits (and gets the job step killed) before rank 0 has saved
             name = reason.split(":", 1)[1]
             last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
             if name == "SIGINT":
@@ -487,6 +494,7 @@ class Trainer:
         if self.dist.is_main:
             self.ws.update_status(state="finished", finished=reason, step=s.step)
             self._plot()
+        self._barrier()
         summary = self.summary("finished")
         self.emit({"event": "summary", **summary, "exit_code": 0})
         return summary
