@@ -47,7 +47,7 @@ def test_logits_match_transformers(hf_dir):
     ids = torch.randint(0, 300, (2, 17), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference(ids).logits
-        ours = model.logits({"input": ids})
+        ours = model.logits({"inputs": ids})
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
     state = model.start()  # the KV-cache path gives the same last-position logits
     with torch.no_grad():
@@ -95,8 +95,8 @@ def test_padding_with_end_of_text_keeps_end_of_text_in_the_loss(hf_dir):
     model, tok = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
     assert model.cfg.pad_id != tok.eos_id  # the loss ignores IGNORE_INDEX, not <|endoftext|>
     ids = torch.tensor([tok.encode("Serve warm.", add_eos=True)])
-    _, loss_all = model({"input": ids[:, :-1], "target": ids[:, 1:]})
-    _, loss_without_eos = model({"input": ids[:, :-2], "target": ids[:, 1:-1]})
+    _, loss_all = model({"inputs": ids[:, :-1], "targets": ids[:, 1:]})
+    _, loss_without_eos = model({"inputs": ids[:, :-2], "targets": ids[:, 1:-1]})
     assert loss_all.item() != pytest.approx(loss_without_eos.item())
 
 

@@ -91,10 +91,12 @@ def root(
 # Every command, in --help order. Modules import only typer at the top; torch is imported inside
 # the command bodies so that --help, tokenize, build-vocab and bleu start fast.
 from seqtool.cli import bleu, build_vocab, info, tokenize  # noqa: E402
+from seqtool.cli import finetune  # noqa: E402
 
 COMMANDS = [
     ("tokenize", tokenize.tokenize),
     ("build-vocab", build_vocab.build_vocab),
+    ("finetune", finetune.finetune),
     ("bleu", bleu.bleu),
     ("info", info.info),
 ]

@@ -1,0 +1,109 @@
+"""`seqtool finetune`: continue training a workspace's model or an imported GPT-2, fully or with LoRA;
+`--merge` folds an adapter into a new workspace of plain weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace, pick, reporter, require_workspace
+
+Opt = typer.Option
+
+
+def finetune(
+    ctx: typer.Context,
+    source: Annotated[Optional[str], Opt("--from", help="Source: a seqtool workspace, or hf:DIR (a local "
+                                         "Hugging Face GPT-2 directory; nothing is downloaded).")] = None,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+    data: Annotated[Optional[list[str]], Opt("--data", help="New training text (language models; "
+                                             "repeatable).")] = None,
+    valid: Annotated[Optional[list[str]], Opt("--valid", help="Validation text (else held out from --data "
+                                              "on the first run and kept in WS/data/).")] = None,
+    src: Annotated[Optional[str], Opt(help="Translation models: source-side training file.")] = None,
+    tgt: Annotated[Optional[str], Opt(help="Translation models: target-side training file.")] = None,
+    tsv: Annotated[Optional[str], Opt(help="Translation models: one source<TAB>target file.")] = None,
+    valid_src: Annotated[Optional[str], Opt(help="Translation models: validation source file.")] = None,
+    valid_tgt: Annotated[Optional[str], Opt(help="Translation models: validation target file.")] = None,
+    context: Annotated[Optional[int], Opt(help="Tokens per training row (bptt / block size).")] = None,
+    extend_vocab: Annotated[bool, Opt("--extend-vocab", help="Char/word tokenizers: add the symbols the "
+                                      "source cannot represent and grow the embeddings.")] = False,
+    freeze: Annotated[Optional[list[str]], Opt("--freeze", help="Keep parameters fixed: embeddings | "
+                                               "encoder | layers:0-3 (repeatable).")] = None,
+    lora_rank: Annotated[Optional[int], Opt(help="Train LoRA adapters of this rank, not the model.")] = None,
+    lora_alpha: Annotated[Optional[float], Opt(help="LoRA scale numerator (update × alpha/rank).")] = None,
+    lora_dropout: Annotated[Optional[float], Opt(help="Dropout on the LoRA input.")] = None,
+    lora_targets: Annotated[Optional[str], Opt(help="Projections to adapt: q,k,v,o,mlp (Transformer) or "
+                                               "q,k,o,out (RNN seq2seq). Default q,v.")] = None,
+    adapter_name: Annotated[Optional[str], Opt(help="Save the adapter as adapters/NAME (default: "
+                                               "default).")] = None,
+    promote_if_better: Annotated[bool, Opt("--promote-if-better", help="Publish only if the validation "
+                                           "metric beats the current weights; log the decision.")] = False,
+    merge: Annotated[bool, Opt("--merge", help="Merge -w's --adapter into a new workspace -o.")] = False,
+    adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge.")] = None,
+    output: Annotated[Optional[Path], Opt("--output", "-o", help="--merge: the new workspace.")] = None,
+    lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4).")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Rows per batch.")] = None,
+    max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps.")] = None,
+    epochs: Annotated[Optional[float], Opt(help="Stop after this many epochs.")] = None,
+    time_budget: Annotated[Optional[str], Opt(help="Stop after this long, e.g. 10m.")] = None,
+    eval_every: Annotated[Optional[int], Opt(help="Validate every N steps.")] = None,
+    checkpoint_every: Annotated[Optional[int], Opt(help="Checkpoint every N steps.")] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue from the workspace's newest checkpoint.")] = False,
+    seed: Seed = None,
+    device: Device = None,
+    sets: Sets = None,
+) -> None:
+    """Fine-tune a trained model on new data, fully or with LoRA adapters.
+
+    Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
+    """
+    from seqtool.errors import InputError
+
+    path = require_workspace(workspace, ctx)
+    report = reporter(ctx)
+    if merge:
+        from seqtool.finetune import merge_adapter
+
+        if output is None:
+            raise InputError("--merge needs -o/--output DIR for the merged workspace")
+        merge_adapter(path, adapter or "default", output)
+        report.info(f"merged adapter {adapter or 'default'!r} of {path} into {output}")
+        return
+    if source is None:
+        raise InputError("no source model", hint="pass --from WS or --from hf:DIR")
+    from seqtool.config import resolve
+    from seqtool.finetune import FinetuneConfig, run_finetune
+    from seqtool.training import runtime
+
+    lora_given = any(v is not None for v in (lora_rank, lora_alpha, lora_dropout, lora_targets))
+    options = {
+        "source": source, "data.train": data, "data.valid": valid, "data.src": src, "data.tgt": tgt,
+        "data.tsv": tsv, "data.valid_src": valid_src, "data.valid_tgt": valid_tgt, "data.context": context,
+        "extend_vocab": extend_vocab or None, "freeze": _split(freeze), "adapter_name": adapter_name,
+        "lora.rank": lora_rank, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
+        "lora.targets": _split([lora_targets]) if lora_targets else None,
+        "promote_if_better": promote_if_better or None, "optim.lr": lr, "run.batch_size": batch_size,
+        "run.max_steps": max_steps, "run.epochs": epochs, "run.time_budget": time_budget,
+        "run.eval_every": eval_every, "run.checkpoint_every": checkpoint_every,
+        "run.seed": pick(seed, ctx, "seed"), "run.device": pick(device, ctx, "device"),
+    }
+    if lora_given and lora_rank is None:
+        options["lora.rank"] = 8
+    cfg = resolve(FinetuneConfig, config, options, sets)
+    if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
+        raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
+    dev = runtime.pick_device(cfg.run.device)
+    summary = run_finetune(cfg, path, dev, report.event, resume=resume)
+    use = f"--adapter {cfg.adapter_name} " if cfg.lora is not None else ""
+    report.info(f"best {summary['best_metric']} {summary['best_value']} at step {summary['best_step']}; "
+                f"use it with: seqtool generate -w {path} {use}(or translate / evaluate)")
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]

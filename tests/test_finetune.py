@@ -1,0 +1,159 @@
+"""finetune: continued training, unknown text, --extend-vocab, --freeze, LoRA (resume, adapters,
+merge), --promote-if-better, and hf:DIR errors. Tiny models built here; the CLI drives every run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seqtool.data.tokenizers import load_tokenizer, train_tokenizer
+from seqtool.finetune import load_workspace_model
+from seqtool.models.transformer import Transformer, TransformerConfig
+from seqtool.workspace import Workspace
+
+TEXT = "\n".join(["beat the eggs with the sugar", "fold in the flour and bake",
+                  "serve the cake warm with cream", "whisk the butter until pale"] * 12) + "\n"
+NEW = "\n".join(["melt the chocolate gently", "pour the batter into the tin"] * 15) + "\n"
+
+
+def _lm_workspace(path, kind="char", arch="decoder"):
+    """A tiny GPT-2-shaped transformer-lm workspace (random weights), as train-transformer leaves one."""
+    tok = train_tokenizer(kind, TEXT.splitlines())
+    torch.manual_seed(0)
+    cfg = TransformerConfig(arch=arch, vocab_size=tok.vocab_size, n_layers=2, n_heads=2, d_model=16, d_ff=32,
+                            dropout=0.0, positions="learned", max_len=64, activation="gelu-tanh")
+    model = Transformer(cfg)
+    ws = Workspace.create(path, "transformer-lm", {"data": {"bptt": 16}})
+    tok.save(ws.sub("tokenizer"))
+    ws.publish(model.state_dict(), model.arch())
+    return ws
+
+
+def _run(cli, *args):
+    result = cli(["finetune", *map(str, args)])
+    assert result.exit_code == 0, result.stderr + result.stdout
+    return result
+
+
+def _loss(ws_path, adapter=None):
+    ws = Workspace.open(ws_path)
+    model = load_workspace_model(ws, adapter).eval()
+    tok = load_tokenizer(ws.sub("tokenizer"))
+    ids = torch.tensor([tok.encode("melt the chocolate gently")])
+    with torch.no_grad():
+        return model({"inputs": ids[:, :-1], "targets": ids[:, 1:]})[1].item(), model, ids
+
+
+COMMON = ("--max-steps", 6, "--eval-every", 3, "--batch-size", 4, "--context", 16, "--lr", 3e-3,
+          "--device", "cpu")
+
+
+def test_full_finetune_continues_training_and_reports_unknown_text(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW + "zesty jam!\n", name="new.txt")
+    result = _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", *COMMON)
+    assert "cannot represent" in result.stderr and "'z'" in result.stderr and "'!'" in result.stderr
+    assert "trainable parameters" in result.stderr
+    ws = Workspace.open(tmp_path / "ft")
+    assert ws.kind == "transformer-lm" and ws.status["best_step"] > 0
+    assert (ws.sub("data", "valid.txt")).is_file()
+    before, _, _ = _loss(tmp_path / "base")
+    after, _, _ = _loss(tmp_path / "ft")
+    assert after < before
+
+
+def test_extend_vocab_grows_embeddings_and_tied_output(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW + "zesty jam!\n" * 10, name="new.txt")
+    _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--extend-vocab", *COMMON)
+    old, new_tok = load_tokenizer(tmp_path / "base"), load_tokenizer(tmp_path / "ft")
+    assert new_tok.vocab_size > old.vocab_size and not new_tok.unknown("zesty jam!")
+    state, arch = Workspace.open(tmp_path / "ft").load_published()
+    assert arch["vocab_size"] == new_tok.vocab_size
+    assert state["decoder.embed.weight"].shape[0] == new_tok.vocab_size
+    assert state["head.weight"].data_ptr() == state["decoder.embed.weight"].data_ptr()  # still tied
+
+
+def test_freeze_keeps_the_named_parameters(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--freeze", "embeddings",
+         "--freeze", "layers:0", *COMMON)
+    a, _ = Workspace.open(tmp_path / "base").load_published()
+    b, _ = Workspace.open(tmp_path / "ft").load_published()
+    for key in ("decoder.embed.weight", "decoder.pos.weight", "decoder.layers.0.self_attn.qkv.weight"):
+        assert torch.equal(a[key], b[key]), key
+    key = "decoder.layers.1.self_attn.qkv.weight"
+    assert not torch.equal(a[key], b[key])
+    result = cli(["finetune", "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "x",
+                  "--freeze", "wheels", *COMMON])
+    assert result.exit_code == 2 and "--freeze" in result.stderr
+
+
+def test_lora_adapter_resume_and_merge(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    args = ("--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--lora-rank", 4,
+            "--lora-targets", "q,v,mlp", "--adapter-name", "cakes", "--checkpoint-every", 3)
+    result = _run(cli, *args, *COMMON)
+    assert "trainable parameters" in result.stderr
+    ws = Workspace.open(tmp_path / "ft")
+    base_a, _ = Workspace.open(tmp_path / "base").load_published()
+    base_b, _ = ws.load_published()
+    assert all(torch.equal(base_a[k], base_b[k]) for k in base_a)  # the base is untouched
+    adapter, config = ws.load_adapter("cakes")
+    assert config["rank"] == 4 and config["targets"] == ["q", "v", "mlp"]
+    assert all(k.endswith(("lora_a", "lora_b")) for k in adapter)
+    size = ws.sub("adapters", "cakes.safetensors").stat().st_size
+    assert size < ws.sub("model.safetensors").stat().st_size / 2
+    ckpt = ws.checkpoint_dirs()[-1]
+    assert all(k.endswith(("lora_a", "lora_b")) for k in ws.load_checkpoint(ckpt)[0])
+
+    # resume: two more steps from the adapter-only checkpoint
+    result = _run(cli, *args, "--resume", *COMMON[:1], 8, *COMMON[2:])
+    assert "resumed from" in result.stderr and max(e.get("step", 0) for e in ws.read_metrics()) == 8
+
+    with_adapter, model, ids = _loss(tmp_path / "ft", "cakes")
+    base_loss, _, _ = _loss(tmp_path / "ft")
+    assert with_adapter < base_loss
+    _run(cli, "--merge", "-w", tmp_path / "ft", "--adapter", "cakes", "-o", tmp_path / "merged")
+    merged, merged_model, _ = _loss(tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(merged_model.logits({"inputs": ids}), model.logits({"inputs": ids}),
+                                   rtol=1e-5, atol=1e-5)
+    assert merged == pytest.approx(with_adapter, abs=1e-5)
+    assert not Workspace.open(tmp_path / "merged").adapters()
+    result = cli(["finetune", "--merge", "-w", tmp_path / "ft", "--adapter", "nope", "-o", tmp_path / "m2"])
+    assert result.exit_code == 2 and "no adapter 'nope'" in result.stderr
+
+
+def test_promote_if_better_records_the_decision(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    base = ("--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--promote-if-better")
+    _run(cli, *base, *COMMON)
+    events = [e for e in Workspace.open(tmp_path / "ft").read_metrics() if e.get("event") == "promote"]
+    assert events[-1]["decision"] == "promoted" and events[-1]["candidate"] < events[-1]["baseline"]
+    # a run that cannot improve (lr tiny, one step) keeps the published weights, and exits 0
+    before = (tmp_path / "ft" / "model.safetensors").read_bytes()
+    _run(cli, "--from", tmp_path / "ft", "--data", new, "-w", tmp_path / "ft", "--promote-if-better",
+         "--max-steps", 1, "--lr", 1e-9, "--batch-size", 4, "--context", 16, "--set", "optim.optimizer=sgd")
+    events = [e for e in Workspace.open(tmp_path / "ft").read_metrics() if e.get("event") == "promote"]
+    assert events[-1]["decision"] == "kept"
+    assert {"baseline", "candidate"} <= set(events[-1])
+    assert (tmp_path / "ft" / "model.safetensors").read_bytes() == before
+
+
+def test_hf_source_errors_list_what_is_missing(cli, tmp_path, tmp_text):
+    new = tmp_text(NEW, name="new.txt")
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    result = cli(["finetune", "--from", f"hf:{tmp_path / 'gpt2'}", "--data", new, "-w", tmp_path / "ft",
+                  "--max-steps", 1])
+    assert result.exit_code == 2
+    assert "model.safetensors or pytorch_model.bin" in result.stderr and "vocab.json" in result.stderr
+    result = cli(["finetune", "--from", tmp_path / "nothing", "--data", new, "-w", tmp_path / "ft",
+                  "--max-steps", 1])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
