@@ -53,6 +53,20 @@ def test_success_summary_is_not_repeated(capsys):
     assert json_lines(capsys)[-1]["status"] == "finished"
 
 
+def test_the_summary_stays_the_last_line(capsys):
+    rep = Reporter(log_format="json")
+    with final_summary(rep, "ws"):
+        rep.event({"event": "summary", "status": "finished", "steps": 3, "exit_code": 0})
+        rep.info("sample: ws/samples/step-0000003.txt")
+    assert [e["event"] for e in json_lines(capsys)] == ["info", "summary"]
+    with pytest.raises(click.exceptions.Exit), final_summary(rep, "ws") as outcome:
+        outcome.summary = lambda status: {"status": status, "steps": 3}
+        rep.event({"event": "summary", "status": "finished", "steps": 3, "exit_code": 0})
+        raise RuntimeFailure("could not write the sample")
+    lines = json_lines(capsys)
+    assert [e["event"] for e in lines] == ["error", "summary"] and lines[-1]["status"] == "failed"
+
+
 def test_internal_errors_get_a_summary_and_travel_on(capsys):
     with pytest.raises(ZeroDivisionError), final_summary(Reporter(log_format="json"), "ws"):
         1 / 0  # noqa: B018

@@ -43,7 +43,9 @@ class Reporter:
     quiet: bool = False
     console: Console = field(default_factory=stderr_console)
     rank: int = 0  # under torchrun/srun only rank 0 speaks (errors excepted)
-    summarized: bool = False  # a "summary" event has been rendered
+    summarized: bool = False  # a "summary" event has been rendered (or is held back)
+    held: dict[str, Any] | None = None  # inside final_summary: the summary waits to be the last line
+    holding: bool = False
     _last_plain: float = 0.0
     _start: float = field(default_factory=time.time)
 
@@ -81,6 +83,9 @@ class Reporter:
             return
         if kind == "summary":
             self.summarized = True
+            if self.holding:
+                self.held = ev
+                return
         if kind == "warning":
             self.warn(str(ev.get("message", "")))
             return
@@ -188,7 +193,11 @@ def final_summary(reporter: Reporter, workspace: Any = None) -> Iterator[RunOutc
     outcome = RunOutcome(workspace=str(workspace) if workspace is not None else None)
 
     def summarize(code: int, message: str) -> None:
-        if reporter.summarized:
+        held, reporter.held, reporter.holding = reporter.held, None, False
+        if held is not None and code == 0:
+            reporter.event(held)  # the trainer's own summary, now that nothing else will be printed
+            return
+        if reporter.summarized and held is None:
             return
         status = _STATUS.get(code, "failed")
         if code == 75 and outcome.summary is not None:
@@ -197,6 +206,7 @@ def final_summary(reporter: Reporter, workspace: Any = None) -> Iterator[RunOutc
                                                                    "workspace": outcome.workspace}
         reporter.event({"event": "summary", **base, "exit_code": code, "message": message})
 
+    reporter.holding = True
     try:
         yield outcome
     except SeqtoolError as err:
