@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import EncodingErrors, Json, Seed, Workspace, global_options, pick, reporter
+from seqtool.cli.options import EncodingErrors, Json, Seed, Workspace, pick, reporter
 from seqtool.cli.tokenize import MaxLineChars
 
 
@@ -71,8 +71,9 @@ def build_vocab(
     rep = reporter(ctx)
     if min_count is not None and kind in ("bpe", "unigram"):
         rep.warn("--min-count applies to char and word tokenizers only; ignored")
-    options = dict(vocab_size=vocab_size, min_count=min_count or 1, lowercase=lowercase,
-                   character_coverage=character_coverage, sample=sample, seed=pick(seed, ctx, "seed") or 0,
+    options = dict(vocab_size=vocab_size, min_count=1 if min_count is None else min_count,
+                   lowercase=lowercase, character_coverage=character_coverage, sample=sample,
+                   seed=pick(seed, ctx, "seed") or 0,
                    user_symbols=[s.strip() for s in (user_symbols or "").split(",") if s.strip()])
 
     tokenizers, stats = {}, {}
@@ -89,7 +90,7 @@ def build_vocab(
 
     if as_json:
         typer.echo(json.dumps({"output": str(target), **stats.get("", stats)}))
-    if not global_options(ctx).quiet:
+    if not rep.quiet:
         for side, st in stats.items():
             _report(rep, st, target / side)
 
