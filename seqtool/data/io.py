@@ -11,6 +11,7 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import random
 import sys
@@ -186,6 +187,13 @@ def require_nonempty(lines: Iterable[str], source: str) -> Iterator[str]:
     if not seen:
         raise InputError(f"empty corpus: {source} has no non-empty line",
                          hint="pass a text file with at least one line of text")
+
+
+def batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`lines` in lists of `size` (the last one shorter): work for batch encoders, memory constant."""
+    it = iter(lines)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def describe(paths: PathLike | Sequence[PathLike]) -> str:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from seqtool.data.io import batches
 from seqtool.data.tokenizers import BATCH_LINES, Tokenizer
 from seqtool.errors import InputError
 
@@ -28,12 +29,6 @@ class StreamStats:
     unknown: Counter = field(default_factory=Counter)  # the characters or words that became <unk>
 
 
-def _batches(lines: Iterable[str]) -> Iterator[list[str]]:
-    it = iter(lines)
-    while batch := list(itertools.islice(it, BATCH_LINES)):
-        yield batch
-
-
 def encode_lines(tok: Tokenizer, lines: Iterable[str], fmt: str = "pieces", add_bos: bool = False,
                  add_eos: bool = False, stats: StreamStats | None = None) -> Iterator[str]:
     """Text chunks holding one line per input line: space-separated pieces or ids, or JSON objects
@@ -42,7 +37,7 @@ def encode_lines(tok: Tokenizer, lines: Iterable[str], fmt: str = "pieces", add_
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     stats = stats if stats is not None else StreamStats()
     unk = tok.unk_id
-    for batch in _batches(lines):
+    for batch in batches(lines, BATCH_LINES):
         ids = tok.encode_batch(batch, add_bos, add_eos)
         stats.lines += len(batch)
         stats.tokens += sum(map(len, ids))
@@ -69,7 +64,7 @@ def decode_lines(tok: Tokenizer, lines: Iterable[str], source: str = "ids") -> I
     if source not in FORMATS:
         raise InputError(f"--from must be one of {', '.join(FORMATS)}, not {source!r}")
     lineno = 0
-    for batch in _batches(lines):
+    for batch in batches(lines, BATCH_LINES):
         texts = []
         for line in batch:
             lineno += 1
@@ -99,7 +94,7 @@ def corpus_stats(tok: Tokenizer, lines: Iterable[str], top: int = 10) -> dict:
     """Vocabulary size, token and <unk> counts over `lines`, and the `top` most frequent pieces."""
     counts: Counter = Counter()
     n_lines = 0
-    for batch in _batches(lines):
+    for batch in batches(lines, BATCH_LINES):
         n_lines += len(batch)
         counts.update(itertools.chain.from_iterable(tok.encode_batch(batch)))
     tokens = sum(counts.values())

@@ -15,7 +15,6 @@ them: pieces carry the original text.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from seqtool.data.io import sample_lines
+from seqtool.data.io import batches, sample_lines
 from seqtool.errors import InputError
 
 KINDS = ("char", "word", "bpe", "unigram")
@@ -36,6 +35,8 @@ FORMAT_VERSION = 1
 DEFAULT_SPM_VOCAB = 8000
 BATCH_LINES = 1000
 CONFIG_FILE = "tokenizer.json"
+# A word: newline | a run of dashes | a run of letters/digits | any other single non-space character
+WORD = r"\n|-{2,}|[^\W_]+|\S"
 
 
 class Tokenizer:
@@ -91,8 +92,7 @@ class Tokenizer:
     def encode_stream(self, lines: Iterable[str]) -> Iterator[int]:
         """Ids of every line, each followed by newline_id: the token stream an LM trains on."""
         nl = [self.newline_id]
-        it = iter(lines)
-        while batch := list(itertools.islice(it, BATCH_LINES)):
+        for batch in batches(lines, BATCH_LINES):
             for ids in self.encode_batch(batch):
                 yield from ids
                 yield from nl
@@ -125,7 +125,6 @@ class VocabTokenizer(Tokenizer):
         self.options = options
         self.newline_id = pieces.index(NEWLINE)
         self._ids = {p: i for i, p in enumerate(pieces)}
-        self._user_re = _user_symbol_regex(options.get("user_symbols", []))
         self._lower = bool(options.get("lowercase"))
 
     @property
@@ -168,11 +167,16 @@ class CharTokenizer(VocabTokenizer):
 
     kind = "char"
 
+    def __init__(self, pieces: list[str], options: dict):
+        super().__init__(pieces, options)
+        symbols = options.get("user_symbols")
+        self._re = _symbols_first(symbols, ".") if symbols else None
+
     def split(self, text: str) -> list[str]:
         if self._lower:
             text = text.lower()
-        if self._user_re is not None:
-            return [p.replace(" ", SPACE_PIECE) for p in self._user_re.findall(text)]
+        if self._re is not None:
+            return [p.replace(" ", SPACE_PIECE) for p in self._re.findall(text)]
         return list(text.replace(" ", SPACE_PIECE))
 
     def decode_pieces(self, pieces: Sequence[str]) -> str:
@@ -184,12 +188,10 @@ class WordTokenizer(VocabTokenizer):
     """Words as the lecture's recipe LSTM saw them (see `split`); decode joins them with spaces."""
 
     kind = "word"
-    # newline | a run of dashes | a run of letters/digits | any other single non-space character
-    _TOKEN = r"\n|-{2,}|[^\W_]+|\S"
 
     def __init__(self, pieces: list[str], options: dict):
         super().__init__(pieces, options)
-        self._re = word_regex(options.get("user_symbols", []))
+        self._re = _symbols_first(options.get("user_symbols", []), WORD)
 
     def split(self, text: str) -> list[str]:
         """ "Hot-water -- sponge cake!" → Hot - water -- sponge cake ! : punctuation split off,
@@ -213,21 +215,15 @@ def _join_lines(words: list[str]) -> list[str]:
     return lines
 
 
-def word_regex(user_symbols: Sequence[str]) -> re.Pattern:
-    alternatives = [re.escape(s) for s in sorted(user_symbols, key=len, reverse=True)]
-    return re.compile("|".join([*alternatives, WordTokenizer._TOKEN]))
-
-
 def normalize_words(text: str, lowercase: bool = False) -> str:
     """The text a word tokenizer reads back: `decode(encode(text))` when no word is unknown."""
-    return NEWLINE.join(_join_lines(word_regex([]).findall(text.lower() if lowercase else text)))
+    return NEWLINE.join(_join_lines(re.findall(WORD, text.lower() if lowercase else text)))
 
 
-def _user_symbol_regex(user_symbols: Sequence[str]) -> re.Pattern | None:
-    if not user_symbols:
-        return None
+def _symbols_first(user_symbols: Sequence[str], rest: str) -> re.Pattern:
+    """A regex matching any user symbol whole (longest first) before it tries `rest`."""
     alternatives = [re.escape(s) for s in sorted(user_symbols, key=len, reverse=True)]
-    return re.compile("|".join([*alternatives, "."]), re.S)
+    return re.compile("|".join([*alternatives, rest]), re.S)
 
 
 def _train_vocab(kind: str, lines: Iterable[str], vocab_size: int | None, min_count: int,
