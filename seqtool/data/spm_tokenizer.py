@@ -73,6 +73,15 @@ class SentencePieceTokenizer(Tokenizer):
         parts = self.sp.encode(text.split(NEWLINE), out_type=str)
         return [p for i, part in enumerate(parts) for p in ([SPM_NEWLINE] if i else []) + part]
 
+    def encode_pieces_batch(self, texts, add_bos=False, add_eos=False):
+        if any(NEWLINE in t for t in texts):
+            return super().encode_pieces_batch(texts, add_bos, add_eos)
+        pieces = self.sp.encode([t.lower() for t in texts] if self._lower else list(texts), out_type=str)
+        if add_bos or add_eos:
+            bos, eos = [SPECIALS[self.bos_id]] * add_bos, [SPECIALS[self.eos_id]] * add_eos
+            pieces = [bos + row + eos for row in pieces]
+        return pieces
+
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
         return NEWLINE.join(self.sp.decode(_split_at(list(ids), self.newline_id)))
