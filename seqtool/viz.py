@@ -44,3 +44,68 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# attention heatmaps: target tokens down the side, source tokens along the top
+
+
+def plot_attention(weights: Any, source: list[str], target: list[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Save a (T, S) attention matrix as a labelled heatmap (png, svg or pdf by the suffix).
+
+    Cells stay readable up to about 40 tokens a side: the figure grows with the matrix, the font
+    shrinks past 20 tokens, and source labels are rotated so long words do not collide.
+    """
+    from seqtool.workspace import atomic_write_with
+
+    plt = _pyplot()
+    T, S = len(target), len(source)
+    cell = 0.32 if max(S, T) <= 40 else 12.8 / max(S, T)
+    fig, ax = plt.subplots(figsize=(max(4.0, cell * S + 2.2), max(3.0, cell * T + 1.6)), dpi=120)
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    fontsize = 9 if max(S, T) <= 20 else 7 if max(S, T) <= 40 else 5
+    ax.set_xticks(range(S), [_label(s) for s in source], rotation=60, ha="left", rotation_mode="anchor",
+                  fontsize=fontsize)
+    ax.set_yticks(range(T), [_label(t) for t in target], fontsize=fontsize)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9, pad=12)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="attention weight")
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path
+
+
+def terminal_attention(weights: Any, source: list[str], target: list[str]) -> Any:
+    """A rich Table rendering the (T, S) matrix as coloured cells, for terminals over SSH."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
+    table.add_column("")
+    for s in source:
+        table.add_column(Text(_label(s)), justify="center", no_wrap=True)
+    for t, row in zip(target, weights, strict=True):
+        cells = [Text(_cell(float(w)), style=_shade(float(w))) for w in row]
+        table.add_row(Text(_label(t), style="bold"), *cells)
+    return table
+
+
+def _cell(w: float) -> str:
+    text = f"{w:.2f}"
+    return "1.0" if text == "1.00" else text[1:]  # ".37": three characters keep the grid narrow
+
+
+def _shade(w: float) -> str:
+    """A 256-colour greyscale-to-yellow ramp: low weights dim, high weights bright."""
+    level = 232 + int(round(w * 23))  # xterm greys 232 … 255
+    return f"black on color({level})" if w > 0.5 else f"white on color({level})"
+
+
+def _label(token: str) -> str:
+    return {"\n": "\\n", "": "∅"}.get(token, token.replace("\u2581", "▁"))

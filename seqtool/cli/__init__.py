@@ -91,13 +91,17 @@ def root(
 # Every command, in --help order. Modules import only typer at the top; torch is imported inside
 # the command bodies so that --help, tokenize, build-vocab and bleu start fast.
 from seqtool.cli import bleu, build_vocab, info, tokenize  # noqa: E402
+from seqtool.cli import attention_map, train_seq2seq, translate  # noqa: E402
 from seqtool.cli import finetune  # noqa: E402
 
 COMMANDS = [
     ("tokenize", tokenize.tokenize),
     ("build-vocab", build_vocab.build_vocab),
     ("finetune", finetune.finetune),
+    ("train-seq2seq", train_seq2seq.train_seq2seq),
+    ("translate", translate.translate),
     ("bleu", bleu.bleu),
+    ("attention-map", attention_map.attention_map),
     ("info", info.info),
 ]
 for _name, _fn in COMMANDS:

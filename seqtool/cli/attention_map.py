@@ -1,0 +1,110 @@
+"""`seqtool attention-map`: where a translation model looks, as a heatmap, a terminal grid or raw weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from seqtool.cli.options import Device, Workspace, pick, reporter, require_workspace
+
+Opt = typer.Option
+FORMATS = ("png", "svg", "pdf", "terminal")
+
+
+def attention_map(
+    ctx: typer.Context,
+    workspace: Workspace = None,
+    source: Annotated[Optional[str], Opt("--source", "-s", help="The source sentence.")] = None,
+    input: Annotated[Optional[str], Opt("--input", "-i", help="A file of source sentences: one map per line.")
+                     ] = None,
+    target: Annotated[Optional[str], Opt(
+        "--target", help="Force this translation (else the model's own greedy translation).")] = None,
+    output: Annotated[Optional[Path], Opt(
+        "--output", "-o", help="map.png | .svg | .pdf (several lines: map-001.png, …); "
+                               "default WS/attention/attention-NNN.png.")] = None,
+    format: Annotated[Optional[str], Opt(
+        "--format", "-f", help="png | svg | pdf | terminal (a coloured grid on stdout, for SSH).")] = None,
+    dump: Annotated[Optional[str], Opt(
+        help="Also write the raw weights, (layers, heads, target, source): json | npy.")] = None,
+    layer: Annotated[int, Opt(help="Which attention layer to draw (Transformer; -1: the last).")] = -1,
+    head: Annotated[Optional[int], Opt(help="Which head to draw (Transformer; default: their mean).")] = None,
+    device: Device = None,
+) -> None:
+    """Draw the target × source attention of a translation workspace for a sentence.
+
+    Example: seqtool attention-map -w runs/enfr --source "the black cat eats" -o map.png
+    """
+    from seqtool.data.io import iter_lines
+    from seqtool.errors import InputError
+    from seqtool.training import runtime
+    from seqtool.translation import Translator
+
+    if (source is None) == (input is None):
+        raise InputError("pass exactly one of --source TEXT or --input FILE")
+    if target is not None and input is not None:
+        raise InputError("--target goes with --source (one sentence)")
+    fmt = format or (output.suffix.lstrip(".").lower() if output is not None and output.suffix else "png")
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if dump not in (None, "json", "npy"):
+        raise InputError(f"--dump must be json or npy, got {dump!r}")
+    ws_path = require_workspace(workspace, ctx)
+    translator = Translator.from_workspace(ws_path, runtime.pick_device(pick(device, ctx, "device")))
+    sentences = [source] if source is not None else [s for s in iter_lines(input) if s.strip()]
+    if not sentences:
+        raise InputError(f"{input} holds no sentence", hint="one source sentence per line")
+    report = reporter(ctx)
+    for n, sentence in enumerate(sentences, 1):
+        amap = translator.attention(sentence, target)
+        if not 0 <= (layer if layer >= 0 else amap.weights.shape[0] + layer) < amap.weights.shape[0]:
+            raise InputError(f"--layer {layer}: the model has {amap.weights.shape[0]} attention layer(s)")
+        if head is not None and not 0 <= head < amap.weights.shape[1]:
+            raise InputError(f"--head {head}: the model has {amap.weights.shape[1]} head(s)")
+        matrix = amap.matrix(layer, head)
+        base = _path(output, ws_path, n, len(sentences), fmt if fmt != "terminal" else "png")
+        if fmt == "terminal":
+            _print_terminal(amap, matrix)
+        else:
+            from seqtool.viz import plot_attention
+
+            plot_attention(matrix, amap.source_tokens, amap.target_tokens, base,
+                           title=f"{sentence}  →  {amap.translation}")
+            report.info(f"wrote {base}")
+        if dump:
+            report.info(f"wrote {_dump(amap, base.with_suffix('.' + dump), dump)}")
+
+
+def _path(output: Path | None, ws: Path, n: int, total: int, fmt: str) -> Path:
+    if output is None:
+        return ws / "attention" / f"attention-{n:03d}.{fmt}"
+    output = output if output.suffix else output.with_suffix("." + fmt)
+    return output if total == 1 else output.with_name(f"{output.stem}-{n:03d}{output.suffix}")
+
+
+def _print_terminal(amap, matrix) -> None:
+    from rich.console import Console
+
+    from seqtool.viz import terminal_attention
+
+    console = Console(highlight=False)
+    console.print(f"{' '.join(amap.source_tokens)}  →  {amap.translation}", markup=False)
+    console.print(terminal_attention(matrix, amap.source_tokens, amap.target_tokens))
+
+
+def _dump(amap, path: Path, kind: str) -> Path:
+    import json
+
+    import numpy as np
+
+    from seqtool.workspace import atomic_write, atomic_write_with
+
+    if kind == "npy":
+        atomic_write_with(path, lambda tmp: np.save(open(tmp, "wb"), amap.weights))  # noqa: SIM115
+    else:
+        data = {"source_tokens": amap.source_tokens, "target_tokens": amap.target_tokens,
+                "translation": amap.translation, "shape": list(amap.weights.shape),
+                "weights": amap.weights.round(6).tolist()}
+        atomic_write(path, json.dumps(data, ensure_ascii=False))
+    return path

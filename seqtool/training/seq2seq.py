@@ -1,0 +1,206 @@
+"""Training an encoder–decoder on parallel text: the config of `train-seq2seq`, and the TrainTask the
+shared trainer runs (batches, model, and a validation that reports loss and greedy-decoded BLEU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqtool.config import OptimConfig, RunConfig, TokenizerConfig, check_choice, check_positive
+from seqtool.data.parallel import (
+    EncodedPairs,
+    ParallelBatches,
+    ParallelText,
+    encode_pairs,
+    read_parallel,
+    split_off,
+)
+from seqtool.errors import InputError
+from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
+from seqtool.training.trainer import TrainTask
+from seqtool.workspace import Workspace
+
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ParallelDataConfig:
+    src: str | None = None  # line-aligned files …
+    tgt: str | None = None
+    tsv: str | None = None  # … or one source<TAB>target file
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    valid_tsv: str | None = None
+    valid_fraction: float = 0.05  # held out from the end of the training pairs when no valid set is given
+    max_len: int = 100  # pairs with a side longer than this (in tokens, with </s>) are skipped and listed
+    batch_tokens: int = 2048  # padded tokens per batch (the longer side)
+    encoding_errors: str = "strict"
+
+    def __post_init__(self) -> None:
+        check_choice("data.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
+        check_positive("data.batch_tokens", self.batch_tokens)
+        if self.max_len < 0:
+            raise InputError(f"data.max_len must be ≥ 0 (0: no limit), got {self.max_len}")
+        if not 0.0 < self.valid_fraction < 0.5:
+            raise InputError(f"data.valid_fraction must be in (0, 0.5), got {self.valid_fraction}")
+
+
+@dataclass
+class ParallelTokenizerConfig(TokenizerConfig):
+    joint: bool = False  # one tokenizer for both sides (else tokenizer/src and tokenizer/tgt)
+
+
+@dataclass
+class ValidConfig:
+    bleu: bool = True  # greedy-decode the validation set and publish the best weights by BLEU
+    bleu_tokenize: str = "13a"
+    max_sentences: int = 0  # decode at most this many validation sentences for BLEU; 0: all
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+
+    def __post_init__(self) -> None:
+        check_choice("valid.bleu_tokenize", self.bleu_tokenize, ("13a", "intl", "char", "zh", "none"))
+
+
+@dataclass
+class Seq2SeqTrainConfig:
+    data: ParallelDataConfig = field(default_factory=ParallelDataConfig)
+    tokenizer: ParallelTokenizerConfig = field(default_factory=ParallelTokenizerConfig)
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    teacher_forcing: TeacherForcing = field(default_factory=TeacherForcing)
+    valid: ValidConfig = field(default_factory=ValidConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# data and tokenizers
+
+
+def read_data(cfg: ParallelDataConfig) -> tuple[ParallelText, ParallelText]:
+    """(train, valid) raw pairs: the valid files, or the last valid_fraction of the training pairs."""
+    if cfg.src is None and cfg.tsv is None:
+        raise InputError("no training data", hint="pass --src and --tgt, or --tsv")
+    train = read_parallel(cfg.src, cfg.tgt, cfg.tsv, cfg.encoding_errors)
+    if cfg.valid_src or cfg.valid_tgt or cfg.valid_tsv:
+        return train, read_parallel(cfg.valid_src, cfg.valid_tgt, cfg.valid_tsv, cfg.encoding_errors)
+    return split_off(train, cfg.valid_fraction)
+
+
+def _load_pair(path: Path) -> tuple[Any, Any]:
+    from seqtool.data.tokenizers import load_tokenizer
+
+    return load_tokenizer(path, side="src"), load_tokenizer(path, side="tgt")
+
+
+def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Workspace,
+                       reuse: bool) -> tuple[Any, Any]:
+    """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint)."""
+    from seqtool.data.tokenizers import load_tokenizer, save_tokenizers, train_tokenizer
+
+    if cfg.path:
+        src_tok, tgt_tok = load_tokenizer(cfg.path, side="src"), load_tokenizer(cfg.path, side="tgt")
+        save_tokenizers(ws.sub("tokenizer"), {"": src_tok} if src_tok is tgt_tok else
+                        {"src": src_tok, "tgt": tgt_tok})
+        return _load_pair(ws.sub("tokenizer"))
+    if reuse and ws.sub("tokenizer").is_dir():
+        return _load_pair(ws.sub("tokenizer"))
+    options = dict(vocab_size=cfg.vocab_size, min_count=cfg.min_count, lowercase=cfg.lowercase)
+    if cfg.joint:
+        joint = train_tokenizer(cfg.kind, [*train.src, *train.tgt], **options)
+        save_tokenizers(ws.sub("tokenizer"), {"": joint})
+        return joint, joint
+    src_tok = train_tokenizer(cfg.kind, train.src, **options)
+    tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
+    save_tokenizers(ws.sub("tokenizer"), {"src": src_tok, "tgt": tgt_tok})
+    return src_tok, tgt_tok
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def make_evaluate(valid_text: ParallelText, valid: EncodedPairs, src_tok: Any, tgt_tok: Any,
+                  cfg: Seq2SeqTrainConfig, device: torch.device
+                  ) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """Validation loss per target token, and corpus BLEU of greedy translations (detokenised,
+    sacrebleu) against the raw reference lines."""
+    from seqtool.metrics import corpus_bleu
+    from seqtool.translation import TranslateConfig, Translator
+
+    batches = ParallelBatches(valid, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
+                              shuffle=False)
+    rows = range(len(valid_text.src))
+    if cfg.valid.max_sentences:
+        rows = rows[: cfg.valid.max_sentences]
+    sources = [valid_text.src[i] for i in rows]
+    references = [valid_text.tgt[i] for i in rows]
+    decode = TranslateConfig(max_len_a=cfg.valid.max_len_a, max_len_b=cfg.valid.max_len_b)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        total, tokens = 0.0, 0
+        for i, batch in enumerate(batches.batches(0, 0)):
+            if cfg.run.eval_batches and i >= cfg.run.eval_batches:
+                break
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            _, loss = model(batch)
+            total += float(loss) * batch["ntokens"]
+            tokens += batch["ntokens"]
+        loss = total / max(tokens, 1)
+        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+        if cfg.valid.bleu:
+            translator = Translator(model, src_tok, tgt_tok, device)
+            hyps = [c[0].text for c in translator.translate(sources, decode)]
+            metrics["bleu"] = corpus_bleu(hyps, [references], tokenize=cfg.valid.bleu_tokenize).score
+        return metrics
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# the task
+
+
+def build_task(cfg: Seq2SeqTrainConfig, ws: Workspace, device: torch.device, report: Report,
+               resume: bool = False) -> TrainTask:
+    """Read and filter the data, learn or load the tokenizers, and build the model and its task."""
+    train_text, valid_text = read_data(cfg.data)
+    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resume)
+    if src_tok.pad_id != tgt_tok.pad_id:
+        raise InputError("the source and target tokenizers use different padding ids")
+    train = encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len)
+    valid = encode_pairs(valid_text, src_tok, tgt_tok, cfg.data.max_len)
+    for where, data, total in ((train_text.where, train, len(train_text.src)),
+                               (f"validation ({valid_text.where})", valid, len(valid_text.src))):
+        report({"event": "info", "message": f"{where}: {len(data.src)} of {total} pairs kept"})
+        for line in data.report(where):
+            report({"event": "warning", "message": line})
+    if not valid.src:
+        raise InputError("no validation pairs are left after filtering", hint="check the validation data")
+    batches = ParallelBatches(train, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
+                              seed=cfg.run.seed)
+    model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,
+                    cfg.optim.label_smoothing, cfg.teacher_forcing)
+    evaluate = make_evaluate(valid_text, valid, src_tok, tgt_tok, cfg, device)
+    metric, mode = ("bleu", "max") if cfg.valid.bleu else ("loss", "min")
+    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
+                     mode=mode)
+
+
+def data_fingerprints(cfg: ParallelDataConfig) -> list[dict[str, Any]]:
+    from seqtool.data.io import file_fingerprint
+
+    paths = [p for p in (cfg.src, cfg.tgt, cfg.tsv, cfg.valid_src, cfg.valid_tgt, cfg.valid_tsv)
+             if p and p != "-" and Path(p).is_file()]
+    return [file_fingerprint(p) for p in paths]
+
+
+def config_dict(cfg: Seq2SeqTrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,186 @@
+"""Translating with any translation workspace (RNN seq2seq, Transformer) through the step interface:
+batched greedy or beam search, detokenised output, and attention weights for `attention-map`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seqtool.decoding import DecodeConfig, Hypothesis, beam_search, sample
+from seqtool.errors import InputError
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    beam: int = 1
+    length_penalty: float = 0.0  # GNMT α: lp(Y) = ((5 + |Y|) / 6)^α; larger α favours longer outputs
+    max_len_a: float = 1.5  # an output has at most a·|source| + b tokens
+    max_len_b: int = 10
+    nbest: int = 1
+    batch_size: int = 64
+    no_repeat_ngram: int = 0
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise InputError(f"--beam must be ≥ 1, got {self.beam}")
+        if not 1 <= self.nbest <= self.beam:
+            raise InputError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}",
+                             hint="raise --beam to get more candidates")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.max_len_a < 0 or self.max_len_b < 0 or (self.max_len_a == 0 and self.max_len_b < 1):
+            raise InputError(f"--max-len-a/--max-len-b must allow at least one token "
+                             f"(got a={self.max_len_a}, b={self.max_len_b})")
+        if self.no_repeat_ngram < 0:
+            raise InputError(f"--no-repeat-ngram must be ≥ 0, got {self.no_repeat_ngram}")
+
+    def max_tokens(self, src_len: int) -> int:
+        return max(1, int(self.max_len_a * src_len + self.max_len_b))
+
+
+@dataclass
+class Candidate:
+    text: str  # detokenised
+    score: float  # log-probability (divided by the length penalty for beam search)
+    ids: list[int]  # target ids, without </s>
+
+
+@dataclass
+class AttentionMap:
+    """Target × source attention of one sentence: weights (L, H, T, S) as numpy (one layer and one
+    head for RNN attention), with the token labels of both axes."""
+
+    source_tokens: list[str]
+    target_tokens: list[str]
+    weights: Any
+    translation: str
+
+    def matrix(self, layer: int = -1, head: int | None = None) -> Any:
+        """(T, S): one layer (default the last); one head, or the mean over heads."""
+        w = self.weights[layer]
+        return w.mean(0) if head is None else w[head]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_model(arch: dict) -> torch.nn.Module:
+    """The model described by model.json (its "model" names the family in seqtool.models.MODELS)."""
+    from seqtool.models import MODELS
+
+    family = arch.get("model")
+    if family not in MODELS:
+        raise InputError(f"model.json names an unknown model family {family!r}",
+                         hint=f"known: {', '.join(MODELS)}")
+    return MODELS[family].from_arch(arch)
+
+
+class Translator:
+    """A translation model and its source/target tokenizers, ready to decode (eval mode)."""
+
+    def __init__(self, model: torch.nn.Module, src_tok: Any, tgt_tok: Any, device: torch.device):
+        self.model, self.src_tok, self.tgt_tok, self.device = model.eval(), src_tok, tgt_tok, device
+
+    @classmethod
+    def from_workspace(cls, path: str | Path, device: torch.device) -> Translator:
+        from seqtool.data.tokenizers import load_tokenizer
+        from seqtool.workspace import MT_KINDS, Workspace
+
+        ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
+        state, arch = ws.load_published()
+        model = load_model(arch)
+        model.load_state_dict(state)
+        src_tok = load_tokenizer(ws.path / "tokenizer", side="src")
+        tgt_tok = load_tokenizer(ws.path / "tokenizer", side="tgt")
+        return cls(model.to(device), src_tok, tgt_tok, device)
+
+    # -- decoding -------------------------------------------------------------------------------
+    def encode_sources(self, lines: Sequence[str]) -> tuple[Tensor, Tensor, list[int]]:
+        """Source ids + </s>, padded: (B, S) ids and mask, and each row's length."""
+        rows = [[*ids, self.src_tok.eos_id] for ids in self.src_tok.encode_batch(list(lines))]
+        lengths = [len(r) for r in rows]
+        ids = torch.full((len(rows), max(lengths)), self.src_tok.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        ids = ids.to(self.device)
+        return ids, ids != self.src_tok.pad_id, lengths
+
+    @torch.no_grad()
+    def decode_batch(self, lines: Sequence[str], cfg: TranslateConfig) -> list[list[Candidate]]:
+        """The cfg.nbest best translations of every line (non-empty lines only)."""
+        src, mask, lengths = self.encode_sources(lines)
+        limits = [cfg.max_tokens(n - 1) + 1 for n in lengths]  # + 1 for </s>
+        state = self.model.start(src, mask)
+        bos = torch.full((len(lines), 1), self.tgt_tok.bos_id, dtype=torch.long, device=self.device)
+        eos = self.tgt_tok.eos_id
+        if cfg.beam == 1 and cfg.nbest == 1 and not cfg.no_repeat_ngram:
+            dcfg = DecodeConfig(max_tokens=max(limits), greedy=True)
+            results = [[h] for h in sample(self.model, state, bos, dcfg, eos_id=eos)]
+        else:
+            dcfg = DecodeConfig(max_tokens=max(limits), beam=cfg.beam, length_penalty=cfg.length_penalty,
+                                no_repeat_ngram=cfg.no_repeat_ngram, nbest=cfg.nbest)
+            results = beam_search(self.model, state, bos, dcfg, eos, max_lengths=limits)
+        return [[self._candidate(h, limit) for h in hyps]
+                for hyps, limit in zip(results, limits, strict=True)]
+
+    def _candidate(self, hyp: Hypothesis, limit: int) -> Candidate:
+        ids = hyp.ids[:limit]
+        if ids and ids[-1] == self.tgt_tok.eos_id:
+            ids = ids[:-1]
+        score = hyp.score if len(hyp.ids) <= limit else sum(hyp.logprobs[:limit])
+        return Candidate(self.tgt_tok.decode(ids), float(score), ids)
+
+    def translate(self, lines: Iterable[str], cfg: TranslateConfig) -> Iterator[list[Candidate]]:
+        """One list of candidates per input line, in input order; an empty line gives [Candidate('')]."""
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == cfg.batch_size:
+                yield from self._translate_chunk(chunk, cfg)
+                chunk = []
+        if chunk:
+            yield from self._translate_chunk(chunk, cfg)
+
+    def _translate_chunk(self, chunk: list[str], cfg: TranslateConfig) -> list[list[Candidate]]:
+        todo = [i for i, line in enumerate(chunk) if line.strip()]
+        out: list[list[Candidate]] = [[Candidate("", 0.0, [])] for _ in chunk]
+        if todo:
+            for i, cands in zip(todo, self.decode_batch([chunk[i].strip() for i in todo], cfg), strict=True):
+                out[i] = cands
+        return out
+
+    # -- attention ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def attention(self, source: str, target: str | None = None, max_len_a: float = 1.5,
+                  max_len_b: int = 10) -> AttentionMap:
+        """Attention weights of one sentence pair: forced decoding of `target`, or of the model's own
+        greedy translation when `target` is None. Collected through the state the caller owns."""
+        if not source.strip():
+            raise InputError("the source sentence is empty", hint="pass some text with --source or --input")
+        if target is None:
+            cfg = TranslateConfig(max_len_a=max_len_a, max_len_b=max_len_b)
+            target_ids = self.decode_batch([source], cfg)[0][0].ids
+        else:
+            target_ids = self.tgt_tok.encode(target)
+        src, mask, _ = self.encode_sources([source])
+        steps = [self.tgt_tok.bos_id, *target_ids]  # the inputs; the outputs are target_ids + </s>
+        state = self.model.start(src, mask)
+        state.attention = {}
+        _, state = self.model.step(torch.tensor([steps], device=self.device), state)
+        cross = state.attention.get("cross")
+        if not cross:
+            raise InputError("this model has no attention over the source (trained with --attention none)",
+                             hint="attention maps need a model with attention")
+        # One step call appended one (B, H, t, S) tensor per layer.
+        weights = torch.stack([w[0] for w in cross]).float().cpu().numpy()  # (L, H, T, S)
+        src_ids = src[0].tolist()
+        return AttentionMap([self.src_tok.id_to_piece(i) for i in src_ids],
+                            [self.tgt_tok.id_to_piece(i) for i in [*target_ids, self.tgt_tok.eos_id]],
+                            weights, self.tgt_tok.decode(target_ids))
