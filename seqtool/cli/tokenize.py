@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import EncodingErrors, reporter
+from seqtool.cli.options import EncodingErrors, global_options, reporter
 
 MaxLineChars = Annotated[
     int, typer.Option("--max-line-chars", help="Longest line accepted, in characters.")
@@ -45,7 +45,8 @@ def tokenize(
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.errors import InputError
 
-    tokenizer = tokenizer or _global_workspace(ctx)
+    workspace = global_options(ctx).workspace  # `seqtool -w WS tokenize`: the workspace's tokenizer
+    tokenizer = tokenizer or (Path(workspace) if workspace else None)
     if tokenizer is None:
         raise InputError("no tokenizer given", hint="pass -t DIR, a directory written by seqtool build-vocab")
     if decode and (add_bos or add_eos):
@@ -63,9 +64,3 @@ def tokenize(
         reporter(ctx).warn(f"{stats.unk:,} of {stats.tokens:,} tokens are <unk> "
                            f"(not in the vocabulary: {common})")
 
-
-def _global_workspace(ctx: typer.Context) -> Path | None:
-    from seqtool.cli.options import global_options
-
-    ws = global_options(ctx).workspace
-    return Path(ws) if ws else None
