@@ -101,16 +101,8 @@ def load_workspace_model(ws: Workspace, adapter: str | None = None) -> nn.Module
     model = MODELS[family].from_arch(arch)
     model.load_state_dict(state)
     if adapter:
-        attach_adapter(model, *ws.load_adapter(adapter), where=f"adapter {adapter!r}")
+        lora.attach_adapter(model, *ws.load_adapter(adapter), where=f"adapter {adapter!r}")
     return model
-
-
-def attach_adapter(model: nn.Module, state: dict[str, torch.Tensor], config: dict[str, Any],
-                   where: str) -> None:
-    """Add the adapters that `config` (adapters/NAME.json) describes and load their weights."""
-    cfg = lora.LoraConfig(**{k: config[k] for k in ("rank", "alpha", "dropout", "targets")})
-    lora.add_lora(model, lora.resolve_targets(config["family"], cfg.targets), cfg)
-    lora.load_adapter_state(model, state, where)
 
 
 def open_source(source: str) -> Source:

@@ -24,6 +24,10 @@ from seqtool.errors import InputError
 # c_attn), so "q" adapts only the query rows of it and "q,v" gives query and value their own adapters.
 Target = tuple[str, int, int]
 TARGETS: dict[str, dict[str, tuple[Target, ...]]] = {
+    "seq2seq": {  # the RNN encoder-decoder: attention query/key layers, attentional combination, output
+        "q": (("w_query", 0, 1),), "k": (("w_key", 0, 1),), "o": (("combine", 0, 1),),
+        "out": (("out", 0, 1),),
+    },
     "transformer": {
         "q": (("qkv", 0, 3), ("query", 0, 1)),  # self-attention; cross-attention's query
         "k": (("qkv", 1, 3), ("key_value", 0, 2)),
@@ -222,6 +226,13 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], where: 
             raise InputError(f"{where}: {key} has shape {tuple(tensor.shape)}, the model expects "
                              f"{tuple(expected[key].shape)}", hint="the adapter belongs to another base")
     model.load_state_dict(state, strict=False)
+
+
+def attach_adapter(model: nn.Module, state: dict[str, torch.Tensor], config: dict, where: str) -> None:
+    """Add the adapters that `config` (adapters/NAME.json) describes and load their weights `state`."""
+    cfg = LoraConfig(**{k: config[k] for k in ("rank", "alpha", "dropout", "targets")})
+    add_lora(model, resolve_targets(config["family"], cfg.targets), cfg)
+    load_adapter_state(model, state, where)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
