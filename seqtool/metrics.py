@@ -1,14 +1,16 @@
-"""Scores: BLEU, chrF and TER through sacrebleu's Python API (always with its signature).
+"""Scores: BLEU, chrF and TER through sacrebleu's Python API (always with its signature), and a
+language model's perplexity and bits per character.
 
-No torch here: `seqtool bleu` must start fast. The numbers equal the sacrebleu command line for the
+No torch at import: `seqtool bleu` must start fast. The numbers equal the sacrebleu command line for the
 same options because the same metric objects compute them, on lines read the way it reads them
 (trailing whitespace stripped).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,3 +203,40 @@ def tokenisation_warning(hyps: Sequence[str], sample: int = 2000) -> str | None:
                 "(e.g. 'word .'): the hypothesis looks tokenised; score detokenised text and let "
                 "--tokenize do the tokenisation")
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# language models: perplexity and bits per character
+
+
+def lm_scores(nll: float, ntokens: int, char_level: bool = False) -> dict[str, float]:
+    """{loss (nats/token), ppl, and bpc for character models} from a summed negative log-likelihood."""
+    if ntokens <= 0:
+        raise InputError("no token to score", hint="the text is too short: it needs at least 2 tokens")
+    loss = nll / ntokens
+    scores = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+    if char_level:  # one token per character, newline included
+        scores["bpc"] = loss / math.log(2)
+    return scores
+
+
+def lm_nll(model: Any, batches: Iterable[dict[str, Any]], carries_state: bool, max_batches: int = 0
+           ) -> tuple[float, int]:
+    """(summed nll in nats, tokens) of a language model over batches; the recurrent state flows from
+    each batch to the next when `carries_state` (the held-out text read as one stream)."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, ntokens, state = 0.0, 0, None
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            if max_batches and i >= max_batches:
+                break
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            if carries_state:
+                _, loss, state = model(batch, state=state)
+            else:
+                _, loss = model(batch)[:2]
+            total += float(loss) * batch["ntokens"]
+            ntokens += batch["ntokens"]
+    return total, ntokens

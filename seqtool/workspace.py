@@ -339,6 +339,22 @@ class Workspace:
         config = _read_json(self.path / "adapters" / f"{name}.json")
         return load_tensors(self.path / "adapters" / f"{name}.safetensors"), config
 
+    def clear_run(self) -> bool:
+        """Remove an earlier run's results (checkpoints, weights, metrics, plots, samples, tokenizer)
+        before training afresh here; True when there was something to remove."""
+        found = False
+        names = ("checkpoints", WEIGHTS_FILE, ARCH_FILE, "metrics.jsonl", "plots", "samples", "tokenizer")
+        for name in names:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            else:
+                continue
+            found = True
+        return found
+
     # -- checkpoints --------------------------------------------------------------------------
     def checkpoint_dirs(self) -> list[Path]:
         root = self.path / "checkpoints"

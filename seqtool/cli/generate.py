@@ -1,0 +1,111 @@
+"""`seqtool generate`: text from a language-model workspace, streamed to stdout as it is produced."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Optional
+
+import typer
+
+from seqtool.cli.options import Device, EncodingErrors, Seed, Workspace, pick, reporter, require_workspace
+
+Opt = typer.Option
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def generate(
+    ctx: typer.Context,
+    workspace: Workspace = None,
+    prompt: Annotated[Optional[str], Opt("--prompt", "-p", help="Text to continue (default: start a new "
+                                         "text).", show_default=False)] = None,
+    prompt_file: Annotated[Optional[str], Opt(help="Continue each line of this file ('-': stdin) in turn.",
+                                              show_default=False)] = None,
+    max_tokens: Annotated[int, Opt(help="New tokens per sample, at most.")] = 200,
+    num_samples: Annotated[int, Opt("--num-samples", "-n", help="Samples per prompt.")] = 1,
+    temperature: Annotated[float, Opt(help="Divide the logits by this; < 1 is more conservative, 0 is "
+                                      "greedy.")] = 1.0,
+    top_k: Annotated[int, Opt(help="Sample among the k most likely tokens only (0: all).")] = 0,
+    top_p: Annotated[float, Opt(help="Nucleus sampling: the smallest set of tokens holding this much "
+                                "probability (1: all).")] = 1.0,
+    greedy: Annotated[bool, Opt("--greedy", help="Always take the most likely token.")] = False,
+    stop: Annotated[Optional[list[str]], Opt(help=r"End a sample where this text appears, e.g. '\n\n' "
+                                             r"(escapes \n \t \\ understood; repeatable). </s> always ends "
+                                             "one.", show_default=False)] = None,
+    fmt: Annotated[str, Opt("--format", help="text (streamed) | jsonl (text, tokens, ids and per-token "
+                            "log-probabilities per sample).")] = "text",
+    seed: Seed = None,
+    device: Device = None,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Generate text with a language-model workspace (greedy, temperature, top-k, top-p).
+
+    Example: seqtool generate -w runs/recipes --prompt "Chocolate" --max-tokens 300 --temperature 0.7 --seed 1
+    """
+    import random
+
+    import torch
+
+    from seqtool.data.io import iter_lines, open_output
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.decoding import DecodeConfig, TextStream
+    from seqtool.errors import InputError
+    from seqtool.models import load_published
+    from seqtool.training import runtime
+    from seqtool.workspace import LM_KINDS
+    from seqtool.workspace import Workspace as WS
+
+    if fmt not in ("text", "jsonl"):
+        raise InputError(f"--format must be text or jsonl, got {fmt!r}")
+    if num_samples < 1:
+        raise InputError(f"--num-samples must be ≥ 1, got {num_samples}")
+    if prompt is not None and prompt_file is not None:
+        raise InputError("give --prompt or --prompt-file, not both")
+    cfg = DecodeConfig(max_tokens=max_tokens, greedy=greedy, temperature=temperature, top_k=top_k,
+                       top_p=top_p)
+    report = reporter(ctx)
+    ws = WS.open(require_workspace(workspace, ctx), kinds=LM_KINDS, purpose="generating text")
+    dev = runtime.pick_device(pick(device, ctx, "device"))
+    model = load_published(ws, dev)
+    tok = load_tokenizer(ws.sub("tokenizer"))
+    seed = pick(seed, ctx, "seed")
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    stops = [unescape(s) for s in stop or []]
+    prompts = iter_lines(prompt_file, encoding_errors) if prompt_file is not None else [prompt or ""]
+    with open_output("-") as out:
+        for n, text in enumerate(prompts):
+            if unknown := tok.unknown(text):
+                report.warn(f"prompt {n + 1}: {_describe_unknown(unknown, tok.kind)} not in the vocabulary "
+                            "(read as <unk>)")
+            for k in range(num_samples):
+                stream = TextStream(model, tok, text, cfg, generator, stops)
+                if fmt == "text":
+                    if n or k:
+                        out.write("\n")  # a blank line between samples
+                    out.write(text)
+                    for piece in stream:
+                        out.write(piece)
+                        out.flush()
+                    out.write("\n")
+                else:
+                    for _ in stream:
+                        pass
+                    s = stream.sample
+                    out.write(json.dumps({"prompt": text, "sample": k, "seed": seed, "text": s.text,
+                                          "tokens": [tok.id_to_piece(i) for i in s.ids], "ids": s.ids,
+                                          "logprobs": [round(lp, 5) for lp in s.logprobs],
+                                          "stop_reason": s.stop_reason}, ensure_ascii=False) + "\n")
+                out.flush()
+
+
+def unescape(text: str) -> str:
+    r"""'\n\n' typed on a command line → two newlines (also \t, \r and \\)."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def _describe_unknown(unknown: dict[str, int], kind: str) -> str:
+    what = "words" if kind == "word" else "characters"
+    items = ", ".join(f"{piece!r}" + (f" ×{n}" if n > 1 else "") for piece, n in sorted(unknown.items()))
+    return f"{what} {items}"
+

@@ -1,0 +1,102 @@
+"""Language-model batches from a token stream: truncated BPTT over B parallel streams, or (window →
+next token) examples. Both implement the trainer's BatchSource: the same (epoch, start) always yields
+the same batches, so a resumed run continues from the exact data position.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seqtool.errors import InputError
+
+Batch = dict[str, Any]
+
+
+class StreamBatches:
+    """Truncated BPTT: the stream cut into `batch_size` contiguous rows, read `bptt` tokens at a time.
+
+    Row b holds tokens [b·L, (b+1)·L) with L = (N − 1) // batch_size, so batch i of every epoch
+    continues batch i − 1 of the same rows and the trainer can carry the hidden state across.
+    """
+
+    def __init__(self, ids: Tensor, batch_size: int, bptt: int):
+        length = (ids.numel() - 1) // batch_size
+        if length < bptt:
+            raise InputError(
+                f"the training text is too short: {ids.numel():,} tokens, but batch size {batch_size} × "
+                f"bptt {bptt} needs at least {batch_size * bptt + 1:,}",
+                hint="use more text, or a smaller --batch-size or --bptt")
+        used = batch_size * length
+        self.inputs = ids[:used].view(batch_size, length)  # (B, L)
+        self.targets = ids[1:used + 1].view(batch_size, length)  # (B, L): the next token of each
+        self.bptt = bptt
+        self.steps_per_epoch = math.ceil(length / bptt)  # the last batch may be shorter
+
+    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        del epoch  # every epoch reads the rows in the same order, as truncated BPTT must
+        for i in range(start, self.steps_per_epoch):
+            yield self._batch(i)
+
+    def _batch(self, i: int) -> Batch:
+        cols = slice(i * self.bptt, (i + 1) * self.bptt)
+        inputs, targets = self.inputs[:, cols].contiguous(), self.targets[:, cols].contiguous()
+        return {"inputs": inputs, "targets": targets, "ntokens": targets.numel()}
+
+
+class WindowBatches:
+    """Many-to-one examples: `window` tokens → the token after them, every start position once per
+    epoch, shuffled by a generator seeded from (seed, epoch)."""
+
+    def __init__(self, ids: Tensor, batch_size: int, window: int, seed: int):
+        self.ids, self.batch_size, self.window, self.seed = ids, batch_size, window, seed
+        self.n_examples = ids.numel() - window
+        if self.n_examples < batch_size:
+            raise InputError(
+                f"the training text is too short: {ids.numel():,} tokens give {max(self.n_examples, 0):,} "
+                f"windows of {window}, fewer than one batch of {batch_size}",
+                hint="use more text, or a smaller --batch-size or --window")
+        self.steps_per_epoch = self.n_examples // batch_size  # a last partial batch is dropped
+
+    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n_examples, generator=generator)
+        for i in range(start, self.steps_per_epoch):
+            yield window_batch(self.ids, order[i * self.batch_size:(i + 1) * self.batch_size], self.window)
+
+
+def window_batch(ids: Tensor, starts: Tensor, window: int) -> Batch:
+    """Windows ids[s : s + window] (B, window) and their next tokens ids[s + window] (B,)."""
+    inputs = ids[starts.unsqueeze(1) + torch.arange(window)]  # (B, window)
+    targets = ids[starts + window]  # (B,)
+    return {"inputs": inputs, "targets": targets, "ntokens": targets.numel()}
+
+
+# ---------------------------------------------------------------------------------------------
+# validation: every token predicted once, in order
+
+
+def stream_eval_batches(ids: Tensor, batch_size: int, bptt: int) -> Iterator[Batch]:
+    """Held-out text as up to `batch_size` rows read `bptt` at a time (carry the state across);
+    fewer rows for short texts, so that each row is at least `bptt` long. Drops < rows tokens."""
+    n = ids.numel() - 1
+    if n < 1:
+        return
+    rows = max(1, min(batch_size, n // bptt))
+    length = n // rows
+    inputs = ids[:rows * length].view(rows, length)
+    targets = ids[1:rows * length + 1].view(rows, length)
+    for a in range(0, length, bptt):
+        x, y = inputs[:, a:a + bptt].contiguous(), targets[:, a:a + bptt].contiguous()
+        yield {"inputs": x, "targets": y, "ntokens": y.numel()}
+
+
+def window_eval_batches(ids: Tensor, batch_size: int, window: int) -> Iterator[Batch]:
+    """Every (window → next token) example of the held-out text, in order."""
+    n = ids.numel() - window
+    for a in range(0, max(n, 0), batch_size):
+        yield window_batch(ids, torch.arange(a, min(a + batch_size, n)), window)

@@ -1,0 +1,240 @@
+"""Language-model training: corpus → tokenizer → token stream → batch sources → the Trainer's task,
+and a sample written at the end. train-rnn uses it; any model called like RNNLM can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqtool.config import DataConfig, OptimConfig, RunConfig, TokenizerConfig, check_choice, check_positive
+from seqtool.data import batching
+from seqtool.data.io import describe, expand_paths, file_fingerprint, iter_lines, require_nonempty
+from seqtool.data.tokenizers import Tokenizer, load_tokenizer, save_tokenizers, train_tokenizer
+from seqtool.decoding import DecodeConfig, TextStream
+from seqtool.errors import InputError
+from seqtool.metrics import lm_nll, lm_scores
+from seqtool.models.rnn_lm import RNNLMConfig
+from seqtool.training.trainer import TrainTask
+from seqtool.workspace import Workspace, atomic_write
+
+OBJECTIVES = ("bptt", "window")
+
+
+@dataclass
+class LMDataConfig(DataConfig):
+    objective: str = "bptt"  # bptt: loss at every position of a carried stream | window: N tokens → next
+    bptt: int = 100  # tokens per truncated back-propagation segment
+    window: int = 50  # tokens per example of the window objective
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("data.objective", self.objective, OBJECTIVES)
+        check_positive("data.bptt", self.bptt)
+        check_positive("data.window", self.window)
+
+
+@dataclass
+class TrainRNNConfig:
+    """`seqtool train-rnn`: the sections of its YAML config."""
+
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="char"))
+    model: RNNLMConfig = field(default_factory=RNNLMConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.optim.label_smoothing:
+            raise InputError("optim.label_smoothing is not used by language models (it would distort the "
+                             "perplexity)", hint="remove it, or set it to 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# corpus and tokenizer
+
+
+@dataclass
+class Corpus:
+    train: list[str]
+    valid: list[str]  # empty: validate on the training text
+    note: str  # where the validation text comes from, for the log
+
+
+def read_corpus(data: DataConfig) -> Corpus:
+    """The training lines and the validation lines (--valid files, else the last valid_fraction of
+    the training lines)."""
+    if not data.train:
+        raise InputError("no training text given", hint="pass FILES (or data.train in the --config YAML)")
+    train = list(require_nonempty(iter_lines(data.train, data.encoding_errors), describe(data.train)))
+    if data.valid:
+        valid = list(require_nonempty(iter_lines(data.valid, data.encoding_errors), describe(data.valid)))
+        return Corpus(train, valid, f"validation text: {describe(data.valid)}")
+    held_out = int(len(train) * data.valid_fraction)
+    if held_out < 1:
+        return Corpus(train, [], "no validation text (too few lines to hold out, or valid_fraction 0): "
+                                 "validating on the training text")
+    return Corpus(train[:-held_out], train[-held_out:],
+                  f"validation text: the last {held_out:,} of {len(train):,} lines (valid_fraction "
+                  f"{data.valid_fraction})")
+
+
+def fingerprints(data: DataConfig) -> list[dict[str, Any]]:
+    """{role, path (absolute), bytes, sha256} of every data file, as recorded in seqtool.yaml."""
+    out = []
+    for role, paths in (("train", data.train), ("valid", data.valid)):
+        for path in expand_paths(paths) if paths else []:
+            if path == "-":
+                out.append({"role": role, "path": "-"})
+            else:
+                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
+    return out
+
+
+def prepare_tokenizer(cfg: TokenizerConfig, lines: list[str], ws_dir: Path | None) -> Tokenizer:
+    """The tokenizer of cfg.path, or one trained on `lines`; saved to WS/tokenizer when ws_dir is given."""
+    if cfg.path:
+        tok = load_tokenizer(cfg.path)
+    else:
+        tok = train_tokenizer(cfg.kind, lines, vocab_size=cfg.vocab_size, min_count=cfg.min_count,
+                              lowercase=cfg.lowercase)
+    if ws_dir is not None:
+        save_tokenizers(ws_dir / "tokenizer", {"": tok})
+    return tok
+
+
+def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
+    """The token stream of `lines` as a (N,) LongTensor: newline_id, then each line followed by
+    newline_id. The first newline is the context generation starts a text from (lm_prompt_ids)."""
+    return torch.tensor([tok.newline_id, *tok.encode_stream(lines)], dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# the task handed to the trainer
+
+
+def eval_batches(ids: torch.Tensor, data: LMDataConfig, batch_size: int) -> Any:
+    """Held-out batches for data.objective: every token predicted once, in order."""
+    if data.objective == "bptt":
+        return batching.stream_eval_batches(ids, batch_size, data.bptt)
+    return batching.window_eval_batches(ids, batch_size, data.window)
+
+
+def score_ids(model: Any, ids: torch.Tensor, data: LMDataConfig, batch_size: int, char_level: bool,
+              max_batches: int = 0) -> dict[str, float]:
+    """loss, ppl (and bpc) of `model` on a token stream, read as it was trained (data.objective)."""
+    if ids.numel() < (2 if data.objective == "bptt" else data.window + 1):
+        raise InputError(f"the text is too short to score: {ids.numel()} tokens",
+                         hint="pass a longer text" + ("" if data.objective == "bptt" else " (longer than the "
+                                                      "window)"))
+    nll, ntokens = lm_nll(model, eval_batches(ids, data, batch_size), data.objective == "bptt", max_batches)
+    return {**lm_scores(nll, ntokens, char_level), "tokens": ntokens}
+
+
+def lm_task(model: Any, train_ids: torch.Tensor, valid_ids: torch.Tensor, data: LMDataConfig, run: RunConfig,
+            char_level: bool) -> TrainTask:
+    """Batches for data.objective and an evaluate() giving validation loss, ppl (and bpc)."""
+    if data.objective == "bptt":
+        source: Any = batching.StreamBatches(train_ids, run.batch_size, data.bptt)
+    else:
+        source = batching.WindowBatches(train_ids, run.batch_size, data.window, run.seed)
+    if valid_ids.numel() < (2 if data.objective == "bptt" else data.window + 1):
+        raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
+                         hint="pass a longer --valid file, or --valid-fraction 0 to validate on the "
+                              "training text")
+
+    def evaluate(m: Any) -> dict[str, float]:
+        scores = score_ids(m, valid_ids, data, run.batch_size, char_level, run.eval_batches)
+        del scores["tokens"]
+        return scores
+
+    return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
+                     carries_state=data.objective == "bptt")
+
+
+def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int, max_tokens: int = 300,
+                 temperature: float = 0.8, on_text: Callable[[str], None] | None = None) -> Path:
+    """Sample `max_tokens` from the published weights into WS/samples/step-N.txt."""
+    state, _arch = ws.load_published()
+    model.load_state_dict(state)
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    cfg = DecodeConfig(max_tokens=max_tokens, temperature=temperature)
+    stream = TextStream(model, tok, "", cfg, generator)
+    text = "".join(stream)
+    path = ws.sub("samples", f"step-{step:07d}.txt")
+    atomic_write(path, text + "\n")
+    if on_text is not None:
+        on_text(text)
+    return path
+
+
+def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+                 note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
+    """train-rnn's task (corpus, tokenizer, model, batches) and what to do after a finished run."""
+    from seqtool.models.rnn_lm import RNNLM
+
+    corpus = read_corpus(cfg.data)
+    if resuming:
+        tok = load_tokenizer(ws.sub("tokenizer"))
+    else:
+        tok = prepare_tokenizer(cfg.tokenizer, corpus.train, ws.path if is_main else None)
+    train_ids = encode(tok, corpus.train)
+    valid_ids = encode(tok, corpus.valid) if corpus.valid else train_ids
+    model = RNNLM(cfg.model, tok.vocab_size)
+    params = sum(p.numel() for p in model.parameters())
+    note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
+         f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
+    task = lm_task(model, train_ids, valid_ids, cfg.data, cfg.run, char_level=tok.kind == "char")
+
+    def after(summary: dict) -> None:
+        path = write_sample(ws, RNNLM(cfg.model, tok.vocab_size).to(device), tok, cfg.run.seed,
+                            int(summary.get("steps", 0)))
+        note(f"sample: {path}")
+
+    return task, after
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: perplexity on held-out text, beside an n-gram baseline
+
+
+def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[str], None]) -> list[str]:
+    """The lines the workspace's model was trained on (its recorded files, minus the same held-out
+    validation lines), or all lines of `override`."""
+    from seqtool.config import from_dict
+
+    data = from_dict(LMDataConfig, ws.config.get("data") or {}, "data.")
+    if override:
+        return read_corpus(LMDataConfig(train=override, valid_fraction=0.0,
+                                        encoding_errors=data.encoding_errors)).train
+    recorded = [f for f in ws.meta.get("data", []) if f.get("role") == "train"]
+    hint = "pass the training text with --baseline-train FILE"
+    if not recorded:
+        raise InputError(f"workspace {ws.path} records no training files", hint=hint)
+    for f in recorded:
+        if f["path"] == "-":
+            raise InputError("the model was trained on stdin, which cannot be read again", hint=hint)
+        if not Path(f["path"]).is_file():
+            raise InputError(f"the training file {f['path']} recorded in {ws.path}/seqtool.yaml is missing",
+                             hint=hint)
+        if file_fingerprint(f["path"])["sha256"] != f.get("sha256"):
+            warn(f"{f['path']} changed since training; the baseline uses its current contents")
+    data.train = [f["path"] for f in recorded]
+    return read_corpus(data).train
+
+
+def ngram_scores(tok: Tokenizer, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float
+                 ) -> dict[str, Any]:
+    """Perplexity (and bpc) on the token stream `ids` of an n-gram model trained on `train`."""
+    from seqtool.models.ngram import NGramLM
+
+    model = NGramLM(order, tok.vocab_size, smoothing, k).fit(encode(tok, train).tolist())
+    nll, ntokens = model.nll(ids.tolist())
+    return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens, "order": order,
+            "smoothing": smoothing, "train_lines": len(train)}
