@@ -68,18 +68,7 @@ class AttentionMap:
 
 
 # ---------------------------------------------------------------------------------------------
-# loading
-
-
-def load_model(arch: dict) -> torch.nn.Module:
-    """The model described by model.json (its "model" names the family in seqtool.models.MODELS)."""
-    from seqtool.models import MODELS
-
-    family = arch.get("model")
-    if family not in MODELS:
-        raise InputError(f"model.json names an unknown model family {family!r}",
-                         hint=f"known: {', '.join(MODELS)}")
-    return MODELS[family].from_arch(arch)
+# loading and decoding
 
 
 class Translator:
@@ -95,6 +84,8 @@ class Translator:
 
         ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
         state, arch = ws.load_published()
+        from seqtool.models import load_model
+
         model = load_model(arch)
         model.load_state_dict(state)
         src_tok = load_tokenizer(ws.path / "tokenizer", side="src")
