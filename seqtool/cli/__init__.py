@@ -32,12 +32,24 @@ class SeqtoolGroup(typer.core.TyperGroup):
             print_error("interrupted by Ctrl-C")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
-            raise
+            # `seqtool tokenize big.txt | head`: the reader went away; that is not an error.
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
         except Exception as err:  # noqa: BLE001 - last resort: never a bare traceback for users
             _maybe_traceback(ctx)
             print_error(f"internal error: {type(err).__name__}: {err} "
                         "(run again with --debug for a traceback, and please report it)")
             raise typer.Exit(EXIT_FAILURE) from None
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _maybe_traceback(ctx: click.Context) -> None:
@@ -113,6 +125,5 @@ def main() -> None:
     try:
         app(prog_name="seqtool")
     except BrokenPipeError:
-        # `seqtool tokenize big.txt | head`: the reader went away; that is not an error.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        _silence_stdout()
         sys.exit(0)
