@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,7 +418,9 @@ class Workspace:
 
         meta = _read_json(ckpt / "meta.json")
         try:
-            trainer_state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a foreign pickle's protocol warning: we refuse it anyway
+                warnings.simplefilter("ignore", UserWarning)
+                trainer_state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
             raise InputError(f"{ckpt / 'trainer.pt'} was refused: {str(err).splitlines()[0][:200]}",
                              hint="it is corrupt or not written by seqtool; delete that checkpoint") from None

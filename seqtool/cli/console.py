@@ -10,6 +10,7 @@ import contextlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +209,11 @@ def final_summary(reporter: Reporter, workspace: Any = None) -> Iterator[RunOutc
 
     reporter.holding = True
     try:
-        yield outcome
+        with warnings.catch_warnings():
+            # library warnings become warning events, so --log-format json stays one object per line
+            warnings.showwarning = lambda message, category, *_a, **_k: reporter.warn(
+                f"{category.__name__}: {message}")
+            yield outcome
     except SeqtoolError as err:
         reporter.error(str(err))
         summarize(err.exit_code, err.message)
