@@ -38,7 +38,7 @@ def batch_for(arch: str, B: int = 3, T: int = 9) -> dict[str, torch.Tensor]:
         src = ids(B, 7, vocab=SRC_V)
         src[0, 5:] = PAD
         return {"src": src, "tgt_in": x, "tgt_out": x}
-    return {"input": x, "target": x}
+    return {"inputs": x, "targets": x}
 
 
 VARIANTS = [dict(), dict(norm_first=False), dict(positions="learned"), dict(activation="gelu"),
@@ -57,7 +57,7 @@ def test_causal_mask_future_tokens_do_not_matter():
     x = ids(2, 10)
     y = x.clone()
     y[:, 6:] = ids(2, 4)
-    a, b = model.logits({"input": x}), model.logits({"input": y})
+    a, b = model.logits({"inputs": x}), model.logits({"inputs": y})
     assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
@@ -69,7 +69,7 @@ def test_padding_changes_nothing(arch):
     short = ids(1, 5, vocab=vocab)
     padded = torch.cat([short, torch.full((1, 4), PAD)], 1)
     if arch == "encoder":
-        a, b = model.logits({"input": short}), model.logits({"input": padded})[:, :5]
+        a, b = model.logits({"inputs": short}), model.logits({"inputs": padded})[:, :5]
     else:
         tgt = ids(1, 6)
         a = model.logits({"src": short, "tgt_in": tgt})
@@ -83,7 +83,7 @@ def test_kv_cache_steps_equal_full_recomputation(arch, variant):
     model = tiny(arch, **variant)
     batch = batch_for(arch)
     full = model.logits(batch)  # (B, T, V)
-    x = batch["tgt_in"] if arch == "encoder-decoder" else batch["input"]
+    x = batch["tgt_in"] if arch == "encoder-decoder" else batch["inputs"]
     state = model.start(batch.get("src"))
     logits, state = model.step(x[:, :4], state)  # a prompt, then one token at a time
     steps = [logits]
@@ -97,7 +97,7 @@ def test_kv_cache_steps_equal_full_recomputation(arch, variant):
 def test_kv_cache_chunks_after_a_prefix_and_reorder():
     model = tiny("decoder")
     x = ids(3, 12)
-    full = model.logits({"input": x})
+    full = model.logits({"inputs": x})
     state = model.start()
     _, state = model.step(x[:, :5], state)
     state = model.reorder(state, torch.tensor([2, 0, 0]))
@@ -170,9 +170,10 @@ def test_dropout_and_label_smoothing_act_in_training():
     model = tiny(dropout=0.5).train()
     batch = batch_for("decoder")
     assert not torch.equal(model(batch)[0], model(batch)[0])
-    plain, smooth = tiny(), tiny()
+    plain, smooth = tiny().train(), tiny().train()
     smooth.label_smoothing = 0.1
     assert smooth(batch)[1] != plain(batch)[1]
+    assert smooth.eval()(batch)[1] == plain.eval()(batch)[1]  # validation loss stays honest
 
 
 @pytest.mark.parametrize("bad", [dict(arch="rnn"), dict(d_model=15, n_heads=4), dict(positions="rope"),
@@ -232,11 +233,11 @@ def test_overfits_a_tiny_copy_task(arch):
         bos = torch.full((8, 1), 2)
         batch = {"src": src, "tgt_in": torch.cat([bos, src[:, :-1]], 1), "tgt_out": src}
     elif arch == "decoder":
-        batch = {"input": torch.cat([x, x], 1)[:, :-1], "target": torch.cat([x, x], 1)[:, 1:]}
+        batch = {"inputs": torch.cat([x, x], 1)[:, :-1], "targets": torch.cat([x, x], 1)[:, 1:]}
     else:
         inputs, targets = mask_tokens(x, mask_id=4, pad_id=PAD, vocab_size=V, special_ids=(0, 1, 2, 3, 4),
                                       generator=torch.Generator().manual_seed(0))
-        batch = {"input": inputs, "target": targets}
+        batch = {"inputs": inputs, "targets": targets}
     assert _overfit(model, batch, 200) < 0.1
     if arch == "encoder-decoder":  # and greedy decoding through the cache copies the source
         model.eval()

@@ -28,7 +28,7 @@ def mask_tokens(ids: Tensor, *, mask_id: int, pad_id: int, vocab_size: int, spec
 
 
 class MaskedBatches:
-    """Wraps a language-model batch source: each batch's `input` (B, T) becomes a masked input and its
+    """Wraps a language-model batch source: each batch's `inputs` (B, T) become masked inputs and their
     targets. The mask of batch i of epoch e depends only on (seed, e, i), so a resumed run and every
     validation pass see the same corruption."""
 
@@ -45,5 +45,5 @@ class MaskedBatches:
         generator = torch.Generator()
         for i, batch in enumerate(self.source.batches(epoch, start), start):
             generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + i)
-            inputs, targets = mask_tokens(batch["input"], generator=generator, **self.options)
-            yield {**batch, "input": inputs, "target": targets, "ntokens": int(inputs.numel())}
+            inputs, targets = mask_tokens(batch["inputs"], generator=generator, **self.options)
+            yield {**batch, "inputs": inputs, "targets": targets, "ntokens": int(inputs.numel())}

@@ -104,7 +104,8 @@ def attend(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, causa
 class DecodeState:
     """What `step` carries between calls: the self-attention KV cache (per layer, in buffers that grow
     by doubling) and, for translation, the encoder's cross-attention keys/values and source mask.
-    `attention`: set it to a dict to collect each step's attention weights ("decoder", "cross")."""
+    `attention`: set it to a dict to collect attention weights: each step call appends one (B, H, t, S)
+    tensor per layer to "decoder" and "cross", and the first also records "encoder" (B, H, S, S)."""
 
     keys: list[Tensor | None]  # per layer (B, H, capacity, Dh)
     values: list[Tensor | None]
@@ -112,6 +113,7 @@ class DecodeState:
     tokens: Tensor | None = None  # (B, length) the ids in the cache (to re-fill it when sliding)
     memory: list[tuple[Tensor, Tensor]] | None = None  # per layer (key, value), each (B, H, S, Dh)
     src_mask: Tensor | None = None  # (B, 1, 1, S) True for real source tokens
+    src: Tensor | None = None  # (B, S) source ids, to record the encoder's attention on request
     attention: dict[str, list[Tensor]] | None = field(default=None)
 
     def append(self, layer: int, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,8 +273,8 @@ class Stack(nn.Module):
 
 
 class Transformer(nn.Module):
-    """encoder-decoder: batch {src, tgt_in, tgt_out} · decoder: {input, target} · encoder: {input,
-    target} with target = pad_id where nothing is predicted. `model(batch)` → (logits, loss)."""
+    """encoder-decoder: batch {src, tgt_in, tgt_out} · decoder: {inputs, targets} · encoder: {inputs,
+    targets} with targets = pad_id where nothing is predicted. `model(batch)` → (logits, loss)."""
 
     def __init__(self, cfg: TransformerConfig, label_smoothing: float = 0.0):
         super().__init__()
@@ -287,22 +289,33 @@ class Transformer(nn.Module):
             self.decoder = Stack(cfg, cfg.vocab_size, causal=True, cross=cfg.arch == "encoder-decoder")
         out = self.encoder if cfg.arch == "encoder" else self.decoder
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        self.init_weights()
         if cfg.tie:
             self.head.weight = out.embed.weight
-        for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/√(2·layers)
-            if name.endswith(("out.weight", "ff.down.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            # With the √d_model scale, d_model^-0.5 gives unit-variance inputs (as fairseq does).
-            std = self.cfg.d_model ** -0.5 if self.cfg.positions == "sinusoidal" else 0.02
-            nn.init.normal_(module.weight, std=std)
+    def init_weights(self) -> None:
+        """Two lineages, told apart by their positions. Learned (GPT-2, BERT): N(0, 0.02), residual
+        projections scaled by 1/√(2·layers). Sinusoidal (the paper, as the Annotated Transformer and
+        fairseq do it): Xavier-uniform matrices and N(0, d^-0.5) embeddings, which the √d scale makes
+        unit-variance; at small widths N(0, 0.02) leaves such models stuck ignoring their source."""
+        gpt = self.cfg.positions == "learned"
+        for name, p in self.named_parameters():
+            if p.dim() == 1:  # biases; LayerNorm weights keep their ones
+                if not name.endswith("norm.weight"):
+                    nn.init.zeros_(p)
+            elif "embed" in name or name.endswith("pos.weight"):
+                nn.init.normal_(p, std=0.02 if gpt else self.cfg.d_model ** -0.5)
+            elif not gpt:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith(("out.weight", "ff.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
+            else:
+                nn.init.normal_(p, std=0.02)
+
+    @classmethod
+    def from_arch(cls, arch: dict, label_smoothing: float = 0.0) -> Transformer:
+        """The model that model.json describes (weights not loaded)."""
+        return cls(TransformerConfig.from_dict(arch), label_smoothing)
 
     def arch(self) -> dict:
         """The architecture for model.json."""
@@ -324,9 +337,9 @@ class Transformer(nn.Module):
     def logits(self, batch: dict[str, Tensor], weights: dict[str, list[Tensor]] | None = None) -> Tensor:
         """Teacher-forced logits: (B, T, V) for every target position."""
         if self.cfg.arch == "decoder":
-            return self.head(self.decoder(batch["input"], weights=weights))
+            return self.head(self.decoder(batch["inputs"], weights=weights))
         if self.cfg.arch == "encoder":
-            return self.head(self.encode(batch["input"], weights))
+            return self.head(self.encode(batch["inputs"], weights))
         memory = self.encode(batch["src"], weights)  # (B, S, D)
         cross = [block.cross_attn.memory_kv(memory) for block in self.decoder.layers]
         h = self.decoder(batch["tgt_in"], memory=cross, memory_mask=self.source_mask(batch["src"]),
@@ -335,9 +348,10 @@ class Transformer(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         logits = self.logits(batch)  # (B, T, V)
-        target = batch["tgt_out"] if self.cfg.arch == "encoder-decoder" else batch["target"]
+        target = batch["tgt_out"] if self.cfg.arch == "encoder-decoder" else batch["targets"]
+        # Smoothing only while training, so that validation loss and perplexity stay honest.
         loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=self.cfg.pad_id,
-                               label_smoothing=self.label_smoothing)
+                               label_smoothing=self.label_smoothing if self.training else 0.0)
         return logits, loss
 
     # -- decoding: the step interface -----------------------------------------------------------
@@ -355,6 +369,7 @@ class Transformer(nn.Module):
             state.memory = [block.cross_attn.memory_kv(memory) for block in self.decoder.layers]
             state.src_mask = (self.source_mask(src_ids) if src_mask is None
                               else src_mask.bool().view(src_ids.size(0), 1, 1, -1))
+            state.src = src_ids
         return state
 
     def step(self, next_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
@@ -372,6 +387,8 @@ class Transformer(nn.Module):
             state = self.start()
             state.attention = attention
             next_ids = seen[:, -keep:]
+        if state.attention is not None and state.src is not None and "encoder" not in state.attention:
+            self.encode(state.src, weights=state.attention)  # recorded on request only
         if self.cfg.arch == "decoder":
             state.tokens = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
         h = self.decoder(next_ids, state=state, memory=state.memory, memory_mask=state.src_mask,
@@ -383,12 +400,13 @@ class Transformer(nn.Module):
         pick = lambda x: None if x is None else x.index_select(0, index)  # noqa: E731
         return DecodeState(
             keys=[pick(k) for k in state.keys], values=[pick(v) for v in state.values], length=state.length,
-            tokens=pick(state.tokens), src_mask=pick(state.src_mask), attention=state.attention,
+            tokens=pick(state.tokens), src_mask=pick(state.src_mask), src=pick(state.src),
+            attention=state.attention,
             memory=None if state.memory is None else [(pick(k), pick(v)) for k, v in state.memory])
 
     # -- masked language model ------------------------------------------------------------------
     @torch.no_grad()
     def fill_mask(self, ids: Tensor, top_k: int = 5) -> tuple[Tensor, Tensor]:
         """Encoder arch: ids (B, T) → (probabilities, ids) of the top_k candidates, each (B, T, k)."""
-        probs = self.logits({"input": ids}).float().softmax(-1)  # (B, T, V)
+        probs = self.logits({"inputs": ids}).float().softmax(-1)  # (B, T, V)
         return probs.topk(min(top_k, probs.size(-1)), dim=-1)
