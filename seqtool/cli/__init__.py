@@ -15,15 +15,17 @@ from seqtool import __version__
 from seqtool.cli.console import GlobalOptions, print_error
 from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
 
+
 class SeqtoolGroup(typer.core.TyperGroup):
     """Maps every failure inside a command to one stderr line and the documented exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-                typer.TyperException, typer.Exit, typer.Abort):  # typer ≥ 0.24 vendors its own click
-            raise
+        except (typer.Exit, typer.TyperException, typer.Abort, click.ClickException, click.exceptions.Abort):
+            raise  # typer ≥ 0.24 vendors its own click: its exceptions and click's are different classes
+        except click.exceptions.Exit as done:  # e.g. console.final_summary, written against click itself
+            raise typer.Exit(done.exit_code) from None
         except SeqtoolError as err:
             _maybe_traceback(ctx)
             print_error(str(err))
@@ -102,16 +104,31 @@ def root(
 
 # Every command, in --help order. Modules import only typer at the top; torch is imported inside
 # the command bodies so that --help, tokenize, build-vocab and bleu start fast.
-from seqtool.cli import bleu, build_vocab, info, tokenize  # noqa: E402
-from seqtool.cli import attention_map, train_seq2seq, translate  # noqa: E402
-from seqtool.cli import finetune  # noqa: E402
+from seqtool.cli import (  # noqa: E402
+    attention_map,
+    bleu,
+    build_vocab,
+    evaluate,
+    finetune,
+    generate,
+    info,
+    tokenize,
+    train,
+    train_seq2seq,
+    train_transformer,
+    translate,
+)
 
 COMMANDS = [
     ("tokenize", tokenize.tokenize),
     ("build-vocab", build_vocab.build_vocab),
-    ("finetune", finetune.finetune),
+    ("train-rnn", train.train_rnn),
     ("train-seq2seq", train_seq2seq.train_seq2seq),
+    ("train-transformer", train_transformer.train_transformer),
     ("translate", translate.translate),
+    ("finetune", finetune.finetune),
+    ("generate", generate.generate),
+    ("evaluate", evaluate.evaluate),
     ("bleu", bleu.bleu),
     ("attention-map", attention_map.attention_map),
     ("info", info.info),
