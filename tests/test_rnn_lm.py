@@ -59,8 +59,9 @@ def test_shapes_and_stepping_matches_the_full_pass(cell, residual):
         out, st = model.step(ids[:, t:t + 1], st)
         steps.append(out)
     torch.testing.assert_close(torch.stack(steps, 1), logits[:, 3:], atol=1e-5, rtol=1e-4)
-    for a, b in zip(st, state, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for layer, step_state in enumerate(st):  # per layer (h,) or (h, c), each (B, H)
+        for a, b in zip(step_state, state, strict=True):
+            torch.testing.assert_close(a, b[layer], atol=1e-5, rtol=1e-4)
 
 
 def test_window_batches_give_one_prediction_per_row():
@@ -92,7 +93,9 @@ def test_causal_and_reorder():
     torch.testing.assert_close(a[:, :5], b[:, :5])
     _, state = model.step(torch.randint(0, V, (3, 4)), None)
     picked = model.reorder(state, torch.tensor([2, 2, 0]))
-    assert torch.equal(picked[0][:, 0], state[0][:, 2]) and torch.equal(picked[0][:, 2], state[0][:, 0])
+    for layer in range(2):
+        (h,), (before,) = picked[layer], state[layer]
+        assert torch.equal(h[0], before[2]) and torch.equal(h[1], before[2]) and torch.equal(h[2], before[0])
 
 
 def test_tying_and_arch_round_trip():

@@ -164,38 +164,41 @@ class RNNLM(nn.Module):
         return logits, loss, state
 
     # -- decoding: the step interface (eval mode: no dropout) -------------------------------------
-    def start(self, src_ids: Tensor | None = None, src_mask: Tensor | None = None) -> State | None:
+    # The decoding state holds each layer's (h,) or (h, c), each (B, H): stepping reads and writes
+    # them without slicing or stacking (L, B, H) tensors at every token.
+    def start(self, src_ids: Tensor | None = None, src_mask: Tensor | None = None) -> None:
         """A language model has no source: the state starts empty (zeros on the first step)."""
         return None
 
-    def step(self, next_ids: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def step(self, next_ids: Tensor, state: tuple[State, ...] | None) -> tuple[Tensor, tuple[State, ...]]:
         """next_ids (B, t) → logits (B, V) after the last of them, and the state after all of them.
         A prompt (t > 1) runs the fused layers once; single tokens take the cell kernels."""
-        if state is None:
-            state = self.init_state(next_ids.size(0), next_ids.device)
         if next_ids.size(1) > 1 or self.training:
-            h, state = self.hidden_states(next_ids, state)
-            return self.out(h[:, -1]), state
-        x = self.embed(next_ids[:, 0])  # (B, E)
-        new: list[list[Tensor]] = [[] for _ in state]
-        for i in range(self.cfg.layers):
+            stacked = None if state is None else tuple(torch.stack(s) for s in zip(*state, strict=True))
+            h, stacked = self.hidden_states(next_ids, stacked)  # (L, B, H) each
+            return self.out(h[:, -1]), tuple(zip(*(s.unbind(0) for s in stacked), strict=True))
+        if state is None:
+            zeros = self.init_state(next_ids.size(0), next_ids.device)
+            state = tuple(zip(*(s.unbind(0) for s in zeros), strict=True))
+        x = F.embedding(next_ids.view(-1), self.embed.weight)  # (B, E)
+        new = []
+        for i, layer in enumerate(state):
             w_ih, w_hh, b_ih, b_hh = self._layer_weights(i)
             if self.cfg.cell == "lstm":
-                h, c = torch.lstm_cell(x, (state[0][i], state[1][i]), w_ih, w_hh, b_ih, b_hh)
-                new[1].append(c)
+                layer = torch.lstm_cell(x, layer, w_ih, w_hh, b_ih, b_hh)
             elif self.cfg.cell == "gru":
-                h = torch.gru_cell(x, state[0][i], w_ih, w_hh, b_ih, b_hh)
+                layer = (torch.gru_cell(x, layer[0], w_ih, w_hh, b_ih, b_hh),)
             elif self.cfg.cell == "rnn":
-                h = torch.rnn_tanh_cell(x, state[0][i], w_ih, w_hh, b_ih, b_hh)
+                layer = (torch.rnn_tanh_cell(x, layer[0], w_ih, w_hh, b_ih, b_hh),)
             else:
-                h = ugrnn_cell(F.linear(x, w_ih, b_ih), state[0][i], w_hh)
-            new[0].append(h)
-            x = h + x if i > 0 and self.cfg.residual else h
-        return self.out(x), tuple(torch.stack(parts) for parts in new)
+                layer = (ugrnn_cell(F.linear(x, w_ih, b_ih), layer[0], w_hh),)
+            new.append(layer)
+            x = layer[0] + x if i > 0 and self.cfg.residual else layer[0]
+        return F.linear(x, self.out.weight, self.out.bias), tuple(new)
 
-    def reorder(self, state: State | None, index: Tensor) -> State | None:
+    def reorder(self, state: tuple[State, ...] | None, index: Tensor) -> tuple[State, ...] | None:
         """Keep/duplicate batch rows (beam search, several samples of one prompt)."""
-        return reorder_state(state, index, dim=1)  # (L, B, H): the batch is axis 1
+        return reorder_state(state, index)
 
     def _layer_weights(self, i: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         module, suffix = (self.rnn, f"l{i}") if self.fused else (self.layers[i], "l0")
