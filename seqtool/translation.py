@@ -147,6 +147,35 @@ class Translator:
                 out[i] = cands
         return out
 
+    @torch.no_grad()
+    def score(self, sources: Sequence[str], references: Sequence[str], cfg: TranslateConfig | None = None,
+              tokenize: str = "13a") -> dict[str, Any]:
+        """Corpus BLEU (with its sacrebleu signature) of the translations of `sources`, and the model's
+        loss and perplexity per reference token (teacher-forced, pairs with an empty side skipped)."""
+        import math
+
+        from seqtool.data.parallel import ParallelBatches, ParallelText, encode_pairs
+        from seqtool.metrics import corpus_bleu
+
+        hyps = [c[0].text for c in self.translate(sources, cfg or TranslateConfig())]
+        bleu = corpus_bleu(hyps, [list(references)], tokenize=tokenize)
+        pairs = encode_pairs(ParallelText(list(sources), list(references), "evaluation"), self.src_tok,
+                             self.tgt_tok)
+        total, tokens = 0.0, 0
+        if pairs.src:
+            longest = max(max(len(s), len(t) + 1) for s, t in zip(pairs.src, pairs.tgt, strict=True))
+            tok = self.tgt_tok
+            batches = ParallelBatches(pairs, max(2048, longest), tok.pad_id, tok.bos_id, tok.eos_id,
+                                      shuffle=False)
+            for batch in batches.batches(0, 0):
+                batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                total += float(self.model(batch)[1]) * batch["ntokens"]
+                tokens += batch["ntokens"]
+        loss = total / tokens if tokens else float("nan")
+        return {"bleu": bleu.score, "signature": bleu.signature, "loss": loss,
+                "ppl": math.exp(min(loss, 700.0)) if tokens else float("nan"), "sentences": len(hyps),
+                "tokens": tokens}
+
     # -- attention ------------------------------------------------------------------------------
     @torch.no_grad()
     def attention(self, source: str, target: str | None = None, max_len_a: float = 1.5,

@@ -31,6 +31,10 @@ def evaluate(
         show_default=False)] = None,
     batch_size: Annotated[int, Opt(help="Rows scored together (0: one stream for bptt models, so every "
                                    "token has its whole history; 64 windows for window models).")] = 0,
+    src: Annotated[Optional[str], Opt("--src", help="Translation workspaces: source sentences, one per line.",
+                                      show_default=False)] = None,
+    ref: Annotated[Optional[str], Opt("--ref", help="Translation workspaces: the reference translations, "
+                                      "line-aligned with --src.", show_default=False)] = None,
     as_json: Json = False,
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
@@ -45,23 +49,36 @@ def evaluate(
     from seqtool.errors import InputError
     from seqtool.models import load_published
     from seqtool.training import lm, runtime
-    from seqtool.workspace import LM_KINDS
+    from seqtool.workspace import LM_KINDS, MT_KINDS
     from seqtool.workspace import Workspace as WS
 
-    if not data:
-        raise InputError("no text to evaluate on", hint="pass --data FILE")
     if baseline not in (None, "ngram"):
         raise InputError(f"--baseline must be ngram, got {baseline!r}")
     report = reporter(ctx)
-    ws = WS.open(require_workspace(workspace, ctx), kinds=LM_KINDS, purpose="perplexity")
-    model = load_published(ws, runtime.pick_device(pick(device, ctx, "device")))
+    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, "transformer-mlm", *MT_KINDS),
+                 purpose="evaluation")
+    dev = runtime.pick_device(pick(device, ctx, "device"))
+    if ws.kind in MT_KINDS:
+        _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors)
+        return
+    if not data:
+        raise InputError("no text to evaluate on", hint="pass --data FILE")
+    if baseline and ws.kind == "transformer-mlm":
+        raise InputError("--baseline ngram compares left-to-right language models; this is a masked LM",
+                         hint="leave out --baseline")
+    model = load_published(ws, dev)
     tok = load_tokenizer(ws.sub("tokenizer"))
-    objective = from_dict(lm.LMDataConfig, ws.config.get("data") or {}, "data.")
     ids = lm.encode(tok, list(require_nonempty(iter_lines(data, encoding_errors), describe(data))))
-    rows = batch_size or (1 if objective.objective == "bptt" else 64)
     char_level = tok.kind == "char"
-    result = {"data": describe(data), "tokenizer": tok.kind,
-              "model": lm.score_ids(model, ids, objective, rows, char_level)}
+    if ws.kind == "rnn-lm":
+        objective = from_dict(lm.LMDataConfig, ws.config.get("data") or {}, "data.")
+        rows = batch_size or (1 if objective.objective == "bptt" else 64)
+        scores = lm.score_ids(model, ids, objective, rows, char_level)
+    else:  # Transformers read the text in blocks of their positions, as in validation
+        from seqtool.training.transformer import score_text
+
+        scores = score_text(model, tok, ids, batch_size or 16)
+    result = {"data": describe(data), "tokenizer": tok.kind, "model": scores}
     if baseline:
         train = lm.training_lines(ws, baseline_train, report.warn)
         n = order or (5 if char_level else 3)
@@ -79,4 +96,31 @@ def evaluate(
         line = f"{name:<14}loss {scores['loss']:.4f}  ppl {scores['ppl']:.2f}"
         if "bpc" in scores:
             line += f"  bpc {scores['bpc']:.3f}"
+        if "accuracy" in scores:
+            line += f"  masked-token accuracy {scores['accuracy']:.4f} ({scores['masked_tokens']:,} masked)"
         sys.stdout.write(line + "\n")
+
+
+def _evaluate_translation(path, src: str | None, ref: str | None, as_json: bool, device, encoding_errors: str
+                          ) -> None:
+    """BLEU, loss and perplexity of a translation workspace on --src sentences and their --ref."""
+    from seqtool.data.io import iter_lines
+    from seqtool.errors import InputError
+    from seqtool.translation import Translator
+
+    if not (src and ref):
+        raise InputError("a translation workspace is scored against reference translations",
+                         hint="pass --src FILE --ref FILE")
+    sources = list(iter_lines(src, encoding_errors))
+    references = list(iter_lines(ref, encoding_errors))
+    if len(sources) != len(references):
+        raise InputError(f"{src} has {len(sources)} lines but {ref} has {len(references)}",
+                         hint="--src and --ref must be line-aligned")
+    scores = Translator.from_workspace(path, device).score(sources, references)
+    if as_json:
+        sys.stdout.write(json.dumps({"src": src, "ref": ref, "model": scores}, indent=2) + "\n")
+        return
+    sys.stdout.write(f"{'data':<14}{src} → {ref} ({scores['sentences']:,} sentences)\n")
+    sys.stdout.write(f"{'model':<14}BLEU {scores['bleu']:.2f}  loss {scores['loss']:.4f}  "
+                     f"ppl {scores['ppl']:.2f}\n")
+    sys.stdout.write(f"{'signature':<14}{scores['signature']}\n")

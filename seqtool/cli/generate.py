@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -32,6 +33,10 @@ def generate(
     stop: Annotated[Optional[list[str]], Opt(help=r"End a sample where this text appears, e.g. '\n\n' "
                                              r"(escapes \n \t \\ understood; repeatable). </s> always ends "
                                              "one.", show_default=False)] = None,
+    fill: Annotated[Optional[str], Opt("--fill", help="Masked LM workspaces (train-transformer --arch "
+                                       "encoder): the --top-k (default 5) candidates for each <mask> in "
+                                       "this text.",
+                                       show_default=False)] = None,
     fmt: Annotated[str, Opt("--format", help="text (streamed) | jsonl (text, tokens, ids and per-token "
                             "log-probabilities per sample).")] = "text",
     seed: Seed = None,
@@ -64,7 +69,11 @@ def generate(
     cfg = DecodeConfig(max_tokens=max_tokens, greedy=greedy, temperature=temperature, top_k=top_k,
                        top_p=top_p)
     report = reporter(ctx)
-    ws = WS.open(require_workspace(workspace, ctx), kinds=LM_KINDS, purpose="generating text")
+    path = require_workspace(workspace, ctx)
+    if fill is not None or WS.open(path).kind == "transformer-mlm":
+        _fill(path, fill, top_k or 5, fmt, pick(device, ctx, "device"))
+        return
+    ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
     dev = runtime.pick_device(pick(device, ctx, "device"))
     model = load_published(ws, dev)
     tok = load_tokenizer(ws.sub("tokenizer"))
@@ -97,6 +106,39 @@ def generate(
                                           "logprobs": [round(lp, 5) for lp in s.logprobs],
                                           "stop_reason": s.stop_reason}, ensure_ascii=False) + "\n")
                 out.flush()
+
+
+def _fill(path, text: str | None, top_k: int, fmt: str, device: str | None) -> None:
+    """--fill: the top candidates for each <mask> of `text`, from a masked language model."""
+    from seqtool.data.masking import MASK_TEXT, fill_masks
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.errors import InputError
+    from seqtool.models import load_published
+    from seqtool.training import runtime
+    from seqtool.workspace import Workspace as WS
+
+    ws = WS.open(path)
+    if ws.kind != "transformer-mlm":
+        raise InputError(f"--fill needs a masked language model; workspace {path} holds a {ws.kind} model",
+                         hint="train one with: seqtool train-transformer --arch encoder")
+    if text is None:
+        raise InputError(f"workspace {path} holds a masked language model (a BERT-like encoder), which fills "
+                         "in masked tokens rather than generating text left to right",
+                         hint=f'use: seqtool generate -w {path} --fill "the students opened their <mask>"')
+    tok = load_tokenizer(ws.sub("tokenizer"))
+    masks = fill_masks(load_published(ws, runtime.pick_device(device)), tok, text, top_k)
+    parts = text.split(MASK_TEXT)
+    filled = parts[0] + "".join(c[0][0].replace("▁", " ") + part
+                                for c, part in zip(masks, parts[1:], strict=True))
+    if fmt == "jsonl":
+        candidates = [[{"token": piece, "prob": round(p, 5)} for piece, p in c] for c in masks]
+        sys.stdout.write(json.dumps({"text": text, "filled": filled, "masks": candidates},
+                                    ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(filled + "\n")
+    for n, candidates in enumerate(masks, 1):
+        shown = "  ".join(f"{piece!r} {p:.3f}" for piece, p in candidates)
+        sys.stdout.write(f"{MASK_TEXT} {n}: {shown}\n")
 
 
 def unescape(text: str) -> str:

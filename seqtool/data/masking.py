@@ -1,5 +1,6 @@
 """BERT's masked-language-model corruption (Devlin et al., 2019, §3.1): pick 15% of the tokens; of
-those, 80% become <mask>, 10% a random token, 10% stay. Deterministic per (seed, epoch, batch)."""
+those, 80% become <mask>, 10% a random token, 10% stay; deterministic per (seed, epoch, batch).
+And the use of a trained masked LM: the top candidates for each <mask> of a text."""
 
 from __future__ import annotations
 
@@ -47,3 +48,35 @@ class MaskedBatches:
             generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + i)
             inputs, targets = mask_tokens(batch["inputs"], generator=generator, **self.options)
             yield {**batch, "inputs": inputs, "targets": targets, "ntokens": int(inputs.numel())}
+
+
+# ---------------------------------------------------------------------------------------------
+# using a masked LM: fill in the blanks
+
+MASK_TEXT = "<mask>"
+
+
+def fill_masks(model: Any, tokenizer: Any, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """The top_k (piece, probability) candidates for each "<mask>" of `text`, in order. The text is
+    read as one line of the training stream (a newline before and after it)."""
+    from seqtool.errors import InputError
+
+    parts = text.split(MASK_TEXT)
+    if len(parts) == 1:
+        raise InputError(f"the text has no {MASK_TEXT}",
+                         hint='e.g. --fill "the students opened their <mask>"')
+    ids, positions = [tokenizer.newline_id], []
+    for i, part in enumerate(parts):
+        ids += tokenizer.encode(part) if part else []
+        if i < len(parts) - 1:
+            positions.append(len(ids))
+            ids.append(tokenizer.mask_id)
+    ids.append(tokenizer.newline_id)
+    limit = model.cfg.max_len
+    if len(ids) > limit:
+        raise InputError(f"the text is {len(ids)} tokens long; the model reads at most {limit}",
+                         hint="shorten the text around the masks")
+    device = next(model.parameters()).device
+    probs, candidates = model.fill_mask(torch.tensor([ids], device=device), top_k)  # (1, T, k) each
+    return [[(tokenizer.id_to_piece(int(c)), float(p))
+             for p, c in zip(probs[0, i], candidates[0, i], strict=True)] for i in positions]

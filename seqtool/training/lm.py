@@ -5,7 +5,7 @@ and a sample written at the end. train-rnn uses it; any model called like RNNLM 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,9 @@ def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[st
     validation lines), or all lines of `override`."""
     from seqtool.config import from_dict
 
-    data = from_dict(LMDataConfig, ws.config.get("data") or {}, "data.")
+    known = {f.name for f in fields(LMDataConfig)}  # other LM workspaces (transformer-lm) add keys
+    data = from_dict(LMDataConfig, {k: v for k, v in (ws.config.get("data") or {}).items() if k in known},
+                     "data.")
     if override:
         return read_corpus(LMDataConfig(train=override, valid_fraction=0.0,
                                         encoding_errors=data.encoding_errors)).train

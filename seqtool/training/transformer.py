@@ -200,3 +200,23 @@ def _translation_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.
     metric, mode = ("bleu", "max") if cfg.valid.bleu else ("loss", "min")
     return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
                      mode=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: held-out text for the decoder and encoder arches
+
+
+def score_text(model: Transformer, tok: Any, ids: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """A decoder's loss, ppl (bpc for char models), or an encoder's masked-token loss, ppl and accuracy
+    on the token stream `ids`, read in blocks of the model's positions as in validation."""
+    from seqtool.metrics import lm_nll, lm_scores
+
+    if ids.numel() < 2:
+        raise InputError(f"the text is too short to score: {ids.numel()} tokens", hint="pass a longer text")
+    batches = batching.stream_eval_batches(ids, batch_size, model.cfg.max_len)
+    if model.cfg.arch == "decoder":
+        nll, ntokens = lm_nll(model, batches, False)
+        return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens}
+    masking = dict(mask_id=tok.mask_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
+                   special_ids=(tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id))
+    return {**mlm_scores(model, batches, masking), "tokens": int(ids.numel())}
