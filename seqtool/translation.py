@@ -179,9 +179,11 @@ class Translator:
     # -- attention ------------------------------------------------------------------------------
     @torch.no_grad()
     def attention(self, source: str, target: str | None = None, max_len_a: float = 1.5,
-                  max_len_b: int = 10) -> AttentionMap:
+                  max_len_b: int = 10, which: str = "cross") -> AttentionMap:
         """Attention weights of one sentence pair: forced decoding of `target`, or of the model's own
-        greedy translation when `target` is None. Collected through the state the caller owns."""
+        greedy translation when `target` is None. Collected through the state the caller owns.
+        `which`: cross (outputs × source), or a Transformer's encoder (source × source) or decoder
+        (outputs × the target so far) self-attention."""
         if not source.strip():
             raise InputError("the source sentence is empty", hint="pass some text with --source or --input")
         if target is None:
@@ -194,13 +196,17 @@ class Translator:
         state = self.model.start(src, mask)
         state.attention = {}
         _, state = self.model.step(torch.tensor([steps], device=self.device), state)
-        cross = state.attention.get("cross")
-        if not cross:
+        found = state.attention.get(which)
+        if not found and which == "cross":
             raise InputError("this model has no attention over the source (trained with --attention none)",
                              hint="attention maps need a model with attention")
-        # One step call appended one (B, H, t, S) tensor per layer.
-        weights = torch.stack([w[0] for w in cross]).float().cpu().numpy()  # (L, H, T, S)
-        src_ids = src[0].tolist()
-        return AttentionMap([self.src_tok.id_to_piece(i) for i in src_ids],
-                            [self.tgt_tok.id_to_piece(i) for i in [*target_ids, self.tgt_tok.eos_id]],
-                            weights, self.tgt_tok.decode(target_ids))
+        if not found:
+            raise InputError(f"this model has no {which} self-attention",
+                             hint="encoder and decoder self-attention maps need a Transformer workspace")
+        # One step call appended one (B, H, rows, columns) tensor per layer.
+        weights = torch.stack([w[0] for w in found]).float().cpu().numpy()  # (L, H, rows, columns)
+        source_pieces = [self.src_tok.id_to_piece(i) for i in src[0].tolist()]
+        outputs = [self.tgt_tok.id_to_piece(i) for i in [*target_ids, self.tgt_tok.eos_id]]
+        columns, rows = {"cross": (source_pieces, outputs), "encoder": (source_pieces, source_pieces),
+                         "decoder": ([self.tgt_tok.id_to_piece(i) for i in steps], outputs)}[which]
+        return AttentionMap(columns, rows, weights, self.tgt_tok.decode(target_ids))

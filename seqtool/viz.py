@@ -51,7 +51,7 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def plot_attention(weights: Any, source: list[str], target: list[str], path: str | Path,
-                   title: str = "") -> Path:
+                   title: str = "", axes: tuple[str, str] = ("source", "output")) -> Path:
     """Save a (T, S) attention matrix as a labelled heatmap (png, svg or pdf by the suffix).
 
     Cells stay readable up to about 40 tokens a side: the figure grows with the matrix, the font
@@ -69,12 +69,49 @@ def plot_attention(weights: Any, source: list[str], target: list[str], path: str
                   fontsize=fontsize)
     ax.set_yticks(range(T), [_label(t) for t in target], fontsize=fontsize)
     ax.xaxis.tick_top()
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     if title:
         ax.set_title(title, fontsize=9, pad=12)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="attention weight")
     fig.tight_layout()
+    path = Path(path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path
+
+
+def plot_attention_grid(weights: Any, source: list[str], target: list[str], path: str | Path,
+                        title: str = "", axes: tuple[str, str] = ("source", "output")) -> Path:
+    """Save every head of one layer, weights (H, T, S), as a grid of heatmaps with one colour scale."""
+    import math
+
+    from seqtool.workspace import atomic_write_with
+
+    plt = _pyplot()
+    H, T, S = len(weights), len(target), len(source)
+    cols = min(H, 4)
+    rows = math.ceil(H / cols)
+    cell = 0.22 if max(S, T) <= 30 else 6.6 / max(S, T)
+    size = (cols * max(2.5, cell * S + 1.2), rows * max(2.2, cell * T + 1.2) + 0.6)
+    fig, grid = plt.subplots(rows, cols, figsize=size, dpi=120, squeeze=False, layout="constrained")
+    fontsize = 7 if max(S, T) <= 20 else 5 if max(S, T) <= 40 else 3
+    for h, ax in enumerate(grid.flat):
+        if h >= H:
+            ax.axis("off")
+            continue
+        image = ax.imshow(weights[h], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto",
+                          interpolation="nearest")
+        ax.set_xlabel(f"head {h}", fontsize=8)  # below: the token labels are on top
+        ax.set_xticks(range(S), [_label(s) for s in source] if h % cols == 0 or rows == 1 else [""] * S,
+                      rotation=60, ha="left", rotation_mode="anchor", fontsize=fontsize)
+        ax.set_yticks(range(T), [_label(t) for t in target] if h % cols == 0 else [""] * T, fontsize=fontsize)
+        ax.xaxis.tick_top()
+    fig.supxlabel(axes[0], fontsize=8)
+    fig.supylabel(axes[1], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.colorbar(image, ax=grid.ravel().tolist(), fraction=0.03, pad=0.02, label="attention weight")
     path = Path(path)
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)

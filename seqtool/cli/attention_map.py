@@ -11,6 +11,8 @@ from seqtool.cli.options import Device, Workspace, pick, reporter, require_works
 
 Opt = typer.Option
 FORMATS = ("png", "svg", "pdf", "terminal")
+AXES = {"cross": ("source", "output"), "encoder": ("source (keys)", "source (queries)"),
+        "decoder": ("target so far (keys)", "output")}
 
 
 def attention_map(
@@ -30,6 +32,11 @@ def attention_map(
         help="Also write the raw weights, (layers, heads, target, source): json | npy.")] = None,
     layer: Annotated[int, Opt(help="Which attention layer to draw (Transformer; -1: the last).")] = -1,
     head: Annotated[Optional[int], Opt(help="Which head to draw (Transformer; default: their mean).")] = None,
+    attention: Annotated[str, Opt("--attention", help="cross (output × source) | encoder (source × source) | "
+                                  "decoder (output × target so far); self-attention needs a Transformer.")
+                         ] = "cross",
+    grid: Annotated[bool, Opt("--grid", help="Draw every head of --layer side by side instead of one head "
+                              "or their mean.")] = False,
     device: Device = None,
 ) -> None:
     """Draw the target × source attention of a translation workspace for a sentence.
@@ -48,6 +55,10 @@ def attention_map(
     fmt = format or (output.suffix.lstrip(".").lower() if output is not None and output.suffix else "png")
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if attention not in AXES:
+        raise InputError(f"--attention must be one of {', '.join(AXES)}; got {attention!r}")
+    if grid and head is not None:
+        raise InputError("--grid draws every head; leave out --head")
     if dump not in (None, "json", "npy"):
         raise InputError(f"--dump must be json or npy, got {dump!r}")
     ws_path = require_workspace(workspace, ctx)
@@ -57,20 +68,24 @@ def attention_map(
         raise InputError(f"{input} holds no sentence", hint="one source sentence per line")
     report = reporter(ctx)
     for n, sentence in enumerate(sentences, 1):
-        amap = translator.attention(sentence, target)
+        amap = translator.attention(sentence, target, which=attention)
         if not 0 <= (layer if layer >= 0 else amap.weights.shape[0] + layer) < amap.weights.shape[0]:
             raise InputError(f"--layer {layer}: the model has {amap.weights.shape[0]} attention layer(s)")
         if head is not None and not 0 <= head < amap.weights.shape[1]:
             raise InputError(f"--head {head}: the model has {amap.weights.shape[1]} head(s)")
-        matrix = amap.matrix(layer, head)
+        matrices = list(amap.weights[layer]) if grid else [amap.matrix(layer, head)]  # each (rows, columns)
         base = _path(output, ws_path, n, len(sentences), fmt if fmt != "terminal" else "png")
         if fmt == "terminal":
-            _print_terminal(amap, matrix)
+            for h, matrix in enumerate(matrices):
+                if grid:
+                    print(f"head {h}")
+                _print_terminal(amap, matrix)
         else:
-            from seqtool.viz import plot_attention
+            from seqtool.viz import plot_attention, plot_attention_grid
 
-            plot_attention(matrix, amap.source_tokens, amap.target_tokens, base,
-                           title=f"{sentence}  →  {amap.translation}")
+            draw = plot_attention_grid if grid else plot_attention
+            draw(amap.weights[layer] if grid else matrices[0], amap.source_tokens, amap.target_tokens, base,
+                 title=f"{sentence}  →  {amap.translation}", axes=AXES[attention])
             report.info(f"wrote {base}")
         if dump:
             report.info(f"wrote {_dump(amap, base.with_suffix('.' + dump), dump)}")
