@@ -207,7 +207,7 @@ def test_bad_input(cli, train, tmp_path, tmp_text):
     one_error(cli(["train-rnn", tmp_text("abc\n", "x.txt"), "--max-steps", "1"]), "no workspace given")
     Workspace.create(tmp_path / "mt", "seq2seq", {})
     one_error(cli(["generate", "-w", tmp_path / "mt"]), "holds a seq2seq model")
-    one_error(cli(["evaluate", "-w", tmp_path / "mt", "--data", empty]), "holds a seq2seq model")
+    one_error(cli(["evaluate", "-w", tmp_path / "mt", "--data", empty]), "reference translations")
     one_error(cli(["generate", "-w", tmp_path / "nope"]), "does not exist")
     one_error(cli(["evaluate", "-w", tmp_path / "nope", "--data", empty]), "does not exist")
 
