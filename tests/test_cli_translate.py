@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from seqtool.workspace import Workspace
@@ -140,10 +143,45 @@ def test_attention_map_outputs(cli, trained, tmp_path):
 
 def test_resume_and_config_round_trip(cli, trained, tmp_path):
     root, ws, _ = trained
-    again = cli(["train-seq2seq", "-w", ws, "--config", ws / "seqtool.yaml", "--resume", "--max-steps", "26"])
+    again = cli(["train-seq2seq", "-w", ws, "--config", ws / "seqtool.yaml", "--resume", "auto",
+                 "--max-steps", "26"])
     assert again.exit_code == 0, again.stderr
     assert "resumed from step-0000020" in again.stderr
     assert yaml.safe_load((ws / "seqtool.yaml").read_text())["status"]["step"] == 26
+
+
+def test_shared_plumbing_resume_json_summary_and_divergence(cli, tmp_path):
+    from seqtool.workspace import load_tensors
+
+    write_pairs(tmp_path, n=60)
+
+    def train(ws, steps, *extra):
+        result = cli(["--log-format", "json", "train-seq2seq", "-w", tmp_path / ws,
+                      "--src", tmp_path / "train.src", "--tgt", tmp_path / "train.tgt", "--kind", "word",
+                      "--embedding", "8", "--hidden", "16", "--batch-tokens", "120", "--eval-every", "3",
+                      "--checkpoint-every", "3", "--seed", "5", "--set", "valid.max_sentences=4",
+                      "--max-steps", str(steps), *extra])
+        return result.exit_code, [json.loads(line) for line in result.stderr.splitlines()]
+
+    code, lines = train("whole", 6)
+    assert code == 0 and lines[-1]["event"] == "summary" and lines[-1]["status"] == "finished"
+    assert lines[-1]["steps"] == 6 and lines[-1]["best_metric"] == "bleu"
+    assert any(e["event"] == "info" and "translate with" in e["message"] for e in lines)
+    assert train("whole", 6)[1][-1]["status"] == "already-finished"  # re-running a finished run: a no-op
+    assert train("parts", 3)[0] == 0 and train("parts", 6)[0] == 0  # --resume auto (the default)
+    whole, parts = load_tensors(tmp_path / "whole" / "model.safetensors"), load_tensors(
+        tmp_path / "parts" / "model.safetensors")
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)  # resumed == uninterrupted
+    code, lines = train("whole", 3, "--resume", "never")
+    assert code == 0 and any("starting afresh" in e.get("message", "") for e in lines)
+    assert lines[-1]["steps"] == 3
+    code, lines = train("blowup", 30, "--optimizer", "sgd", "--lr", "1e38", "--max-bad-steps", "2")
+    assert code == 1 and lines[-1]["event"] == "summary" and lines[-1]["status"] == "failed"
+    assert "2 non-finite steps in a row" in next(e["message"] for e in lines if e["event"] == "error")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    code, lines = train("locked", 3)
+    assert code == 75 and lines[-1]["event"] == "summary" and lines[-1]["exit_code"] == 75
 
 
 def test_train_options_tsv_joint_and_variants(cli, tmp_path):
@@ -195,7 +233,11 @@ def test_errors_are_one_line_exit_2(cli, trained, tmp_path):
     for args in cases:
         result = cli(args)
         assert result.exit_code == 2, (args, result.stderr)
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, (args, result.stderr)
+        lines = result.stderr.splitlines()
+        if args[0] == "train-seq2seq":  # a training command ends every run with its summary line
+            assert lines[-1].startswith("summary") and "usage-error" in lines[-1], (args, result.stderr)
+            lines = lines[:-1]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
     mismatch = cli(cases[0])
     assert "160 lines" in mismatch.stderr and "1" in mismatch.stderr
     Workspace.create(tmp_path / "lm", "rnn-lm", {})
@@ -205,5 +247,5 @@ def test_errors_are_one_line_exit_2(cli, trained, tmp_path):
     (tmp_path / "empty.tgt").write_text("")
     empty = cli(["train-seq2seq", "-w", tmp_path / "w4", "--src", tmp_path / "empty.src", "--tgt",
                  tmp_path / "empty.tgt", "--max-steps", "1"])
-    assert empty.exit_code == 2 and empty.stderr.count("\n") == 1
+    assert empty.exit_code == 2 and [line[:7] for line in empty.stderr.splitlines()] == ["error: ", "summary"]
     assert cli(["translate", "-w", ws], input="").stdout == ""  # no input: no output, no error

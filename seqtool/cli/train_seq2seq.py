@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace, pick, reporter, require_workspace
+from seqtool.cli import train as shared
+from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace
 
 Opt = typer.Option
 
@@ -22,10 +22,13 @@ def train_seq2seq(
     valid_src: Annotated[Optional[str], Opt(help="Validation source (else a held-out part).")] = None,
     valid_tgt: Annotated[Optional[str], Opt(help="Validation target file.")] = None,
     valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file.")] = None,
+    valid_fraction: shared.ValidFraction = None,
     tokenizer: Annotated[Optional[str], Opt("--tokenizer", "-t",
                                             help="Reuse a tokenizer directory from build-vocab.")] = None,
     kind: Annotated[Optional[str], Opt(help="Tokenizer to learn: char | word | bpe | unigram.")] = None,
     vocab_size: Annotated[Optional[int], Opt(help="Tokenizer vocabulary size (per side).")] = None,
+    min_count: shared.MinCount = None,
+    lowercase: shared.Lowercase = None,
     joint: Annotated[Optional[bool], Opt("--joint/--separate",
                                          help="One tokenizer for both languages, or one per side.")] = None,
     max_len: Annotated[Optional[int], Opt(help="Skip (and list) pairs longer than this many tokens.")] = None,
@@ -49,57 +52,48 @@ def train_seq2seq(
         help="none | linear | exponential | inverse-sigmoid, over teacher_forcing.steps batches.")
     ] = None,
     label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing ε.")] = None,
-    lr: Annotated[Optional[float], Opt(help="Learning rate.")] = None,
-    clip: Annotated[Optional[float], Opt(help="Gradient-norm clipping (0: off).")] = None,
-    max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps.")] = None,
-    epochs: Annotated[Optional[float], Opt(help="Stop after this many epochs.")] = None,
-    time_budget: Annotated[Optional[str], Opt(help="Stop after this long, e.g. 10m.")] = None,
+    lr: shared.Lr = None,
+    optimizer: shared.Optimizer = None,
+    schedule: shared.Schedule = None,
+    warmup: shared.Warmup = None,
+    clip: shared.Clip = None,
+    max_steps: shared.MaxSteps = None,
+    epochs: shared.Epochs = None,
+    time_budget: shared.TimeBudget = None,
     eval_every: Annotated[Optional[int], Opt(help="Validate (loss and BLEU) every N steps.")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="Checkpoint every N steps.")] = None,
-    resume: Annotated[bool, Opt("--resume", help="Continue from the workspace's newest checkpoint.")] = False,
+    patience: shared.Patience = None,
+    max_bad_steps: shared.MaxBadSteps = None,
     seed: Seed = None,
     device: Device = None,
+    precision: shared.Precision = None,
+    compile: shared.Compile = None,
+    resume: shared.Resume = "auto",
     sets: Sets = None,
 ) -> None:
     """Train an encoder-decoder RNN with attention; the best weights by validation BLEU are published.
 
     Example: seqtool train-seq2seq -w runs/enfr --src train.en --tgt train.fr --time-budget 10m
     """
-    from seqtool.config import resolve
-    from seqtool.training import runtime
-    from seqtool.training.seq2seq import Seq2SeqTrainConfig, build_task, config_dict, data_fingerprints
-    from seqtool.training.trainer import Trainer
-    from seqtool.workspace import Workspace as WS
-    from seqtool.workspace import locked
+    from seqtool.training import seq2seq
 
-    options = {
+    options = shared.common_options(
+        ctx, valid_fraction=valid_fraction, tokenizer=tokenizer, kind=kind, vocab_size=vocab_size,
+        min_count=min_count, lowercase=lowercase, lr=lr, optimizer=optimizer, schedule=schedule,
+        warmup=warmup, clip=clip, max_steps=max_steps, epochs=epochs, time_budget=time_budget,
+        eval_every=eval_every, patience=patience, max_bad_steps=max_bad_steps, seed=seed, device=device,
+        precision=precision, compile=compile)
+    options.update({
         "data.src": src, "data.tgt": tgt, "data.tsv": tsv, "data.valid_src": valid_src,
         "data.valid_tgt": valid_tgt, "data.valid_tsv": valid_tsv, "data.max_len": max_len,
-        "data.batch_tokens": batch_tokens, "tokenizer.path": tokenizer, "tokenizer.kind": kind,
-        "tokenizer.vocab_size": vocab_size, "tokenizer.joint": joint, "model.encoder_cell": encoder_cell,
+        "data.batch_tokens": batch_tokens, "tokenizer.joint": joint, "model.encoder_cell": encoder_cell,
         "model.decoder_cell": decoder_cell, "model.embedding": embedding, "model.hidden": hidden,
         "model.n_layers": n_layers, "model.bidirectional": bidirectional,
-        "model.reverse_source": reverse_source,
-        "model.attention": attention, "model.dropout": dropout, "teacher_forcing.start": teacher_forcing,
-        "teacher_forcing.decay": teacher_forcing_decay, "optim.label_smoothing": label_smoothing,
-        "optim.lr": lr, "optim.clip": clip, "run.max_steps": max_steps, "run.epochs": epochs,
-        "run.time_budget": time_budget, "run.eval_every": eval_every,
-        "run.checkpoint_every": checkpoint_every,
-        "run.seed": pick(seed, ctx, "seed"), "run.device": pick(device, ctx, "device"),
-    }
-    cfg = resolve(Seq2SeqTrainConfig, config, options, sets)
-    if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
-        from seqtool.errors import InputError
-
-        raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
-    path = require_workspace(workspace, ctx)
-    report = reporter(ctx)
-    dev = runtime.pick_device(cfg.run.device)
-    runtime.seed_everything(cfg.run.seed)
-    ws = WS.create(path, "seq2seq", config_dict(cfg), data_fingerprints(cfg.data))
-    with locked(ws):
-        task = build_task(cfg, ws, dev, report.event, resume=resume)
-        trainer = Trainer(ws, task, cfg.optim, cfg.run, report.event, dev)
-        summary = trainer.fit(resume=resume)
-    report.info(f"best {summary['best_metric']} {summary['best_value']:.2f} at step {summary['best_step']}; "
-                f"translate with: seqtool translate -w {Path(path)} FILE")
+        "model.reverse_source": reverse_source, "model.attention": attention, "model.dropout": dropout,
+        "teacher_forcing.start": teacher_forcing, "teacher_forcing.decay": teacher_forcing_decay,
+        "optim.label_smoothing": label_smoothing, "run.checkpoint_every": checkpoint_every})
+    # A seq2seq batch is a token budget (data.batch_tokens), so run.batch_size does not bind a resume.
+    job = shared.TrainJob("seq2seq", seq2seq.Seq2SeqTrainConfig,
+                          lambda cfg: seq2seq.data_fingerprints(cfg.data), seq2seq.build,
+                          fixed=("data", "tokenizer", "model", "run.seed"))
+    shared.run_training(ctx, job, workspace, config, options, sets, resume)

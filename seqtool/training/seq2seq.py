@@ -4,7 +4,6 @@ shared trainer runs (batches, model, and a validation that reports loss and gree
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,6 @@ from seqtool.errors import InputError
 from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace
-
-Report = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -79,6 +76,10 @@ class Seq2SeqTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        if not (self.run.max_steps or self.run.epochs or self.run.time_budget):
+            raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
+
 
 # ---------------------------------------------------------------------------------------------
 # data and tokenizers
@@ -101,25 +102,32 @@ def _load_pair(path: Path) -> tuple[Any, Any]:
 
 
 def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Workspace,
-                       reuse: bool) -> tuple[Any, Any]:
-    """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint)."""
+                       reuse: bool, save: bool = True) -> tuple[Any, Any]:
+    """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint).
+    With save=False (ranks other than 0) nothing is written to WS/tokenizer; learning is deterministic,
+    so every rank gets the same tokenizers."""
     from seqtool.data.tokenizers import load_tokenizer, save_tokenizers, train_tokenizer
 
+    if reuse and ws.sub("tokenizer").is_dir():
+        return _load_pair(ws.sub("tokenizer"))
     if cfg.path:
         src_tok, tgt_tok = load_tokenizer(cfg.path, side="src"), load_tokenizer(cfg.path, side="tgt")
+        if not save:
+            return src_tok, tgt_tok
         save_tokenizers(ws.sub("tokenizer"), {"": src_tok} if src_tok is tgt_tok else
                         {"src": src_tok, "tgt": tgt_tok})
-        return _load_pair(ws.sub("tokenizer"))
-    if reuse and ws.sub("tokenizer").is_dir():
         return _load_pair(ws.sub("tokenizer"))
     options = dict(vocab_size=cfg.vocab_size, min_count=cfg.min_count, lowercase=cfg.lowercase)
     if cfg.joint:
         joint = train_tokenizer(cfg.kind, [*train.src, *train.tgt], **options)
-        save_tokenizers(ws.sub("tokenizer"), {"": joint})
-        return joint, joint
-    src_tok = train_tokenizer(cfg.kind, train.src, **options)
-    tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
-    save_tokenizers(ws.sub("tokenizer"), {"src": src_tok, "tgt": tgt_tok})
+        tokenizers = {"": joint}
+        src_tok = tgt_tok = joint
+    else:
+        src_tok = train_tokenizer(cfg.kind, train.src, **options)
+        tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
+        tokenizers = {"src": src_tok, "tgt": tgt_tok}
+    if save:
+        save_tokenizers(ws.sub("tokenizer"), tokenizers)
     return src_tok, tgt_tok
 
 
@@ -168,39 +176,55 @@ def make_evaluate(valid_text: ParallelText, valid: EncodedPairs, src_tok: Any, t
 # the task
 
 
-def build_task(cfg: Seq2SeqTrainConfig, ws: Workspace, device: torch.device, report: Report,
-               resume: bool = False) -> TrainTask:
-    """Read and filter the data, learn or load the tokenizers, and build the model and its task."""
+def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+          note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
+    """train-seq2seq's task (cli/train.py's TrainJob.build): read and filter the data, learn or load
+    the tokenizers, build the model; and what to say after a finished run."""
     train_text, valid_text = read_data(cfg.data)
-    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resume)
+    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming, save=is_main)
     if src_tok.pad_id != tgt_tok.pad_id:
         raise InputError("the source and target tokenizers use different padding ids")
     train = encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len)
     valid = encode_pairs(valid_text, src_tok, tgt_tok, cfg.data.max_len)
     for where, data, total in ((train_text.where, train, len(train_text.src)),
                                (f"validation ({valid_text.where})", valid, len(valid_text.src))):
-        report({"event": "info", "message": f"{where}: {len(data.src)} of {total} pairs kept"})
+        note(f"{where}: {len(data.src)} of {total} pairs kept")
         for line in data.report(where):
-            report({"event": "warning", "message": line})
+            note(f"warning: {line}")
     if not valid.src:
         raise InputError("no validation pairs are left after filtering", hint="check the validation data")
     batches = ParallelBatches(train, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
                               seed=cfg.run.seed)
     model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,
                     cfg.optim.label_smoothing, cfg.teacher_forcing)
+    params = sum(p.numel() for p in model.parameters())
+    note(f"seq2seq ({cfg.model.encoder_cell}→{cfg.model.decoder_cell}, attention {cfg.model.attention}): "
+         f"{params:,} parameters; {src_tok.kind} vocabularies of {src_tok.vocab_size:,} → "
+         f"{tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
     evaluate = make_evaluate(valid_text, valid, src_tok, tgt_tok, cfg, device)
     metric, mode = ("bleu", "max") if cfg.valid.bleu else ("loss", "min")
-    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
+    task = TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
                      mode=mode)
+
+    def after(summary: dict) -> None:
+        best = summary.get("best_value")
+        shown = "none" if best is None else f"{best:.2f}"
+        note(f"best {summary.get('best_metric')} {shown} at step {summary.get('best_step')}; "
+             f"translate with: seqtool translate -w {ws.path} FILE")
+
+    return task, after
 
 
 def data_fingerprints(cfg: ParallelDataConfig) -> list[dict[str, Any]]:
+    """{role, path (absolute), bytes, sha256} of every parallel data file, as recorded in seqtool.yaml."""
     from seqtool.data.io import file_fingerprint
 
-    paths = [p for p in (cfg.src, cfg.tgt, cfg.tsv, cfg.valid_src, cfg.valid_tgt, cfg.valid_tsv)
-             if p and p != "-" and Path(p).is_file()]
-    return [file_fingerprint(p) for p in paths]
-
-
-def config_dict(cfg: Seq2SeqTrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    out = []
+    for role, paths in (("train", (cfg.src, cfg.tgt, cfg.tsv)),
+                        ("valid", (cfg.valid_src, cfg.valid_tgt, cfg.valid_tsv))):
+        for path in paths:
+            if path == "-":
+                out.append({"role": role, "path": "-"})
+            elif path and Path(path).is_file():
+                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
+    return out
