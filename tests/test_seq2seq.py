@@ -61,8 +61,9 @@ def test_attention_sums_to_one_and_ignores_padding(attention, bidirectional, rev
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
-def test_stepping_matches_the_teacher_forced_forward(attention):
-    model = model_for(attention, decoder_cell="gru")
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_stepping_matches_the_teacher_forced_forward(attention, cell):
+    model = model_for(attention, decoder_cell=cell)
     batch = toy_batch()
     logits, loss = model(batch)
     assert logits.shape == (2, 5, V) and loss.ndim == 0

@@ -133,6 +133,11 @@ def reverse_padded(ids: Tensor, lengths: Tensor) -> Tensor:
     return ids.gather(1, index)
 
 
+def _per_layer(hidden: list[Tensor]) -> list[tuple[Tensor, ...]]:
+    """[h] or [h, c], each (B, L, H) → per layer (h,) or (h, c), each (B, H)."""
+    return list(zip(*(h.unbind(1) for h in hidden), strict=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # the model
 
@@ -210,21 +215,51 @@ class Seq2Seq(nn.Module):
         return torch.tanh(y) if activation else y
 
     # -- decoder --------------------------------------------------------------------------------
-    def _decode(self, emb: Tensor, state: Seq2SeqState) -> tuple[Tensor, Seq2SeqState, Tensor | None]:
-        """One decoder step: emb (B, E) of the previous token → h̃ (B, H), the new state, weights (B, S)."""
-        x = torch.cat([emb, state.feed], dim=-1) if self.attends else emb
-        hidden = tuple(h.transpose(0, 1).contiguous() for h in state.hidden)  # (L, B, H) each
-        out, new = self.decoder(x[:, None, :], hidden if len(hidden) == 2 else hidden[0])
-        new = new if isinstance(new, tuple) else (new,)
-        h_t = out[:, 0]  # (B, H)
-        weights = None
+    # Input feeding makes step t wait for h̃_{t-1}, so the attentional decoder runs one token at a time.
+    # It steps through the nn.LSTM/GRU's own weights with torch's single-step cell kernels
+    # (`torch.lstm_cell`, as rnn_lm.py decodes), which skip the fused module's per-call set-up, and the
+    # token's share of layer 0's input projection, W_ih[:, :E] e + b_ih, is computed for all T at once.
+
+    def _cell_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """(w_ih, w_hh, b_ih, b_hh) per decoder layer; layer 0's w_ih keeps only its h̃ columns when
+        attending (the token's columns go into _token_input)."""
+        rnn, E = self.decoder, self.cfg.embedding
+        weights = [(getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}"),
+                    getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}"))
+                   for i in range(rnn.num_layers)]
         if self.attends:
-            weights = self.attention(h_t, state.keys, state.mask)  # (B, S)
-            context = torch.bmm(weights[:, None, :], state.memory).squeeze(1)  # (B, H)
+            w_ih, w_hh, _, b_hh = weights[0]
+            weights[0] = (w_ih[:, E:], w_hh, None, b_hh)
+        return weights
+
+    def _token_input(self, emb: Tensor) -> Tensor:
+        """What layer 0 takes from the previous token: emb (..., E) itself, or with attention its share
+        of the gates' input projection, (..., G·H) with G = 4 (LSTM) or 3 (GRU)."""
+        if not self.attends:
+            return emb
+        return F.linear(emb, self.decoder.weight_ih_l0[:, : self.cfg.embedding], self.decoder.bias_ih_l0)
+
+    def _decode(self, token: Tensor, hidden: list[tuple[Tensor, ...]], feed: Tensor, state: Seq2SeqState,
+                weights: list[tuple[Tensor, ...]]) -> tuple[Tensor, list[tuple[Tensor, ...]], Tensor | None]:
+        """One decoder step. token: the previous token through _token_input (B, ·); hidden: per layer
+        (h, c) or (h,), each (B, H); feed (B, H): h̃_{t-1}. → h̃_t (B, H) (the top h without attention),
+        the new hidden, and the attention weights (B, S) or None."""
+        cell = torch.lstm_cell if self.cfg.decoder_cell == "lstm" else torch.gru_cell
+        new, x = [], token
+        for i, (layer, (w_ih, w_hh, b_ih, b_hh)) in enumerate(zip(hidden, weights, strict=True)):
+            if i == 0 and self.attends:  # [e; h̃_{t-1}]: W_ih[:, E:] h̃ + (token = W_ih[:, :E] e + b_ih)
+                x, b_ih = feed, token
+            elif i > 0:
+                x = F.dropout(x, self.cfg.dropout, self.training)  # nn.LSTM's dropout between layers
+            out = cell(x, layer if len(layer) == 2 else layer[0], w_ih, w_hh, b_ih, b_hh)
+            new.append(out if isinstance(out, tuple) else (out,))
+            x = new[-1][0]
+        h_t, attention = x, None
+        if self.attends:
+            attention = self.attention(h_t, state.keys, state.mask)  # (B, S)
+            context = torch.bmm(attention[:, None, :], state.memory).squeeze(1)  # (B, H)
             h_t = torch.tanh(self.combine(torch.cat([context, h_t], dim=-1)))  # h̃_t
-        state = Seq2SeqState([h.transpose(0, 1) for h in new], h_t, state.memory, state.keys, state.mask,
-                             state.attention)
-        return h_t, state, weights
+        return h_t, new, attention
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         state = self.start(batch["src"], batch.get("src_mask"))
@@ -232,28 +267,35 @@ class Seq2Seq(nn.Module):
         ratio = self.teacher_forcing.ratio(int(batch.get("batch_number", 0))) if self.training else 1.0
         if not self.attends and ratio >= 1.0:
             logits = self._unrolled(tgt_in, state)  # no input feeding: one fused pass over T
-        elif ratio >= 1.0:  # teacher forcing: embed all inputs, and apply the output layer, at once
-            embedded, outputs = self.drop(self.tgt_embed(tgt_in)), []  # (B, T, E)
-            for t in range(tgt_in.size(1)):
-                h_t, state, _ = self._decode(embedded[:, t], state)
-                outputs.append(h_t)
-            logits = self.out(self.drop(torch.stack(outputs, dim=1)))  # (B, T, V)
         else:
-            steps, prev = [], tgt_in[:, 0]
-            for t in range(tgt_in.size(1)):
-                gold = tgt_in[:, t]
-                if t > 0 and ratio < 1.0:  # scheduled sampling (Bengio et al. 2015), token by token
-                    use_gold = torch.rand(gold.shape, device=gold.device) < ratio
-                    gold = torch.where(use_gold, gold, prev)
-                h_t, state, _ = self._decode(self.drop(self.tgt_embed(gold)), state)
-                logit = self.out(self.drop(h_t))  # (B, V)
-                steps.append(logit)
-                prev = logit.detach().argmax(-1)
-            logits = torch.stack(steps, dim=1)  # (B, T, V)
+            logits = self._stepped(tgt_in, state, ratio)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
                                ignore_index=self.pad_id,
                                label_smoothing=self.label_smoothing if self.training else 0.0)
         return logits, loss
+
+    def _stepped(self, tgt_in: Tensor, state: Seq2SeqState, ratio: float) -> Tensor:
+        """The decoder token by token, teacher-forced or with scheduled sampling → logits (B, T, V)."""
+        weights, hidden, feed = self._cell_weights(), _per_layer(state.hidden), state.feed
+        if ratio >= 1.0:  # teacher forcing: embed and project all inputs, and apply the output layer, at once
+            tokens = self._token_input(self.drop(self.tgt_embed(tgt_in)))  # (B, T, ·)
+            outputs = []
+            for token in tokens.unbind(1):  # unbind: one gradient copy for all T (slicing makes T of them)
+                feed, hidden, _ = self._decode(token, hidden, feed, state, weights)
+                outputs.append(feed)
+            return self.out(self.drop(torch.stack(outputs, dim=1)))  # (B, T, V)
+        steps, prev = [], tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            gold = tgt_in[:, t]
+            if t > 0:  # scheduled sampling (Bengio et al. 2015), token by token
+                use_gold = torch.rand(gold.shape, device=gold.device) < ratio
+                gold = torch.where(use_gold, gold, prev)
+            token = self._token_input(self.drop(self.tgt_embed(gold)))
+            feed, hidden, _ = self._decode(token, hidden, feed, state, weights)
+            logit = self.out(self.drop(feed))  # (B, V)
+            steps.append(logit)
+            prev = logit.detach().argmax(-1)
+        return torch.stack(steps, dim=1)  # (B, T, V)
 
     def _unrolled(self, tgt_in: Tensor, state: Seq2SeqState) -> Tensor:
         hidden = tuple(h.transpose(0, 1).contiguous() for h in state.hidden)
@@ -264,14 +306,17 @@ class Seq2Seq(nn.Module):
     def step(self, next_ids: Tensor, state: Seq2SeqState) -> tuple[Tensor, Seq2SeqState]:
         """next_ids (B, t) → logits (B, V) after the last of them. With `state.attention` a dict, the
         weights of these t tokens are appended to its "cross" list as (B, 1, t, S): one layer, one head."""
+        weights, hidden, feed = self._cell_weights(), _per_layer(state.hidden), state.feed
         collected = []
-        for t in range(next_ids.size(1)):
-            h_t, state, weights = self._decode(self.tgt_embed(next_ids[:, t]), state)
-            if state.attention is not None and weights is not None:
-                collected.append(weights)
+        for token in self._token_input(self.tgt_embed(next_ids)).unbind(1):
+            feed, hidden, attention = self._decode(token, hidden, feed, state, weights)
+            if state.attention is not None and attention is not None:
+                collected.append(attention)
         if collected:
             state.attention.setdefault("cross", []).append(torch.stack(collected, 1)[:, None].detach())
-        return self.out(h_t), state
+        joined = [torch.stack(parts, dim=1) for parts in zip(*hidden, strict=True)]  # (B, L, H) each
+        state = Seq2SeqState(joined, feed, state.memory, state.keys, state.mask, state.attention)
+        return self.out(feed), state
 
     def reorder(self, state: Seq2SeqState, index: Tensor) -> Seq2SeqState:
         return reorder_state(state, index)
