@@ -105,7 +105,8 @@ class DecodeState:
     """What `step` carries between calls: the self-attention KV cache (per layer, in buffers that grow
     by doubling) and, for translation, the encoder's cross-attention keys/values and source mask.
     `attention`: set it to a dict to collect attention weights: each step call appends one (B, H, t, S)
-    tensor per layer to "decoder" and "cross", and the first also records "encoder" (B, H, S, S)."""
+    tensor per layer to "decoder" and "cross", and the first also records "encoder" (B, H, S, S).
+    `step` writes into the buffers and returns the same state: step a state once, then use the result."""
 
     keys: list[Tensor | None]  # per layer (B, H, capacity, Dh)
     values: list[Tensor | None]
