@@ -81,7 +81,8 @@ def test_train_generate_evaluate(cli, train, corpus, tmp_path, tmp_text):
     out = cli(["generate", "-w", ws, "--prompt", "Stir the", "--max-tokens", "30", "--seed", "1"])
     assert out.exit_code == 0, out.stderr
     assert out.stdout.startswith("Stir the") and out.stderr == ""
-    again = cli(["-w", ws, "--seed", "1", "generate", "--prompt", "Stir the", "--max-tokens", "30"])
+    again = cli(["-w", ws, "--seed", "1", "generate", "--prompt", "Stir the", "--max-tokens", "30",
+                 "--device", "cpu", "--encoding-errors", "replace"])
     assert again.stdout == out.stdout
     jsonl = cli(["generate", "-w", ws, "--max-tokens", "20", "-n", "2", "--format", "jsonl", "--top-k", "5",
                  "--top-p", "0.9", "--temperature", "0.7", "--seed", "2"])
@@ -98,7 +99,8 @@ def test_train_generate_evaluate(cli, train, corpus, tmp_path, tmp_text):
     assert odd.exit_code == 0 and "'é'" in odd.stderr and "'€'" in odd.stderr and "warning" in odd.stderr
 
     valid = tmp_text(VALID, "valid.txt")
-    scored = cli(["evaluate", "-w", ws, "--data", valid, "--baseline", "ngram", "--order", "3", "--json"])
+    scored = cli(["evaluate", "-w", ws, "--data", valid, "--baseline", "ngram", "--order", "3", "--json",
+                  "--device", "cpu", "--encoding-errors", "replace"])
     assert scored.exit_code == 0, scored.stderr
     report = json.loads(scored.stdout)
     assert report["model"]["tokens"] == report["baseline"]["tokens"] == len(VALID)  # every char once
