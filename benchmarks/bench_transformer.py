@@ -41,7 +41,11 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 # 1. training: seqtool vs nanoGPT
 
 
-def run_seqtool(text: str, iters: int, workdir: Path) -> dict:
+def _env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
+
+
+def run_seqtool(text: str, iters: int, workdir: Path, threads: int = 0) -> dict:
     ws = workdir / "ws"
     cmd = [sys.executable, "-m", "seqtool", "--log-format", "json", "train-transformer", text, "-w", str(ws),
            "--resume", "never", "--device", "cpu", "--seed", "1337", "--arch", "decoder",
@@ -53,7 +57,7 @@ def run_seqtool(text: str, iters: int, workdir: Path) -> dict:
            "--set", "optim.weight_decay=0.1", "--set", "model.bias=false", "--set", "run.log_every=1",
            "--set", f"run.checkpoint_every={iters}"]
     start = time.time()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(threads))
     wall = time.time() - start
     events = [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
     ms = [TOKENS_PER_ITER / e["tokens_per_s"] * 1000
@@ -62,7 +66,7 @@ def run_seqtool(text: str, iters: int, workdir: Path) -> dict:
     return {"ms": ms, "val_loss": valid[-1] if valid else None, "wall": wall}
 
 
-def run_nanogpt(nanogpt: Path, iters: int, workdir: Path, eval_iters: int) -> dict:
+def run_nanogpt(nanogpt: Path, iters: int, workdir: Path, eval_iters: int, threads: int = 0) -> dict:
     cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
            f"--eval_iters={eval_iters}", "--log_interval=1", "--block_size=64", "--batch_size=12",
            "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
@@ -70,7 +74,8 @@ def run_nanogpt(nanogpt: Path, iters: int, workdir: Path, eval_iters: int) -> di
     if eval_iters <= 1:
         cmd.append(f"--eval_interval={iters * 10}")  # only the (cheap) evaluation at iteration 0
     start = time.time()
-    out = subprocess.run(cmd, cwd=nanogpt, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, cwd=nanogpt, check=True, capture_output=True, text=True,
+                         env=_env(threads)).stdout
     wall = time.time() - start
     iters = re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", out, re.M)
     ms = [float(m) for it, m in iters if int(it) > 0]
@@ -84,16 +89,26 @@ def bench_train(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for r in range(args.rounds):  # short speed runs, interleaved
-            speed["seqtool"] += run_seqtool(args.text, args.speed_iters, work)["ms"]
+            speed["seqtool"] += run_seqtool(args.text, args.speed_iters, work, args.threads)["ms"]
             if nanogpt:
-                speed["nanoGPT"] += run_nanogpt(nanogpt, args.speed_iters, work, eval_iters=1)["ms"]
+                speed["nanoGPT"] += run_nanogpt(nanogpt, args.speed_iters, work, 1, args.threads)["ms"]
             print(f"speed round {r + 1}/{args.rounds} done", file=sys.stderr)
-        full = {"seqtool": run_seqtool(args.text, args.iters, work)}
-        if nanogpt:
-            full["nanoGPT"] = run_nanogpt(nanogpt, args.iters, work, eval_iters=200)
+        if args.together and nanogpt:
+            # Both full runs at once: on a machine shared with other jobs they meet the same load.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(2) as pool:
+                ours = pool.submit(run_seqtool, args.text, args.iters, work, args.threads)
+                theirs = pool.submit(run_nanogpt, nanogpt, args.iters, work, 200, args.threads)
+                full = {"seqtool": ours.result(), "nanoGPT": theirs.result()}
+        else:
+            full = {"seqtool": run_seqtool(args.text, args.iters, work, args.threads)}
+            if nanogpt:
+                full["nanoGPT"] = run_nanogpt(nanogpt, args.iters, work, 200, args.threads)
     print(f"\n## training: Tiny Shakespeare char-level, 4 layers × 4 heads × 128, block 64, batch 12, "
           f"{args.iters} iterations (speed: {args.rounds} interleaved rounds of {args.speed_iters} "
-          f"iterations + the full run)\n")
+          f"iterations + the full run{'s, run together' if args.together else ''}; "
+          f"threads: {args.threads or 'default'})\n")
     print("| trainer | ms/iter median (q1–q3) | tokens/s | final val loss | full run wall s |")
     print("|---|---:|---:|---:|---:|")
     rows = {}
@@ -217,6 +232,9 @@ def main() -> None:
     parser.add_argument("--speed-iters", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gen-rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the training runs")
+    parser.add_argument("--together", action="store_true",
+                        help="run the two full training runs at the same time (a shared, loaded machine)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
     args = parser.parse_args()
