@@ -24,7 +24,7 @@ from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig
 from seqtool.errors import InputError
-from seqtool.models import lora
+from seqtool.models import load_published, lora
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import LM_KINDS, MT_KINDS, Workspace
 
@@ -88,23 +88,6 @@ class Source:
         return str(self.model.arch()["model"])
 
 
-def load_workspace_model(ws: Workspace, adapter: str | None = None) -> nn.Module:
-    """The workspace's published model, with adapters/NAME applied on top when `adapter` is given:
-    the one loader generate, translate, evaluate and finetune share."""
-    from seqtool.models import MODELS
-
-    state, arch = ws.load_published()
-    family = arch.get("model")
-    if family not in MODELS:
-        raise InputError(f"model.json names an unknown model family {family!r}",
-                         hint=f"known: {', '.join(MODELS)}")
-    model = MODELS[family].from_arch(arch)
-    model.load_state_dict(state)
-    if adapter:
-        lora.attach_adapter(model, *ws.load_adapter(adapter), where=f"adapter {adapter!r}")
-    return model
-
-
 def open_source(source: str) -> Source:
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.models.gpt2 import is_hf_source, load_hf_gpt2
@@ -113,7 +96,7 @@ def open_source(source: str) -> Source:
         model, tok = load_hf_gpt2(source)
         return Source("transformer-lm", model, {"": tok}, {})
     ws = Workspace.open(source, kinds=TRAINABLE_KINDS, purpose="fine-tuning")
-    model = load_workspace_model(ws)
+    model = load_published(ws).train()
     root = ws.sub("tokenizer")
     sides = ["src", "tgt"] if (root / "src").is_dir() else [""]
     config = ws.config
@@ -459,7 +442,7 @@ def merge_adapter(ws_path: Path, adapter: str, out_path: Path) -> Workspace:
     ws = Workspace.open(ws_path, kinds=TRAINABLE_KINDS, purpose="merging an adapter")
     if Path(out_path).resolve() == ws.path.resolve():
         raise InputError("--merge writes a new workspace", hint="pass -o DIR different from -w")
-    model = load_workspace_model(ws, adapter)
+    model = load_published(ws, adapter=adapter)
     lora.strip_lora(model)
     config = {**ws.config, "merged_adapter": {"workspace": str(ws.path), "adapter": adapter}}
     out = Workspace.create(out_path, ws.kind, config, data_files=ws.meta.get("data"))

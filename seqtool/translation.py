@@ -78,16 +78,13 @@ class Translator:
         self.model, self.src_tok, self.tgt_tok, self.device = model.eval(), src_tok, tgt_tok, device
 
     @classmethod
-    def from_workspace(cls, path: str | Path, device: torch.device) -> Translator:
+    def from_workspace(cls, path: str | Path, device: torch.device, adapter: str | None = None) -> Translator:
         from seqtool.data.tokenizers import load_tokenizer
+        from seqtool.models import load_published
         from seqtool.workspace import MT_KINDS, Workspace
 
         ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
-        state, arch = ws.load_published()
-        from seqtool.models import load_model
-
-        model = load_model(arch)
-        model.load_state_dict(state)
+        model = load_published(ws, adapter=adapter)
         src_tok = load_tokenizer(ws.path / "tokenizer", side="src")
         tgt_tok = load_tokenizer(ws.path / "tokenizer", side="tgt")
         return cls(model.to(device), src_tok, tgt_tok, device)

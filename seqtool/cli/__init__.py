@@ -83,7 +83,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    workspace: Annotated[Optional[str], typer.Option("--workspace", "-w", help="Workspace directory.")] = None,
+    workspace: Annotated[
+        Optional[str], typer.Option("--workspace", "-w", help="Workspace directory.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] | mps.")] = "auto",
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors on stderr.")] = False,

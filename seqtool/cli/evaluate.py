@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import Device, EncodingErrors, Json, Workspace, pick, reporter, require_workspace
+from seqtool.cli.options import (
+    Adapter,
+    Device,
+    EncodingErrors,
+    Json,
+    Workspace,
+    pick,
+    reporter,
+    require_workspace,
+)
 
 Opt = typer.Option
 
@@ -36,6 +45,7 @@ def evaluate(
     ref: Annotated[Optional[str], Opt("--ref", help="Translation workspaces: the reference translations, "
                                       "line-aligned with --src.", show_default=False)] = None,
     as_json: Json = False,
+    adapter: Adapter = None,
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -59,14 +69,14 @@ def evaluate(
                  purpose="evaluation")
     dev = runtime.pick_device(pick(device, ctx, "device"))
     if ws.kind in MT_KINDS:
-        _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors)
+        _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors, adapter)
         return
     if not data:
         raise InputError("no text to evaluate on", hint="pass --data FILE")
     if baseline and ws.kind == "transformer-mlm":
         raise InputError("--baseline ngram compares left-to-right language models; this is a masked LM",
                          hint="leave out --baseline")
-    model = load_published(ws, dev)
+    model = load_published(ws, dev, adapter)
     tok = load_tokenizer(ws.sub("tokenizer"))
     ids = lm.encode(tok, list(require_nonempty(iter_lines(data, encoding_errors), describe(data))))
     char_level = tok.kind == "char"
@@ -101,8 +111,8 @@ def evaluate(
         sys.stdout.write(line + "\n")
 
 
-def _evaluate_translation(path, src: str | None, ref: str | None, as_json: bool, device, encoding_errors: str
-                          ) -> None:
+def _evaluate_translation(path, src: str | None, ref: str | None, as_json: bool, device,
+                          encoding_errors: str, adapter: str | None = None) -> None:
     """BLEU, loss and perplexity of a translation workspace on --src sentences and their --ref."""
     from seqtool.data.io import iter_lines
     from seqtool.errors import InputError
@@ -116,7 +126,7 @@ def _evaluate_translation(path, src: str | None, ref: str | None, as_json: bool,
     if len(sources) != len(references):
         raise InputError(f"{src} has {len(sources)} lines but {ref} has {len(references)}",
                          hint="--src and --ref must be line-aligned")
-    scores = Translator.from_workspace(path, device).score(sources, references)
+    scores = Translator.from_workspace(path, device, adapter).score(sources, references)
     if as_json:
         sys.stdout.write(json.dumps({"src": src, "ref": ref, "model": scores}, indent=2) + "\n")
         return

@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import Device, EncodingErrors, Seed, Workspace, pick, reporter, require_workspace
+from seqtool.cli.options import (
+    Adapter,
+    Device,
+    EncodingErrors,
+    Seed,
+    Workspace,
+    pick,
+    reporter,
+    require_workspace,
+)
 
 Opt = typer.Option
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -40,6 +49,7 @@ def generate(
     fmt: Annotated[str, Opt("--format", help="text (streamed) | jsonl (text, tokens, ids and per-token "
                             "log-probabilities per sample).")] = "text",
     seed: Seed = None,
+    adapter: Adapter = None,
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -75,7 +85,7 @@ def generate(
         return
     ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
     dev = runtime.pick_device(pick(device, ctx, "device"))
-    model = load_published(ws, dev)
+    model = load_published(ws, dev, adapter)
     tok = load_tokenizer(ws.sub("tokenizer"))
     seed = pick(seed, ctx, "seed")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed

@@ -26,6 +26,11 @@ Sets = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override any config key: --set optim.lr=0.001 (repeatable; wins over all)."),
 ]
+Adapter = Annotated[
+    Optional[str],
+    typer.Option("--adapter", help="Apply the LoRA adapter adapters/NAME (seqtool finetune --lora-rank) "
+                 "on top of the published weights.", show_default=False),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 EncodingErrors = Annotated[
     str,

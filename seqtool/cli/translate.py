@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from seqtool.cli.options import Device, EncodingErrors, Workspace, pick, require_workspace
+from seqtool.cli.options import Adapter, Device, EncodingErrors, Workspace, pick, require_workspace
 
 Opt = typer.Option
 
@@ -30,6 +30,7 @@ def translate(
     scores: Annotated[bool, Opt("--scores", help="Print the score of each translation too.")] = False,
     batch_size: Annotated[int, Opt(help="Sentences decoded together.")] = 64,
     no_repeat_ngram: Annotated[int, Opt(help="Never repeat an n-gram of this size (0: off).")] = 0,
+    adapter: Adapter = None,
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -48,7 +49,7 @@ def translate(
     if nbest_format not in ("tsv", "jsonl"):
         raise InputError(f"--nbest-format must be tsv or jsonl, got {nbest_format!r}")
     translator = Translator.from_workspace(require_workspace(workspace, ctx),
-                                           runtime.pick_device(pick(device, ctx, "device")))
+                                           runtime.pick_device(pick(device, ctx, "device")), adapter)
     lines = iter_lines(input, encoding_errors=encoding_errors)
     plain = nbest == 1 and not scores
     out = sys.stdout

@@ -28,9 +28,14 @@ def load_model(arch: dict[str, Any]) -> Any:
     return MODELS[family].from_arch(arch)
 
 
-def load_published(ws: Any, device: Any = None) -> Any:
-    """The workspace's published model (model.json + model.safetensors), in eval mode on `device`."""
+def load_published(ws: Any, device: Any = None, adapter: str | None = None) -> Any:
+    """The workspace's published model (model.json + model.safetensors), with the LoRA adapter
+    adapters/NAME on top when `adapter` is given, in eval mode on `device`."""
     state, arch = ws.load_published()
     model = load_model(arch)
     model.load_state_dict(state)
+    if adapter:
+        from seqtool.models.lora import attach_adapter
+
+        attach_adapter(model, *ws.load_adapter(adapter), where=f"adapter {adapter!r}")
     return model.to(device).eval() if device is not None else model.eval()
