@@ -89,3 +89,33 @@ def test_split_script_is_reproducible(tmp_path):
     subprocess.run([sys.executable, str(copy / "make_splits.py")], check=True, capture_output=True)
     for name in ("train.en", "train.fr", "valid.en", "valid.fr", "test.en", "test.fr"):
         assert (copy / "phrasebook" / name).read_bytes() == (DATA / "phrasebook" / name).read_bytes()
+
+
+def _config_class(command: str):
+    from seqtool.training.lm import TrainRNNConfig
+    from seqtool.training.seq2seq import Seq2SeqTrainConfig
+    from seqtool.training.transformer import TransformerTrainConfig
+
+    return {"train-rnn": TrainRNNConfig, "train-seq2seq": Seq2SeqTrainConfig,
+            "train-transformer": TransformerTrainConfig}[command]
+
+
+@pytest.mark.parametrize("path", sorted((DATA / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_resolve(path):
+    """Each config opens with the command that runs it, resolves for that command, and its data exist."""
+    import dataclasses
+
+    from seqtool.config import parse_duration, resolve
+
+    text = path.read_text(encoding="utf-8")
+    command = next(line.split("seqtool ", 1)[1].split()[0] for line in text.splitlines()
+                   if line.startswith("#") and "seqtool train-" in line)
+    assert text.startswith("# ")
+    cfg = resolve(_config_class(command), path)
+    root = DATA.parent
+    for value in dataclasses.asdict(cfg.data).values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith("recipes_data/"):
+                assert (root / item).is_file(), item
+    budget = parse_duration(cfg.run.time_budget)
+    assert budget is not None and budget <= 600  # each runs in 10 minutes on 2 cores
