@@ -108,6 +108,9 @@ def test_train_generate_evaluate(cli, train, corpus, tmp_path, tmp_text):
     table = cli(["evaluate", "-w", ws, "--data", valid, "--baseline", "ngram", "--smoothing", "addk",
                  "--add-k", "0.5", "--batch-size", "4"])
     assert table.exit_code == 0 and "5-gram addk" in table.stdout and "bpc" in table.stdout
+    held_out = cli(["evaluate", "-w", ws, "--baseline", "ngram", "--json"])  # the run's held-out lines
+    assert held_out.exit_code == 0, held_out.stderr
+    assert json.loads(held_out.stdout)["model"]["tokens"] > 0
     assert cli(["info", "-w", ws, "--json"]).exit_code == 0
 
 
@@ -137,6 +140,8 @@ def test_every_option(cli, train, corpus, tmp_path, tmp_text):
     assert out.exit_code == 0 and out.stdout.startswith("stir the")
     bpc = json.loads(cli(["evaluate", "-w", tmp_path / "word", "--data", valid, "--json"]).stdout)["model"]
     assert "bpc" not in bpc and bpc["tokens"] > 0  # bits per character only for char models
+    own = json.loads(cli(["evaluate", "-w", tmp_path / "word", "--json"]).stdout)["model"]
+    assert own == bpc  # without --data: the run's own validation text (here its --valid file)
 
     tok_dir = tmp_path / "tok"
     save_tokenizers(tok_dir, {"": train_tokenizer("char", CORPUS.splitlines())})

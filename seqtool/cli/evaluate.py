@@ -26,8 +26,9 @@ Opt = typer.Option
 def evaluate(
     ctx: typer.Context,
     workspace: Workspace = None,
-    data: Annotated[Optional[list[str]], Opt("--data", help="Held-out text: files, globs, .gz or - (stdin).",
-                                             show_default=False)] = None,
+    data: Annotated[Optional[list[str]], Opt(
+        "--data", help="Held-out text: files, globs, .gz or - (stdin); default: the workspace's own "
+        "validation text.", show_default=False)] = None,
     baseline: Annotated[Optional[str], Opt(help="ngram: also score a smoothed n-gram model trained on the "
                                            "workspace's training text.", show_default=False)] = None,
     order: Annotated[Optional[int], Opt(help="n-gram order (default 5 for char models, else 3).",
@@ -51,7 +52,10 @@ def evaluate(
 ) -> None:
     """Perplexity and bits per character of a language model on held-out text (and an n-gram baseline).
 
-    Example: seqtool evaluate -w runs/recipes --data recipes_data/valid.txt --baseline ngram --order 5
+    Without --data, a language model is scored on the validation text of its own run (its --valid files,
+    or the same held-out lines of its training text).
+
+    Example: seqtool evaluate -w runs/recipes --baseline ngram --order 3
     """
     from seqtool.config import from_dict
     from seqtool.data.io import describe, iter_lines, require_nonempty
@@ -71,14 +75,16 @@ def evaluate(
     if ws.kind in MT_KINDS:
         _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors, adapter)
         return
-    if not data:
-        raise InputError("no text to evaluate on", hint="pass --data FILE")
     if baseline and ws.kind == "transformer-mlm":
         raise InputError("--baseline ngram compares left-to-right language models; this is a masked LM",
                          hint="leave out --baseline")
     model = load_published(ws, dev, adapter)
     tok = load_tokenizer(ws.sub("tokenizer"))
-    ids = lm.encode(tok, list(require_nonempty(iter_lines(data, encoding_errors), describe(data))))
+    if data:
+        lines = list(require_nonempty(iter_lines(data, encoding_errors), describe(data)))
+    else:  # the workspace's own validation text, as the run saw it
+        lines = lm.validation_lines(ws, report.warn)
+    ids = lm.encode(tok, lines)
     char_level = tok.kind == "char"
     if ws.kind == "rnn-lm":
         objective = from_dict(lm.LMDataConfig, ws.config.get("data") or {}, "data.")
@@ -88,7 +94,8 @@ def evaluate(
         from seqtool.training.transformer import score_text
 
         scores = score_text(model, tok, ids, batch_size or 16)
-    result = {"data": describe(data), "tokenizer": tok.kind, "model": scores}
+    result = {"data": describe(data) if data else "validation text of the run", "tokenizer": tok.kind,
+              "model": scores}
     if baseline:
         train = lm.training_lines(ws, baseline_train, report.warn)
         n = order or (5 if char_level else 3)

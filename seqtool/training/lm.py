@@ -211,6 +211,20 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
 def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[str], None]) -> list[str]:
     """The lines the workspace's model was trained on (its recorded files, minus the same held-out
     validation lines), or all lines of `override`."""
+    return _recorded_corpus(ws, override, warn).train
+
+
+def validation_lines(ws: Workspace, warn: Callable[[str], None]) -> list[str]:
+    """The workspace's own validation text: its --valid files, else the same held-out lines of its
+    training files that validated the run."""
+    corpus = _recorded_corpus(ws, None, warn)
+    if not corpus.valid:
+        raise InputError(f"workspace {ws.path} was validated on its training text (nothing held out)",
+                         hint="pass held-out text with --data FILE")
+    return corpus.valid
+
+
+def _recorded_corpus(ws: Workspace, override: list[str] | None, warn: Callable[[str], None]) -> Corpus:
     from seqtool.config import from_dict
 
     known = {f.name for f in fields(LMDataConfig)}  # other LM workspaces (transformer-lm) add keys
@@ -218,8 +232,8 @@ def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[st
                      "data.")
     if override:
         return read_corpus(LMDataConfig(train=override, valid_fraction=0.0,
-                                        encoding_errors=data.encoding_errors)).train
-    recorded = [f for f in ws.meta.get("data", []) if f.get("role") == "train"]
+                                        encoding_errors=data.encoding_errors))
+    recorded = [f for f in ws.meta.get("data", []) if f.get("role") in ("train", "valid")]
     hint = "pass the training text with --baseline-train FILE"
     if not recorded:
         raise InputError(f"workspace {ws.path} records no training files", hint=hint)
@@ -231,8 +245,9 @@ def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[st
                              hint=hint)
         if file_fingerprint(f["path"])["sha256"] != f.get("sha256"):
             warn(f"{f['path']} changed since training; the baseline uses its current contents")
-    data.train = [f["path"] for f in recorded]
-    return read_corpus(data).train
+    data.train = [f["path"] for f in recorded if f["role"] == "train"]
+    data.valid = [f["path"] for f in recorded if f["role"] == "valid"]
+    return read_corpus(data)
 
 
 def ngram_scores(tok: Tokenizer, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float
