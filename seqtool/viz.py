@@ -24,18 +24,18 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
     valid = [(e["step"], e["loss"]) for e in events if e.get("event") == "valid" and "loss" in e]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if train:
-        ax.plot(*zip(*train), label="train loss", lw=1.2)
+        ax.plot(*zip(*train, strict=True), label="train loss", lw=1.2)
     if valid:
-        ax.plot(*zip(*valid), "o-", label="validation loss", lw=1.5, ms=3)
+        ax.plot(*zip(*valid, strict=True), "o-", label="validation loss", lw=1.5, ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
-    extra = next((k for k in ("bleu", "accuracy") if any(k in e for e in events if e.get("event") == "valid")),
-                 None)
+    valid_events = [e for e in events if e.get("event") == "valid"]
+    extra = next((k for k in ("bleu", "accuracy") if any(k in e for e in valid_events)), None)
     if extra:
         ax2 = ax.twinx()
         pts = [(e["step"], e[extra]) for e in events if e.get("event") == "valid" and extra in e]
-        ax2.plot(*zip(*pts), "s--", color="tab:green", label=f"validation {extra}", ms=3)
+        ax2.plot(*zip(*pts, strict=True), "s--", color="tab:green", label=f"validation {extra}", ms=3)
         ax2.set_ylabel(extra)
         ax2.legend(loc="upper center")
     ax.legend(loc="upper right")
@@ -124,9 +124,10 @@ def terminal_attention(weights: Any, source: list[str], target: list[str]) -> An
     from rich.text import Text
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
-    table.add_column("")
+    table.add_column("", no_wrap=True, min_width=max((len(_label(t)) for t in target), default=1))
     for s in source:
-        table.add_column(Text(_label(s)), justify="center", no_wrap=True)
+        label = _label(s)
+        table.add_column(Text(label), justify="center", no_wrap=True, min_width=max(3, len(label)))
     for t, row in zip(target, weights, strict=True):
         cells = [Text(_cell(float(w)), style=_shade(float(w))) for w in row]
         table.add_row(Text(_label(t), style="bold"), *cells)

@@ -91,7 +91,8 @@ def _os_error(err: OSError, path: Path) -> RuntimeFailure:
     import errno
 
     if err.errno == errno.ENOSPC:
-        return RuntimeFailure(f"disk full while writing {path}", hint="free space; the previous files are intact")
+        return RuntimeFailure(f"disk full while writing {path}",
+                              hint="free space; the previous files are intact")
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return RuntimeFailure(f"cannot write {path}: {err.strerror}",
                               hint="make the workspace writable; the previous files are intact")
@@ -232,7 +233,8 @@ class Workspace:
         path = Path(path)
         meta_path = path / META_FILE
         if not path.exists():
-            raise InputError(f"workspace {path} does not exist", hint="check -w, or train a model into it first")
+            raise InputError(f"workspace {path} does not exist",
+                             hint="check -w, or train a model into it first")
         if not path.is_dir():
             raise InputError(f"workspace {path} is not a directory", hint="-w takes a workspace directory")
         if not meta_path.exists():
@@ -250,7 +252,8 @@ class Workspace:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise InputError(
                 f"workspace {path} has format version {version} (written by seqtool "
-                f"{meta.get('seqtool_version', '?')}); this seqtool {__version__} reads format {FORMAT_VERSION}",
+                f"{meta.get('seqtool_version', '?')}); this seqtool {__version__} reads format "
+                f"{FORMAT_VERSION}",
                 hint="upgrade seqtool (pip install -U seqtool)")
         meta = _migrate(meta)
         ws = cls(path, meta)
@@ -301,7 +304,8 @@ class Workspace:
         return events
 
     # -- published weights --------------------------------------------------------------------
-    def publish(self, state: dict[str, Any], arch: dict[str, Any], note: dict[str, Any] | None = None) -> None:
+    def publish(self, state: dict[str, Any], arch: dict[str, Any],
+                note: dict[str, Any] | None = None) -> None:
         """Write the published weights (model.safetensors) and the architecture (model.json)."""
         save_tensors(self.path / WEIGHTS_FILE, state)
         atomic_write(self.path / ARCH_FILE, json.dumps({**arch, **({"published": note} if note else {})},
@@ -451,7 +455,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path} is missing", hint="the workspace is incomplete; retrain or restore it") from None
+        raise InputError(f"{path} is missing",
+                         hint="the workspace is incomplete; retrain or restore it") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is corrupt: {err}", hint="restore it or retrain") from None
 

@@ -6,8 +6,17 @@ import dataclasses
 
 import pytest
 
-from seqtool.config import (DataConfig, OptimConfig, RunConfig, TokenizerConfig, dump_yaml, from_dict,
-                            load_yaml, parse_duration, resolve)
+from seqtool.config import (
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    TokenizerConfig,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    parse_duration,
+    resolve,
+)
 from seqtool.errors import InputError
 
 

@@ -62,7 +62,7 @@ def test_phrasebook_splits():
         assert len(en) == len(fr), name
         assert all(s.strip() for s in en + fr), f"empty line in {name}"
         assert all(3 <= len(s.split()) <= 30 for s in en + fr), name
-        splits[name] = set(zip(en, fr))
+        splits[name] = set(zip(en, fr, strict=True))
         assert len(splits[name]) == len(en), f"duplicate pair in {name}"
     assert len(splits["test"]) >= 300 and len(splits["valid"]) >= 200
     assert sum(map(len, splits.values())) >= 3000
@@ -76,7 +76,8 @@ def test_pairs_file_matches_splits():
     pairs = {tuple(line.split("\t")) for line in _lines(DATA / "phrasebook" / "pairs.tsv")}
     total = set()
     for name in ("train", "valid", "test"):
-        total |= set(zip(_lines(DATA / "phrasebook" / f"{name}.en"), _lines(DATA / "phrasebook" / f"{name}.fr")))
+        en, fr = _lines(DATA / "phrasebook" / f"{name}.en"), _lines(DATA / "phrasebook" / f"{name}.fr")
+        total |= set(zip(en, fr, strict=True))
     assert pairs == total
 
 

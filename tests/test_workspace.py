@@ -13,8 +13,14 @@ import pytest
 import torch
 
 from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
-from seqtool.workspace import (FORMAT_VERSION, Workspace, atomic_write, count_parameters, load_tensors,
-                               save_tensors)
+from seqtool.workspace import (
+    FORMAT_VERSION,
+    Workspace,
+    atomic_write,
+    count_parameters,
+    load_tensors,
+    save_tensors,
+)
 
 
 def test_create_and_open(tmp_path):
@@ -79,9 +85,9 @@ def test_read_only_workspace_is_a_clear_error(tmp_path):
 
 def test_lock_second_writer_and_stale_lock(tmp_path):
     ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
-    with ws.lock():
-        with pytest.raises(TemporaryFailure, match=f"pid {os.getpid()} on host {socket.gethostname()}"):
-            ws.lock().acquire()
+    holder = f"pid {os.getpid()} on host {socket.gethostname()}"
+    with ws.lock(), pytest.raises(TemporaryFailure, match=holder):
+        ws.lock().acquire()
     assert not (ws.path / ".lock").exists()
     # a dead process's lock on this host is taken over with a warning
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

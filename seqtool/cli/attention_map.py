@@ -103,9 +103,12 @@ def _print_terminal(amap, matrix) -> None:
 
     from seqtool.viz import terminal_attention
 
-    console = Console(highlight=False)
+    table = terminal_attention(matrix, amap.source_tokens, amap.target_tokens)
+    # Wide enough for the whole grid even when stdout is a pipe (rich would squeeze it to 80 columns).
+    wide = Console(width=100_000)
+    console = Console(highlight=False, width=max(wide.measure(table).maximum, Console().width))
     console.print(f"{' '.join(amap.source_tokens)}  →  {amap.translation}", markup=False)
-    console.print(terminal_attention(matrix, amap.source_tokens, amap.target_tokens))
+    console.print(table)
 
 
 def _dump(amap, path: Path, kind: str) -> Path:

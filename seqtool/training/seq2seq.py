@@ -176,10 +176,11 @@ def make_evaluate(valid_text: ParallelText, valid: EncodedPairs, src_tok: Any, t
 # the task
 
 
-def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
-          note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
-    """train-seq2seq's task (cli/train.py's TrainJob.build): read and filter the data, learn or load
-    the tokenizers, build the model; and what to say after a finished run."""
+def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, is_main: bool, note: Callable[[str], None]
+                     ) -> tuple[tuple[Any, Any], Any, Any, Any, Any, ParallelBatches]:
+    """Read and filter the parallel data (reporting what was skipped), learn or load the tokenizers,
+    and batch the training pairs: what train-seq2seq and train-transformer --arch encoder-decoder
+    share. Returns ((train_text, valid_text), src_tok, tgt_tok, train, valid, batches)."""
     train_text, valid_text = read_data(cfg.data)
     src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming, save=is_main)
     if src_tok.pad_id != tgt_tok.pad_id:
@@ -195,6 +196,14 @@ def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.
         raise InputError("no validation pairs are left after filtering", hint="check the validation data")
     batches = ParallelBatches(train, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
                               seed=cfg.run.seed)
+    return (train_text, valid_text), src_tok, tgt_tok, train, valid, batches
+
+
+def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+          note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
+    """train-seq2seq's task (cli/train.py's TrainJob.build): read and filter the data, learn or load
+    the tokenizers, build the model; and what to say after a finished run."""
+    (_, valid_text), src_tok, tgt_tok, _, valid, batches = prepare_parallel(cfg, ws, resuming, is_main, note)
     model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,
                     cfg.optim.label_smoothing, cfg.teacher_forcing)
     params = sum(p.numel() for p in model.parameters())

@@ -72,7 +72,7 @@ def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: to
     """Read the data, learn or load the tokenizer(s), build the model and its task (cli/train.py's
     TrainJob.build), and what to do after a finished run (a decoder LM writes a sample)."""
     if cfg.model.arch == "encoder-decoder":
-        return _translation_task(cfg, ws, device, note, resuming), None
+        return _translation_task(cfg, ws, device, note, resuming, is_main), None
     return _language_model_task(cfg, ws, device, note, resuming, is_main)
 
 
@@ -169,25 +169,11 @@ def mlm_scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]], maskin
 
 
 def _translation_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.device, note: Note,
-                      resuming: bool) -> TrainTask:
-    from seqtool.data.parallel import ParallelBatches, encode_pairs
+                      resuming: bool, is_main: bool = True) -> TrainTask:
     from seqtool.training import seq2seq
 
-    train_text, valid_text = seq2seq.read_data(cfg.data)
-    src_tok, tgt_tok = seq2seq.prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming)
-    if src_tok.pad_id != tgt_tok.pad_id:
-        raise InputError("the source and target tokenizers use different padding ids")
-    train = encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len)
-    valid = encode_pairs(valid_text, src_tok, tgt_tok, cfg.data.max_len)
-    for where, data, total in ((train_text.where, train, len(train_text.src)),
-                               (f"validation ({valid_text.where})", valid, len(valid_text.src))):
-        note(f"{where}: {len(data.src)} of {total} pairs kept")
-        for line in data.report(where):
-            note(f"warning: {line}")
-    if not valid.src:
-        raise InputError("no validation pairs are left after filtering", hint="check the validation data")
-    batches = ParallelBatches(train, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
-                              seed=cfg.run.seed)
+    (_, valid_text), src_tok, tgt_tok, train, valid, batches = seq2seq.prepare_parallel(
+        cfg, ws, resuming, is_main, note)
     # Positions for the longest sentence seen (+1 for <s> or </s>), and at least the configured number.
     longest = max(len(s) for d in (train, valid) for s in (*d.src, *d.tgt)) + 1
     model_cfg = dataclasses.replace(cfg.model, vocab_size=tgt_tok.vocab_size,
