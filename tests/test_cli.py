@@ -67,3 +67,18 @@ def test_no_traceback_without_debug(tmp_path):
 
 def test_app_object_is_typer():
     assert app.info.name == "seqtool"
+
+
+def test_closed_pipe_exits_quietly(tmp_path):
+    """`seqtool tokenize big.txt | head -1`: the reader going away is not an error."""
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("the cat sat on the mat\n" * 200_000)
+    subprocess.run([sys.executable, "-m", "seqtool", "build-vocab", str(corpus), "--kind", "char",
+                    "--sample", "1000", "-o", str(tmp_path / "tok")], check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "seqtool", "tokenize", "-t", str(tmp_path / "tok"),
+                             str(corpus)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"error" not in err

@@ -36,7 +36,7 @@ class SeqtoolGroup(typer.core.TyperGroup):
         except BrokenPipeError:
             # `seqtool tokenize big.txt | head`: the reader went away; that is not an error.
             _silence_stdout()
-            raise click.exceptions.Exit(0) from None
+            raise typer.Exit(0) from None
         except Exception as err:  # noqa: BLE001 - last resort: never a bare traceback for users
             _maybe_traceback(ctx)
             print_error(f"internal error: {type(err).__name__}: {err} "
