@@ -35,3 +35,14 @@ def tmp_text(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Toy models run fastest on one thread, and do not suffer when other processes share the CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

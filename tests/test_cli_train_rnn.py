@@ -20,13 +20,6 @@ SMALL = ["--hidden", "16", "--layers", "1", "--bptt", "16", "--batch-size", "4",
          "--seed", "3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def corpus(tmp_text):

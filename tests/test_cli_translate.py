@@ -33,16 +33,6 @@ TRAIN = ["--kind", "word", "--embedding", "16", "--hidden", "32", "--batch-token
          "--eval-every", "10", "--checkpoint-every", "20", "--max-steps", "20", "--dropout", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread beats two on a busy CPU
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread, tmp_path_factory):
     """One small trained translation workspace shared by the tests below."""

@@ -25,14 +25,6 @@ TEXT = ("It was a bright cold day in April, and the clocks were striking thirtee
         "to prevent a swirl of gritty dust from entering along with him.\n")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy models run fastest on one thread, and do not suffer when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(cell: str = "lstm", **kw) -> RNNLM:
     torch.manual_seed(0)

@@ -22,15 +22,6 @@ from seqtool.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig, TeacherFo
 PAD, BOS, EOS, V = 0, 2, 3, 13
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is faster than two fighting over a busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_batch():
     src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD]])
     return {"src": src, "src_mask": src != PAD,
