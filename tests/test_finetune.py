@@ -174,3 +174,32 @@ def test_adapter_option_on_generate_and_evaluate(cli, tmp_path, tmp_text):
     assert out.exit_code == 0, out.stderr
     bad = cli(["generate", "-w", ws, "--adapter", "nope", "--max-tokens", "5"])
     assert bad.exit_code == 2 and "no adapter 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_continued_training_of_rnn_workspaces(cli, tmp_path, tmp_text, lora):
+    """finetune --from an RNN LM and from an attention seq2seq workspace (full, and LoRA where useful)."""
+    text = tmp_text(TEXT, name="lm.txt")
+    run = ["--max-steps", "4", "--eval-every", "2", "--device", "cpu", "--seed", "1"]
+    out = cli(["train-rnn", str(text), "-w", str(tmp_path / "lm"), "--kind", "char", "--hidden", "16",
+               "--layers", "1", "--bptt", "8", "--batch-size", "4", *run])
+    assert out.exit_code == 0, out.stderr
+    if not lora:
+        _run(cli, "--from", tmp_path / "lm", "--data", tmp_text(NEW, name="new.txt"), "-w", tmp_path / "lm2",
+             "--max-steps", 3, "--eval-every", 3, "--batch-size", 4, "--context", 8, "--device", "cpu")
+        assert Workspace.open(tmp_path / "lm2").kind == "rnn-lm"
+        assert cli(["generate", "-w", str(tmp_path / "lm2"), "--max-tokens", "5"]).exit_code == 0
+    src = tmp_text("\n".join(["the soup is hot", "add the salt", "stir the sauce"] * 8) + "\n", name="s.en")
+    tgt = tmp_text("\n".join(["la soupe est chaude", "ajoutez le sel", "remuez la sauce"] * 8) + "\n",
+                   name="s.fr")
+    out = cli(["train-seq2seq", "-w", str(tmp_path / "mt"), "--src", str(src), "--tgt", str(tgt), "--kind",
+               "word", "--embedding", "8", "--hidden", "16", "--batch-tokens", "64", *run])
+    assert out.exit_code == 0, out.stderr
+    extra = ("--lora-rank", 2, "--lora-targets", "q,k,o,out") if lora else ()
+    _run(cli, "--from", tmp_path / "mt", "--src", src, "--tgt", tgt, "-w", tmp_path / "mt2", "--max-steps", 3,
+         "--eval-every", 3, "--device", "cpu", *extra)
+    ws = Workspace.open(tmp_path / "mt2")
+    assert ws.kind == "seq2seq" and (ws.adapters() == ["default"]) == lora
+    args = ["translate", "-w", str(tmp_path / "mt2"), *(["--adapter", "default"] if lora else [])]
+    out = cli(args, input="the soup is hot\n")
+    assert out.exit_code == 0 and len(out.stdout.splitlines()) == 1, out.stderr
