@@ -198,6 +198,14 @@ def test_finished_run_with_resume_auto_does_nothing(corpus, reference, tmp_path)
     code, lines = cli(args(corpus, ws))
     assert code == 0 and summary(lines)["status"] == "already-finished"
     assert sorted(p.name for p in Workspace.open(ws).checkpoint_dirs()) == before
+    # ... even when the training data are gone by now (a nightly job whose input was cleaned up)
+    away = corpus.with_name(corpus.name + ".away")
+    corpus.rename(away)
+    try:
+        code, lines = cli(args(corpus, ws))
+    finally:
+        away.rename(corpus)
+    assert code == 0 and summary(lines)["status"] == "already-finished"
 
 
 def test_stale_lock_is_taken_over_with_a_warning(corpus, reference, tmp_path):
@@ -253,7 +261,7 @@ def test_data_deleted_between_runs_is_a_clear_error(reference, corpus, tmp_path)
     shutil.copy(corpus, gone)
     code, _ = cli(args(gone, ws, STEPS))  # the finished run, now reading gone.txt
     gone.unlink()
-    code, lines = cli(args(gone, ws, STEPS + 4))
+    code, lines = cli(args(gone, ws, STEPS + 4))  # more steps need the data
     assert code == 2
     error = next(e["message"] for e in lines if e["event"] == "error")
     assert "gone.txt" in error

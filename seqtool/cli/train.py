@@ -98,7 +98,6 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
         check_choice("--resume", resume, ("auto", "never"))
         saved = _saved_config(path, job.kind) if resume == "auto" else None
         cfg = resolve(job.config_cls, config_file, options, sets, base=saved)
-        data_files = job.fingerprints(cfg)
         device = runtime.pick_device(cfg.run.device)
         runtime.init_distributed(dist, device)
         runtime.configure_cuda()
@@ -109,6 +108,16 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
                 lock.acquire()
                 for warning in lock.warnings:
                     report.warn(warning)
+            if saved is not None and to_dict(cfg) == saved and (done := _finished_status(path)) is not None:
+                # The same command again on a finished run (cron, a requeued job): nothing to do, and
+                # the training data need not be there any more.
+                report.info("nothing to do: the run has finished (change a setting, or --resume never to "
+                            "train afresh)")
+                outcome.summary = lambda status: {
+                    "status": "already-finished", "steps": done.get("step", 0),
+                    "best_value": done.get("best_value"), "workspace": str(path)}
+                return
+            data_files = job.fingerprints(cfg)
             ws, resuming = _open_workspace(path, job, to_dict(cfg), data_files, resume, dist.is_main, report)
             runtime.seed_everything(cfg.run.seed)  # the model's initial weights
             task, after = job.build(cfg, ws, resuming, device, dist.is_main, report.info)
@@ -131,6 +140,14 @@ def _make_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create workspace {path}: {err.strerror}", hint="check -w") from None
+
+
+def _finished_status(path: Path) -> dict[str, Any] | None:
+    """The workspace's status when its run has finished, else None."""
+    from seqtool.workspace import Workspace as WS
+
+    status = WS.open(path).status
+    return status if status.get("state") == "finished" else None
 
 
 def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:
