@@ -1,16 +1,21 @@
 """Attention vs the thought vector at equal training time: test BLEU of `--attention none | additive |
-general` on the Tatoeba English→French split in ../shared/data/eng-fra (not committed).
+general` on the Tatoeba English→French split in ../shared/data/eng-fra (not committed), and optionally a
+small Transformer encoder-decoder (`--models ...,transformer`) on the same data, tokenizer and budget.
 
 Training pairs with at most --max-words words on both sides are sampled (--train-pairs, seeded); the
 first --valid-pairs of the valid split validate (loss, and greedy BLEU on 500 of them picks the published
 weights). One joint unigram tokenizer is learned once with `seqtool build-vocab` and shared by the runs.
 Each model then trains for the same --time-budget (validation included) with `seqtool train-seq2seq`, one
 after the other, translates the whole test split greedily with `seqtool translate`, and is scored with
-`seqtool bleu`. Prints a markdown table with the steps each run reached, its test BLEU and the difference
+`seqtool bleu`. The `transformer` model runs `seqtool train-transformer --arch encoder-decoder` (pre-LN,
+sinusoidal, tied; --tf-layers/--tf-heads/--tf-d-model/--tf-d-ff, dropout 0.1, AdamW 1e-3 with 300 warmup
+steps and inverse-sqrt decay, label smoothing 0.1) with the same batch tokens, max length, validation and
+seed. Prints a markdown table with the steps each run reached, its test BLEU and the difference
 to the thought vector, the sacreBLEU signature, and the load average sampled during the runs.
 
     nice -n 5 python benchmarks/bench_seq2seq_attention.py [--time-budget 6m] [--out runs/bench-attention]
         [--threads 1] [--hidden 128] [--embedding 128] [--train-pairs 30000]
+        [--models none,additive,general,transformer]
 """
 
 from __future__ import annotations
@@ -84,16 +89,26 @@ class LoadSampler:
 
 
 def train_and_score(attention: str, args: argparse.Namespace, tok: Path) -> dict:
+    """Train model ATTENTION (none | additive | general: train-seq2seq; transformer: train-transformer)."""
     d, ws = args.out / "data", args.out / f"ws-{attention}"
+    common = ("-w", ws, "-t", tok, "--src", d / "train.en", "--tgt", d / "train.fr", "--valid-src",
+              d / "valid.en", "--valid-tgt", d / "valid.fr", "--batch-tokens", args.batch_tokens,
+              "--max-len", 40, "--label-smoothing", "0.1", "--time-budget", args.time_budget,
+              "--eval-every", args.eval_every, "--seed", args.seed, "--resume", "never",
+              "--set", "valid.max_sentences=500")
+    if attention == "transformer":
+        model = ("train-transformer", *common, "--arch", "encoder-decoder", "--layers", args.tf_layers,
+                 "--heads", args.tf_heads, "--d-model", args.tf_d_model, "--d-ff", args.tf_d_ff,
+                 "--dropout", "0.1", "--positions", "sinusoidal", "--norm-first", "--tie",
+                 "--optimizer", "adamw", "--lr", "0.001", "--schedule", "inverse-sqrt", "--warmup", 300,
+                 "--clip", "1.0", "--set", f"run.checkpoint_every={args.eval_every}")
+    else:
+        model = ("train-seq2seq", *common, "--attention", attention, "--embedding", args.embedding,
+                 "--hidden", args.hidden, "--bidirectional", "--dropout", "0.2", "--lr", "0.002",
+                 "--checkpoint-every", args.eval_every)
     start = time.time()
     with LoadSampler() as load:
-        seqtool("--log-format", "json", "train-seq2seq", "-w", ws, "-t", tok, "--src", d / "train.en",
-                "--tgt", d / "train.fr", "--valid-src", d / "valid.en", "--valid-tgt", d / "valid.fr",
-                "--attention", attention, "--embedding", args.embedding, "--hidden", args.hidden,
-                "--bidirectional", "--dropout", "0.2", "--batch-tokens", args.batch_tokens, "--max-len", 40,
-                "--label-smoothing", "0.1", "--lr", "0.002", "--time-budget", args.time_budget,
-                "--eval-every", args.eval_every, "--checkpoint-every", args.eval_every, "--seed", args.seed,
-                "--resume", "never", "--set", "valid.max_sentences=500")
+        seqtool("--log-format", "json", *model)
     wall = time.time() - start
     events = [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
     summary = next(e for e in reversed(events) if e["event"] == "summary")
@@ -110,13 +125,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-attention")
     parser.add_argument("--time-budget", default="6m")
-    parser.add_argument("--attentions", default="none,additive,general")
+    parser.add_argument("--models", "--attentions", dest="models", default="none,additive,general",
+                        help="comma-separated: none | additive | general (train-seq2seq), transformer")
     parser.add_argument("--train-pairs", type=int, default=30000)
     parser.add_argument("--valid-pairs", type=int, default=1000)
     parser.add_argument("--max-words", type=int, default=15)
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--embedding", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--tf-layers", type=int, default=2, help="transformer: blocks per stack")
+    parser.add_argument("--tf-heads", type=int, default=4)
+    parser.add_argument("--tf-d-model", type=int, default=128)
+    parser.add_argument("--tf-d-ff", type=int, default=512)
     parser.add_argument("--batch-tokens", type=int, default=2048)
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1234)
@@ -131,8 +151,12 @@ def main() -> None:
     tok = args.out / "tokenizer"
     seqtool("build-vocab", "--src", args.out / "data" / "train.en", "--tgt", args.out / "data" / "train.fr",
             "--joint", "--kind", "unigram", "--vocab-size", args.vocab_size, "--seed", args.seed, "-o", tok)
+    models = args.models.split(",")
+    unknown = set(models) - {"none", "additive", "general", "transformer"}
+    if unknown:
+        raise SystemExit(f"unknown --models: {', '.join(sorted(unknown))}")
     rows = []
-    for attention in args.attentions.split(","):
+    for attention in models:
         rows.append(train_and_score(attention, args, tok))
         row = rows[-1]
         print(f"{attention}: {row['steps']} steps, test BLEU {row['test_bleu']:.2f}", file=sys.stderr,
@@ -141,11 +165,13 @@ def main() -> None:
     reference = next((r["test_bleu"] for r in rows if r["attention"] == "none"), None)
     load = [x for r in rows for x in r["load"]]
     print(f"eng-fra: {args.train_pairs:,} training pairs of ≤ {args.max_words} words, joint unigram "
-          f"{args.vocab_size}, bi-LSTM {args.hidden} / emb {args.embedding}, {args.time_budget} each, "
+          f"{args.vocab_size}, bi-LSTM {args.hidden} / emb {args.embedding}, Transformer {args.tf_layers}+"
+          f"{args.tf_layers} d {args.tf_d_model} / {args.tf_heads} heads / ff {args.tf_d_ff}, "
+          f"{args.time_budget} each, "
           f"{args.threads} thread(s); {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {min(load):.1f}–{max(load):.1f} "
           f"(median {statistics.median(load):.1f})")
-    print("| attention | steps | train s | best valid BLEU (step) | test BLEU | vs none |")
+    print("| model | steps | train s | best valid BLEU (step) | test BLEU | vs none |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         diff = "" if reference is None or r["attention"] == "none" else f"{r['test_bleu'] - reference:+.2f}"
