@@ -6,7 +6,8 @@ tabs and no-break spaces included. `<mask>` and `<nl>` are control symbols (ids 
 "<nl>" in the text stays text, and newlines are cut out before sentencepiece sees the text.
 
 Where sentencepiece itself falls short of an exact round trip (tests/test_tokenizers.py checks the
-rest with hypothesis): U+2581 "▁" reads back as a space; U+001F and NUL are never learnt (NUL never
+rest with hypothesis): U+2581 "▁" reads back as a space; U+001F, a carriage return (CR) and NUL are
+never learnt (CR at a line end never gets this far: seqtool.data.io reads CRLF as a newline; NUL never
 gets this far: seqtool.data.io rejects it); and the trainer skips the literal strings <pad>, <unk>,
 <s>, </s>, <mask> and <nl> in training text, so characters seen only there become <unk>.
 """
