@@ -15,10 +15,18 @@ def _pyplot():
     return plt
 
 
-def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
-    """Train and validation loss against step (and validation BLEU/accuracy on a second axis)."""
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Write `fig` atomically in the format its suffix names (png, svg, pdf), then free it."""
     from seqtool.workspace import atomic_write_with
 
+    path = Path(path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path
+
+
+def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
+    """Train and validation loss against step (and validation BLEU/accuracy on a second axis)."""
     plt = _pyplot()
     train = [(e["step"], e["loss"]) for e in events if e.get("event") == "train" and "loss" in e]
     valid = [(e["step"], e["loss"]) for e in events if e.get("event") == "valid" and "loss" in e]
@@ -34,16 +42,13 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
     extra = next((k for k in ("bleu", "accuracy") if any(k in e for e in valid_events)), None)
     if extra:
         ax2 = ax.twinx()
-        pts = [(e["step"], e[extra]) for e in events if e.get("event") == "valid" and extra in e]
+        pts = [(e["step"], e[extra]) for e in valid_events if extra in e]
         ax2.plot(*zip(*pts, strict=True), "s--", color="tab:green", label=f"validation {extra}", ms=3)
         ax2.set_ylabel(extra)
         ax2.legend(loc="upper center")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,8 +62,6 @@ def plot_attention(weights: Any, source: list[str], target: list[str], path: str
     Cells stay readable up to about 40 tokens a side: the figure grows with the matrix, the font
     shrinks past 20 tokens, and source labels are rotated so long words do not collide.
     """
-    from seqtool.workspace import atomic_write_with
-
     plt = _pyplot()
     T, S = len(target), len(source)
     cell = 0.32 if max(S, T) <= 40 else 12.8 / max(S, T)
@@ -75,18 +78,13 @@ def plot_attention(weights: Any, source: list[str], target: list[str], path: str
         ax.set_title(title, fontsize=9, pad=12)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="attention weight")
     fig.tight_layout()
-    path = Path(path)
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_attention_grid(weights: Any, source: list[str], target: list[str], path: str | Path,
                         title: str = "", axes: tuple[str, str] = ("source", "output")) -> Path:
     """Save every head of one layer, weights (H, T, S), as a grid of heatmaps with one colour scale."""
     import math
-
-    from seqtool.workspace import atomic_write_with
 
     plt = _pyplot()
     H, T, S = len(weights), len(target), len(source)
@@ -112,10 +110,7 @@ def plot_attention_grid(weights: Any, source: list[str], target: list[str], path
     if title:
         fig.suptitle(title, fontsize=9)
     fig.colorbar(image, ax=grid.ravel().tolist(), fraction=0.03, pad=0.02, label="attention weight")
-    path = Path(path)
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def terminal_attention(weights: Any, source: list[str], target: list[str]) -> Any:
