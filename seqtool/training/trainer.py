@@ -487,8 +487,8 @@ class Trainer:
         if s.step == 0:
             raise RuntimeFailure("no training step was run",
                                  hint="check --max-steps / --time-budget / data size")
-        if s.best_step != s.step:
-            self.validate()
+        if s.best_step != s.step and s.step % self.run_cfg.eval_every:
+            self.validate()  # the loop validated already when the last step was an eval step
         s.finished = reason
         self.checkpoint()
         if self.dist.is_main:
