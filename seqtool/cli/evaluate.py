@@ -80,10 +80,15 @@ def evaluate(
                          hint="leave out --baseline")
     model = load_published(ws, dev, adapter)
     tok = load_tokenizer(ws.sub("tokenizer"))
+    # The run's own text is read once, for the validation lines and/or the baseline's training lines.
+    corpus = lm.recorded_corpus(ws, report.warn) if not data or (baseline and not baseline_train) else None
     if data:
         lines = list(require_nonempty(iter_lines(data, encoding_errors), describe(data)))
-    else:  # the workspace's own validation text, as the run saw it
-        lines = lm.validation_lines(ws, report.warn)
+    elif corpus.valid:  # the workspace's own validation text, as the run saw it
+        lines = corpus.valid
+    else:
+        raise InputError(f"workspace {ws.path} was validated on its training text (nothing held out)",
+                         hint="pass held-out text with --data FILE")
     ids = lm.encode(tok, lines)
     char_level = tok.kind == "char"
     if ws.kind == "rnn-lm":
@@ -97,7 +102,7 @@ def evaluate(
     result = {"data": describe(data) if data else "validation text of the run", "tokenizer": tok.kind,
               "model": scores}
     if baseline:
-        train = lm.training_lines(ws, baseline_train, report.warn)
+        train = lm.text_lines(ws, baseline_train) if baseline_train else corpus.train
         n = order or (5 if char_level else 3)
         result["baseline"] = lm.ngram_scores(tok, train, ids, n, smoothing, add_k)
     if as_json:

@@ -208,33 +208,26 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
 # evaluate: perplexity on held-out text, beside an n-gram baseline
 
 
-def training_lines(ws: Workspace, override: list[str] | None, warn: Callable[[str], None]) -> list[str]:
-    """The lines the workspace's model was trained on (its recorded files, minus the same held-out
-    validation lines), or all lines of `override`."""
-    return _recorded_corpus(ws, override, warn).train
-
-
-def validation_lines(ws: Workspace, warn: Callable[[str], None]) -> list[str]:
-    """The workspace's own validation text: its --valid files, else the same held-out lines of its
-    training files that validated the run."""
-    corpus = _recorded_corpus(ws, None, warn)
-    if not corpus.valid:
-        raise InputError(f"workspace {ws.path} was validated on its training text (nothing held out)",
-                         hint="pass held-out text with --data FILE")
-    return corpus.valid
-
-
-def _recorded_corpus(ws: Workspace, override: list[str] | None, warn: Callable[[str], None]) -> Corpus:
+def _recorded_data(ws: Workspace) -> LMDataConfig:
     from seqtool.config import from_dict
 
     known = {f.name for f in fields(LMDataConfig)}  # other LM workspaces (transformer-lm) add keys
-    data = from_dict(LMDataConfig, {k: v for k, v in (ws.config.get("data") or {}).items() if k in known},
+    return from_dict(LMDataConfig, {k: v for k, v in (ws.config.get("data") or {}).items() if k in known},
                      "data.")
-    if override:
-        return read_corpus(LMDataConfig(train=override, valid_fraction=0.0,
-                                        encoding_errors=data.encoding_errors))
+
+
+def text_lines(ws: Workspace, paths: list[str]) -> list[str]:
+    """All lines of `paths`, read with the workspace's encoding settings (e.g. --baseline-train)."""
+    encoding_errors = _recorded_data(ws).encoding_errors
+    return read_corpus(LMDataConfig(train=paths, valid_fraction=0.0, encoding_errors=encoding_errors)).train
+
+
+def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
+    """The run's own training and validation lines, re-read from the files its seqtool.yaml records
+    (the same held-out split when it had no --valid files)."""
+    data = _recorded_data(ws)
     recorded = [f for f in ws.meta.get("data", []) if f.get("role") in ("train", "valid")]
-    hint = "pass the training text with --baseline-train FILE"
+    hint = "pass the text explicitly (--data FILE, --baseline-train FILE)"
     if not recorded:
         raise InputError(f"workspace {ws.path} records no training files", hint=hint)
     for f in recorded:
@@ -244,7 +237,7 @@ def _recorded_corpus(ws: Workspace, override: list[str] | None, warn: Callable[[
             raise InputError(f"the training file {f['path']} recorded in {ws.path}/seqtool.yaml is missing",
                              hint=hint)
         if file_fingerprint(f["path"])["sha256"] != f.get("sha256"):
-            warn(f"{f['path']} changed since training; the baseline uses its current contents")
+            warn(f"{f['path']} changed since training; using its current contents")
     data.train = [f["path"] for f in recorded if f["role"] == "train"]
     data.valid = [f["path"] for f in recorded if f["role"] == "valid"]
     return read_corpus(data)
