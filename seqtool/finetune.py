@@ -2,74 +2,40 @@
 LoRA adapters, and merge adapters back into a workspace of plain weights.
 
 The new workspace starts as a copy of the source (same kind, tokenizer and published weights), so it
-is usable from the first second; the one trainer then runs as for any model. Text the source
-tokenizer cannot represent is counted, and `extend_vocab` grows char/word vocabularies and the
-embeddings (and tied output layer) for it.
+is usable from the first second; the one trainer then runs as for any model (the tasks are built in
+training/finetune.py). Text the source tokenizer cannot represent is counted, and `extend_vocab` grows
+char/word vocabularies and the embeddings (and tied output layer) for it.
+
+A fine-tuning *round* runs from the source to a stop condition. `resume="auto"` continues an
+interrupted round; a finished round followed by new data or new settings starts the next round (a
+nightly cron job), and the same command on the same data again does nothing. With
+`promote_if_better`, the weights to beat are the ones the workspace publishes when the round starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from seqtool.config import OptimConfig, RunConfig
+from seqtool.config import first_difference
 from seqtool.errors import InputError
 from seqtool.models import load_published, lora
+from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, fingerprints, lm_task, mt_task, read_lines
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import LM_KINDS, MT_KINDS, Workspace
+from seqtool.workspace import LM_KINDS, META_FILE, MT_KINDS, Workspace
 
 Report = Callable[[dict[str, Any]], None]
 TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, "transformer-mlm")
-
-
-@dataclass
-class FinetuneData:
-    train: list[str] = field(default_factory=list)  # language models: text files
-    valid: list[str] = field(default_factory=list)
-    src: str | None = None  # translation: line-aligned files (or one TSV)
-    tgt: str | None = None
-    tsv: str | None = None
-    valid_src: str | None = None
-    valid_tgt: str | None = None
-    valid_fraction: float = 0.05  # held out from the end of the data (first run only; then kept fixed)
-    context: int = 0  # tokens per training row (bptt / block size); 0: the source's, else 64
-    encoding_errors: str = "strict"
-
-
-@dataclass
-class FinetuneOptim(OptimConfig):
-    lr: float = 1e-4  # a trained model needs small steps: a tenth or less of training's rates
-    optimizer: str = "adamw"
-
-
-@dataclass
-class FinetuneConfig:
-    source: str = ""  # a workspace directory, or hf:DIR
-    data: FinetuneData = field(default_factory=FinetuneData)
-    extend_vocab: bool = False
-    freeze: list[str] = field(default_factory=list)  # embeddings | encoder | layers:0-3
-    lora: lora.LoraConfig | None = None
-    adapter_name: str = "default"
-    promote_if_better: bool = False
-    optim: FinetuneOptim = field(default_factory=FinetuneOptim)
-    run: RunConfig = field(default_factory=RunConfig)
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.adapter_name):
-            raise InputError(f"--adapter-name {self.adapter_name!r} must be letters, digits, _ . -")
-        if self.lora is not None and (self.freeze or self.extend_vocab):
-            raise InputError("LoRA trains only the adapters: --freeze and --extend-vocab do not apply",
-                             hint="drop them, or fine-tune fully without --lora-rank")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,136 +160,98 @@ def freeze(model: nn.Module, specs: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# data → task
-
-
-def _lm_lines(paths: list[str], errors: str) -> list[str]:
-    from seqtool.data.io import iter_lines
-
-    return [line for path in paths for line in iter_lines(path, encoding_errors=errors)]
-
-
-def lm_data(cfg: FinetuneConfig, ws: Workspace, src: Source, report: Report) -> tuple[list[str], list[str]]:
-    """(train, valid) lines. The validation lines are stored in WS/data/valid.txt on the first run and
-    read from there afterwards, so --promote-if-better always compares on the same text."""
-    fixed = ws.sub("data", "valid.txt")
-    train = _lm_lines(cfg.data.train, cfg.data.encoding_errors)
-    if not train:
-        raise InputError("no training text", hint="pass --data FILE")
-    if cfg.data.valid:
-        valid = _lm_lines(cfg.data.valid, cfg.data.encoding_errors)
-    elif fixed.is_file():
-        valid = fixed.read_text(encoding="utf-8").split("\n")
-    else:
-        k = max(1, int(round(len(train) * cfg.data.valid_fraction)))
-        if len(train) - k < 1:
-            raise InputError("too little text to hold out a validation set", hint="pass --valid FILE")
-        train, valid = train[:-k], train[-k:]
-    return train, valid
-
-
-def lm_task(cfg: FinetuneConfig, src: Source, train: list[str], valid: list[str],
-            device: torch.device) -> TrainTask:
-    from seqtool.data.batching import StreamBatches, stream_eval_batches
-
-    tok = src.tokenizers[""]
-    context = cfg.data.context or int(src.config.get("data", {}).get("bptt", 0) or 64)
-    if src.family == "transformer":
-        context = min(context, src.model.cfg.max_len)
-    rnn = src.kind == "rnn-lm"
-    train_ids = torch.tensor(list(tok.encode_stream(train)), dtype=torch.long)
-    valid_ids = torch.tensor(list(tok.encode_stream(valid)), dtype=torch.long)
-    batches = StreamBatches(train_ids, cfg.run.batch_size, context)
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        total, tokens, state = 0.0, 0, None
-        for i, batch in enumerate(stream_eval_batches(valid_ids, cfg.run.batch_size, context)):
-            if cfg.run.eval_batches and i >= cfg.run.eval_batches:
-                break
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            if rnn:
-                _, loss, state = model(batch, state=state)
-            else:
-                _, loss = model(batch)
-            total += float(loss) * batch["ntokens"]
-            tokens += batch["ntokens"]
-        loss = total / max(tokens, 1)
-        return {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-
-    return TrainTask(model=src.model, data=batches, evaluate=evaluate,
-                     arch=src.model.arch(), carries_state=rnn)
-
-
-def mt_task(cfg: FinetuneConfig, ws: Workspace, src: Source, report: Report,
-            device: torch.device) -> TrainTask:
-    from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
-    from seqtool.training.seq2seq import ParallelDataConfig, Seq2SeqTrainConfig, ValidConfig, make_evaluate
-
-    d = cfg.data
-    src_tok, tgt_tok = side_tokenizers(src)
-    train = read_parallel(d.src, d.tgt, d.tsv, d.encoding_errors)
-    fixed_src, fixed_tgt = ws.sub("data", "valid.src"), ws.sub("data", "valid.tgt")
-    if d.valid_src or d.valid_tgt:
-        valid = read_parallel(d.valid_src, d.valid_tgt, None, d.encoding_errors)
-    elif fixed_src.is_file():
-        valid = read_parallel(str(fixed_src), str(fixed_tgt), None, d.encoding_errors)
-    else:
-        train, valid = split_off(train, d.valid_fraction)
-    _store_fixed(ws, {"valid.src": valid.src, "valid.tgt": valid.tgt})
-    source_cfg = src.config
-    data_cfg = ParallelDataConfig(**{k: v for k, v in source_cfg.get("data", {}).items()
-                                     if k in ("max_len", "batch_tokens")})
-    valid_cfg = ValidConfig(**source_cfg.get("valid", {})) if "valid" in source_cfg else ValidConfig()
-    s2s = Seq2SeqTrainConfig(data=data_cfg, valid=valid_cfg, run=cfg.run)
-    train_pairs = encode_pairs(train, src_tok, tgt_tok, data_cfg.max_len)
-    valid_pairs = encode_pairs(valid, src_tok, tgt_tok, data_cfg.max_len)
-    for line in train_pairs.report(train.where):
-        report({"event": "warning", "message": line})
-    batches = ParallelBatches(train_pairs, data_cfg.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id,
-                              tgt_tok.eos_id, seed=cfg.run.seed)
-    evaluate = make_evaluate(valid, valid_pairs, src_tok, tgt_tok, s2s, device)
-    metric, mode = ("bleu", "max") if valid_cfg.bleu else ("loss", "min")
-    return TrainTask(model=src.model, data=batches, evaluate=evaluate, arch=src.model.arch(), metric=metric,
-                     mode=mode)
-
-
-def _store_fixed(ws: Workspace, files: dict[str, list[str]]) -> None:
-    from seqtool.workspace import atomic_write
-
-    for name, lines in files.items():
-        if not ws.sub("data", name).is_file():
-            atomic_write(ws.sub("data", name), "\n".join(lines))
-
-
-# ---------------------------------------------------------------------------------------------
 # the run
 
 
-def prepare(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
-            resume: bool = False) -> tuple[Workspace, TrainTask, float | None]:
-    """Open the source, set up the workspace, count unknown text, and build the task.
+def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
+                 resume: str = "auto", on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Fine-tune into `ws_path` under its lock; returns the trainer's summary (plus the promotion).
+    `on_trainer` is handed the Trainer before it starts (the CLI takes its summary for every exit path)."""
+    from seqtool.training.trainer import Trainer
+    from seqtool.workspace import WorkspaceLock
+
+    path = Path(ws_path)
+    path.mkdir(parents=True, exist_ok=True)
+    with WorkspaceLock(path / ".lock"):
+        resuming = continues_round(cfg, path, resume, report)
+        ws, task, baseline = prepare(cfg, path, device, report, resuming)
+        values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
+        if baseline is not None:
+            task.evaluate = _recording(task.evaluate, task.metric, values, ws)
+        trainer = Trainer(ws, task, cfg.optim, cfg.run, report, device)
+        if on_trainer is not None:
+            on_trainer(trainer)
+        if baseline is not None and not resuming:
+            trainer.state.best_value = baseline  # publish only weights that beat the current ones
+        summary = trainer.fit(resume=resuming)
+        if baseline is not None and summary.get("status") != "already-finished":
+            event = promotion_event(baseline, values, summary, task.metric, task.mode)
+            ws.append_metrics(event)
+            report({**event, "event": "info", "message": (
+                f"{event['decision']}: {task.metric} {event['candidate']} vs {baseline} before")})
+            summary["promotion"] = event
+            ws.update_status(promote_candidates=[])
+    return summary
+
+
+def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report) -> bool:
+    """Whether this run continues the fine-tuning round in `path` (else a new round starts).
+
+    auto continues a round that has checkpoints and was not finished, when the settings it cannot
+    change (FIXED_KEYS) are the same; a finished round continues only on the same data and settings
+    (the trainer then has nothing to do unless a limit was raised). never always starts a new round.
+    """
+    from seqtool.config import check_choice
+
+    check_choice("--resume", resume, ("auto", "never"))
+    if resume == "never" or not (path / META_FILE).exists():
+        return False
+    old = Workspace.open(path)
+    before = old.config.get("finetune")
+    if before is None or not old.checkpoint_dirs():
+        return False
+    changed = first_difference(before, dataclasses.asdict(cfg), FIXED_KEYS)
+    recorded = {(f.get("role"), f.get("path")): f.get("sha256") for f in old.meta.get("data") or []}
+    new_data = recorded != {(f["role"], f["path"]): f["sha256"] for f in fingerprints(cfg)}
+    if old.status.get("state") == "finished":
+        if changed or new_data:
+            why = "new data" if new_data else changed
+            report({"event": "info", "message": f"the last fine-tuning round here has finished; starting a "
+                    f"new one ({why})"})
+            return False
+        return True
+    if changed:
+        raise InputError(f"workspace {path} holds an unfinished fine-tuning run with {changed}",
+                         hint="continue it with the same settings, start afresh with --resume never, "
+                              "or use a new -w")
+    if new_data:
+        report({"event": "warning", "message": "the data changed since this fine-tuning run began; "
+                "continuing on the new contents"})
+    return True
+
+
+def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Report,
+            resuming: bool) -> tuple[Workspace, TrainTask, float | None]:
+    """Open the source, count unknown text, set up the workspace, and build the task.
 
     Returns (workspace, task, baseline): the baseline is the validation metric of the weights the
-    workspace publishes before training, when --promote-if-better asks for it.
+    workspace publishes when the round starts, when --promote-if-better asks for it.
     """
     from seqtool.data.tokenizers import save_tokenizers
 
     src = open_source(cfg.source)
-    target = Path(ws_path)
-    previous = Workspace.open(target) if (target / "seqtool.yaml").exists() else None
+    previous = Workspace.open(target) if (target / META_FILE).exists() else None
     if previous is not None and previous.kind != src.kind:
         raise InputError(f"workspace {target} holds a {previous.kind} model, the source a {src.kind} one",
                          hint="fine-tune into a new -w directory")
-    config = {"finetune": dataclasses.asdict(cfg), "source_config": src.config}
-    ws = Workspace.create(target, src.kind, config, data_files=_fingerprints(cfg))
-    if not resume:
-        shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)  # resume points of an earlier run
     if src.kind in MT_KINDS:
-        lines = {"src": _read_side(cfg, "src"), "tgt": _read_side(cfg, "tgt")}
-        sides = {"": lines["src"] + lines["tgt"]} if "" in src.tokenizers else lines
+        from seqtool.data.parallel import read_parallel
+
+        text = read_parallel(cfg.data.src, cfg.data.tgt, cfg.data.tsv, cfg.data.encoding_errors)
+        sides = {"": text.src + text.tgt} if "" in src.tokenizers else {"src": text.src, "tgt": text.tgt}
     else:
-        sides = {"": _lm_lines(cfg.data.train, cfg.data.encoding_errors)}
-    unknown = {side: count_unknown(src.tokenizers[side], text) for side, text in sides.items()}
+        sides = {"": read_lines(cfg.data.train, cfg.data.encoding_errors)}
+    unknown = {side: count_unknown(src.tokenizers[side], lines) for side, lines in sides.items()}
     for side, counts in unknown.items():
         if counts:
             report({"event": "warning", "message": describe_unknown(counts, f"{side or 'training'} text")})
@@ -331,93 +259,99 @@ def prepare(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Re
         src = extend_vocab(src, unknown)
         report({"event": "info", "message": "vocabulary extended: " + ", ".join(
             f"{s or 'tokenizer'} {t.vocab_size}" for s, t in src.tokenizers.items())})
-    if not (resume and ws.sub("tokenizer").is_dir()):
-        save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
-    if resume and previous is not None and previous.has_weights() and cfg.lora is None:
-        state, _ = previous.load_published()  # continue from what this workspace publishes
-        src.model.load_state_dict(state)
-    elif not (cfg.lora is not None and resume and ws.has_weights()):
-        ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
-    if src.kind in MT_KINDS:
-        task = mt_task(cfg, ws, src, report, device)
-    elif src.kind in LM_KINDS:
-        train, valid = lm_data(cfg, ws, src, report)
-        _store_fixed(ws, {"valid.txt": valid})
-        task = lm_task(cfg, src, train, valid, device)
+    incumbent = None
+    if cfg.promote_if_better and not resuming and previous is not None and previous.has_weights():
+        incumbent = _incumbent(cfg, previous, src)
+
+    config = {"finetune": dataclasses.asdict(cfg), "source_config": src.config}
+    if resuming:
+        assert previous is not None
+        ws = previous
+        ws.meta.update(config=config, data=fingerprints(cfg))  # e.g. a raised --max-steps
+        ws.write_meta()
     else:
-        raise InputError(f"fine-tuning a {src.kind} workspace is not supported yet",
-                         hint="fine-tune a language or translation model")
+        ws = Workspace.create(target, src.kind, config, data_files=fingerprints(cfg))
+        shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)  # resume points of an earlier round
+        save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
+        if incumbent is None:
+            ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
+    if src.kind in MT_KINDS:
+        src_tok, tgt_tok = side_tokenizers(src)
+        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, device, report)
+    else:
+        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config)
     if cfg.lora is not None:
-        _add_adapters(cfg, ws, src, task, resume)
+        _add_adapters(cfg, ws, src, task, resuming)
     else:
         freeze(src.model, cfg.freeze)
     trainable, total = lora.count_parameters(src.model)
     report({"event": "info", "message": f"trainable parameters: {trainable:,} of {total:,} "
             f"({100.0 * trainable / max(total, 1):.3f}%)"})
-    baseline = None
-    if cfg.promote_if_better:
-        model = task.model.to(device).eval()
-        with torch.no_grad():
-            baseline = float(task.evaluate(model)[task.metric])
-        model.train()
+    if not cfg.promote_if_better:
+        return ws, task, None
+    if resuming and ws.status.get("promote_baseline") is not None:
+        return ws, task, float(ws.status["promote_baseline"])
+    model = (incumbent if incumbent is not None else task.model).to(device).eval()
+    with torch.no_grad():
+        baseline = float(task.evaluate(model)[task.metric])
+    task.model.train()
+    ws.update_status(promote_baseline=baseline, promote_candidates=[])
     return ws, task, baseline
 
 
-def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTask, resume: bool) -> None:
+def _incumbent(cfg: FinetuneConfig, ws: Workspace, src: Source) -> nn.Module | None:
+    """--promote-if-better into a workspace that already publishes weights: the model to beat (full
+    fine-tuning), or None for LoRA, whose base must be the source's weights. Refuses what would make
+    the comparison meaningless: another tokenizer, another shape, another base under the adapter."""
+    if not _same_tokenizers(ws, src.tokenizers):
+        raise InputError(f"--promote-if-better: {ws.path} uses another tokenizer than the source",
+                         hint="fine-tune into a new -w, or drop --promote-if-better")
+    incumbent = load_published(ws)
+    if json.dumps(incumbent.arch(), sort_keys=True) != json.dumps(src.model.arch(), sort_keys=True):
+        raise InputError(f"--promote-if-better: {ws.path} publishes a model of another shape than the source",
+                         hint="fine-tune into a new -w, or drop --promote-if-better")
+    if cfg.lora is None:
+        return incumbent
+    state, mine = incumbent.state_dict(), src.model.state_dict()
+    if state.keys() != mine.keys() or not all(torch.equal(state[k], mine[k]) for k in state):
+        raise InputError(f"--promote-if-better: the adapters in {ws.path} sit on other base weights "
+                         "than the source's", hint=f"use --from {ws.path}, or a new -w")
+    return None
+
+
+def _same_tokenizers(ws: Workspace, tokenizers: dict[str, Any]) -> bool:
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.errors import SeqtoolError
+
+    def pieces(tok: Any) -> tuple[str, list[str]]:
+        return tok.kind, [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+
+    try:
+        return all(pieces(load_tokenizer(ws.sub("tokenizer") / side)) == pieces(tok)
+                   for side, tok in tokenizers.items())
+    except SeqtoolError:
+        return False
+
+
+def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTask, resuming: bool) -> None:
     assert cfg.lora is not None
     lora.add_lora(src.model, lora.resolve_targets(src.family, cfg.lora.targets), cfg.lora)
     name = cfg.adapter_name
-    if (ws.sub("adapters", f"{name}.safetensors")).exists() and not resume and cfg.promote_if_better:
+    if (ws.sub("adapters", f"{name}.safetensors")).exists() and not resuming and cfg.promote_if_better:
         state, _ = ws.load_adapter(name)  # the adapter to beat is the one this workspace publishes
         lora.load_adapter_state(src.model, state, f"adapter {name!r}")
     task.adapter = name
     task.arch = {**cfg.lora.to_dict(), "family": src.family, "base": ws.path.name}
 
 
-def _read_side(cfg: FinetuneConfig, side: str) -> list[str]:
-    from seqtool.data.parallel import read_parallel
-
-    text = read_parallel(cfg.data.src, cfg.data.tgt, cfg.data.tsv, cfg.data.encoding_errors)
-    return text.src if side == "src" else text.tgt
-
-
-def _fingerprints(cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    from seqtool.data.io import file_fingerprint
-
-    d = cfg.data
-    paths = [*d.train, *d.valid, d.src, d.tgt, d.tsv, d.valid_src, d.valid_tgt]
-    return [file_fingerprint(p) for p in paths if p and p != "-" and Path(p).is_file()]
-
-
-def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
-                 resume: bool = False) -> dict[str, Any]:
-    """Fine-tune into `ws_path` under its lock; returns the trainer's summary (plus the promotion)."""
-    from seqtool.training.trainer import Trainer
-    from seqtool.workspace import WorkspaceLock
-
-    Path(ws_path).mkdir(parents=True, exist_ok=True)
-    with WorkspaceLock(Path(ws_path) / ".lock"):
-        ws, task, baseline = prepare(cfg, Path(ws_path), device, report, resume)
-        values: list[float] = []
-        if baseline is not None:
-            task.evaluate = _recording(task.evaluate, task.metric, values)
-        trainer = Trainer(ws, task, cfg.optim, cfg.run, report, device)
-        if baseline is not None and not resume:
-            trainer.state.best_value = baseline  # publish only weights that beat the current ones
-        summary = trainer.fit(resume=resume)
-        if baseline is not None:
-            event = promotion_event(baseline, values, summary, task.metric, task.mode)
-            ws.append_metrics(event)
-            report({**event, "event": "info", "message": (
-                f"{event['decision']}: {task.metric} {event['candidate']} vs {baseline} before")})
-            summary["promotion"] = event
-    return summary
-
-
-def _recording(evaluate: Callable[[nn.Module], dict[str, float]], metric: str, values: list[float]):
+def _recording(evaluate: Callable[[nn.Module], dict[str, float]], metric: str, values: list[float],
+               ws: Workspace):
+    """`evaluate`, also keeping each value of the metric (in the workspace's status too, so a resumed
+    round decides on all of its evaluations)."""
     def recorded(model: nn.Module) -> dict[str, float]:
         metrics = evaluate(model)
         values.append(float(metrics[metric]))
+        ws.update_status(promote_candidates=list(values))
         return metrics
 
     return recorded
@@ -430,7 +364,7 @@ def promotion_event(baseline: float, values: list[float], summary: dict[str, Any
     best = (min(values) if mode == "min" else max(values)) if values else None
     promoted = best is not None and (best < baseline if mode == "min" else best > baseline)
     return {"event": "promote", "decision": "promoted" if promoted else "kept", "metric": metric,
-            "baseline": baseline, "candidate": best, "step": summary.get("step")}
+            "baseline": baseline, "candidate": best, "step": summary.get("steps")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,8 +111,11 @@ def test_lora_adapter_resume_and_merge(cli, tmp_path, tmp_text):
     ckpt = ws.checkpoint_dirs()[-1]
     assert all(k.endswith(("lora_a", "lora_b")) for k in ws.load_checkpoint(ckpt)[0])
 
-    # resume: two more steps from the adapter-only checkpoint
-    result = _run(cli, *args, "--resume", *COMMON[:1], 8, *COMMON[2:])
+    # the same command again: the round has finished, nothing to do
+    result = _run(cli, *args, *COMMON)
+    assert "nothing to do" in result.stderr
+    # a raised --max-steps continues the round: two more steps from the adapter-only checkpoint
+    result = _run(cli, *args, *COMMON[:1], 8, *COMMON[2:])
     assert "resumed from" in result.stderr and max(e.get("step", 0) for e in ws.read_metrics()) == 8
 
     with_adapter, model, ids = _loss(tmp_path / "ft", "cakes")

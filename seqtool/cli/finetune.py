@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -52,7 +52,9 @@ def finetune(
     time_budget: Annotated[Optional[str], Opt(help="Stop after this long, e.g. 10m.")] = None,
     eval_every: Annotated[Optional[int], Opt(help="Validate every N steps.")] = None,
     checkpoint_every: Annotated[Optional[int], Opt(help="Checkpoint every N steps.")] = None,
-    resume: Annotated[bool, Opt("--resume", help="Continue from the workspace's newest checkpoint.")] = False,
+    resume: Annotated[str, Opt(help="auto: continue an interrupted fine-tuning run from its last checkpoint "
+                               "(a finished one starts a new round when the data or settings changed, "
+                               "else does nothing) | never: start a new round.")] = "auto",
     seed: Seed = None,
     device: Device = None,
     sets: Sets = None,
@@ -61,46 +63,57 @@ def finetune(
 
     Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
     """
+    from seqtool.cli.console import final_summary
     from seqtool.errors import InputError
 
-    path = require_workspace(workspace, ctx)
     report = reporter(ctx)
     if merge:
         from seqtool.finetune import merge_adapter
 
+        path = require_workspace(workspace, ctx)
         if output is None:
             raise InputError("--merge needs -o/--output DIR for the merged workspace")
         merge_adapter(path, adapter or "default", output)
         report.info(f"merged adapter {adapter or 'default'!r} of {path} into {output}")
         return
-    if source is None:
-        raise InputError("no source model", hint="pass --from WS or --from hf:DIR")
-    from seqtool.config import resolve
-    from seqtool.finetune import FinetuneConfig, run_finetune
-    from seqtool.training import runtime
+    with final_summary(report, workspace) as outcome:
+        path = require_workspace(workspace, ctx)
+        outcome.workspace = str(path)
+        if source is None:
+            raise InputError("no source model", hint="pass --from WS or --from hf:DIR")
+        from seqtool.config import resolve
+        from seqtool.finetune import run_finetune
+        from seqtool.training import runtime
+        from seqtool.training.finetune import FinetuneConfig
 
-    lora_given = any(v is not None for v in (lora_rank, lora_alpha, lora_dropout, lora_targets))
-    options = {
-        "source": source, "data.train": data, "data.valid": valid, "data.src": src, "data.tgt": tgt,
-        "data.tsv": tsv, "data.valid_src": valid_src, "data.valid_tgt": valid_tgt, "data.context": context,
-        "extend_vocab": extend_vocab or None, "freeze": _split(freeze), "adapter_name": adapter_name,
-        "lora.rank": lora_rank, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
-        "lora.targets": _split([lora_targets]) if lora_targets else None,
-        "promote_if_better": promote_if_better or None, "optim.lr": lr, "run.batch_size": batch_size,
-        "run.max_steps": max_steps, "run.epochs": epochs, "run.time_budget": time_budget,
-        "run.eval_every": eval_every, "run.checkpoint_every": checkpoint_every,
-        "run.seed": pick(seed, ctx, "seed"), "run.device": pick(device, ctx, "device"),
-    }
-    if lora_given and lora_rank is None:
-        options["lora.rank"] = 8
-    cfg = resolve(FinetuneConfig, config, options, sets)
-    if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
-        raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
-    dev = runtime.pick_device(cfg.run.device)
-    summary = run_finetune(cfg, path, dev, report.event, resume=resume)
-    use = f"--adapter {cfg.adapter_name} " if cfg.lora is not None else ""
-    report.info(f"best {summary['best_metric']} {summary['best_value']} at step {summary['best_step']}; "
-                f"use it with: seqtool generate -w {path} {use}(or translate / evaluate)")
+        lora_given = any(v is not None for v in (lora_rank, lora_alpha, lora_dropout, lora_targets))
+        options = {
+            "source": source, "data.train": data, "data.valid": valid, "data.src": src, "data.tgt": tgt,
+            "data.tsv": tsv, "data.valid_src": valid_src, "data.valid_tgt": valid_tgt,
+            "data.context": context,
+            "extend_vocab": extend_vocab or None, "freeze": _split(freeze), "adapter_name": adapter_name,
+            "lora.rank": lora_rank, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
+            "lora.targets": _split([lora_targets]) if lora_targets else None,
+            "promote_if_better": promote_if_better or None, "optim.lr": lr, "run.batch_size": batch_size,
+            "run.max_steps": max_steps, "run.epochs": epochs, "run.time_budget": time_budget,
+            "run.eval_every": eval_every, "run.checkpoint_every": checkpoint_every,
+            "run.seed": pick(seed, ctx, "seed"), "run.device": pick(device, ctx, "device"),
+        }
+        if lora_given and lora_rank is None:
+            options["lora.rank"] = 8
+        cfg = resolve(FinetuneConfig, config, options, sets)
+        if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
+            raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
+        dev = runtime.pick_device(cfg.run.device)
+
+        def started(trainer: Any) -> None:
+            outcome.summary = trainer.summary
+
+        summary = run_finetune(cfg, path, dev, report.event, resume=resume, on_trainer=started)
+        if summary.get("status") == "finished":
+            use = f"--adapter {cfg.adapter_name} " if cfg.lora is not None else ""
+            best = f"{summary['best_metric']} {summary['best_value']} at step {summary['best_step']}"
+            report.info(f"best {best}; use it with: seqtool generate -w {path} {use}(or translate, evaluate)")
 
 
 def _split(values: list[str] | None) -> list[str] | None:

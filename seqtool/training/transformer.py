@@ -128,8 +128,7 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
 
         return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch()), after
 
-    masking = dict(mask_id=tok.mask_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
-                   special_ids=(tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id))
+    masking = masking_options(tok)
     source = MaskedBatches(source, seed=cfg.run.seed, **masking)
 
     def evaluate_mlm(m: torch.nn.Module) -> dict[str, float]:
@@ -137,6 +136,13 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
         return mlm_scores(m, eval_batches, masking, cfg.run.eval_batches)
 
     return TrainTask(model=model, data=source, evaluate=evaluate_mlm, arch=model.arch()), None
+
+
+def masking_options(tok: Any) -> dict[str, Any]:
+    """mask_tokens' keyword arguments for a tokenizer: its mask and pad ids, vocabulary, and the
+    special ids that are never selected."""
+    return dict(mask_id=tok.mask_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
+                special_ids=(tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id))
 
 
 def mlm_scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]], masking: dict[str, Any],
@@ -203,6 +209,5 @@ def score_text(model: Transformer, tok: Any, ids: torch.Tensor, batch_size: int)
     if model.cfg.arch == "decoder":
         nll, ntokens = lm_nll(model, batches, False)
         return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens}
-    masking = dict(mask_id=tok.mask_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
-                   special_ids=(tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id))
+    masking = masking_options(tok)
     return {**mlm_scores(model, batches, masking), "tokens": int(ids.numel())}

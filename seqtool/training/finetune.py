@@ -1,0 +1,201 @@
+"""Fine-tuning's config and the TrainTask of each model family on new data: a language model (RNN or
+Transformer decoder) on a token stream, a masked LM (Transformer encoder) on the same stream, and a
+translation model (RNN seq2seq or Transformer encoder-decoder) on parallel text.
+
+The validation text is stored in the workspace (WS/data/) on the first run and read from there on
+every later run, so `--promote-if-better` always compares on the same fixed set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqtool.config import OptimConfig, RunConfig
+from seqtool.errors import InputError
+from seqtool.models import lora
+from seqtool.training.trainer import TrainTask
+from seqtool.workspace import Workspace
+
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FinetuneData:
+    train: list[str] = field(default_factory=list)  # language models: text files
+    valid: list[str] = field(default_factory=list)
+    src: str | None = None  # translation: line-aligned files (or one TSV)
+    tgt: str | None = None
+    tsv: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    valid_fraction: float = 0.05  # held out from the end of the data (first run only; then kept fixed)
+    context: int = 0  # tokens per training row (bptt / block size); 0: the source's, else 64
+    encoding_errors: str = "strict"
+
+
+@dataclass
+class FinetuneOptim(OptimConfig):
+    lr: float = 1e-4  # a trained model needs small steps: a tenth or less of training's rates
+    optimizer: str = "adamw"
+
+
+@dataclass
+class FinetuneConfig:
+    """`seqtool finetune`: the sections of its YAML config."""
+
+    source: str = ""  # a workspace directory, or hf:DIR
+    data: FinetuneData = field(default_factory=FinetuneData)
+    extend_vocab: bool = False
+    freeze: list[str] = field(default_factory=list)  # embeddings | encoder | layers:0-3
+    lora: lora.LoraConfig | None = None
+    adapter_name: str = "default"
+    promote_if_better: bool = False
+    optim: FinetuneOptim = field(default_factory=FinetuneOptim)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.adapter_name):
+            raise InputError(f"--adapter-name {self.adapter_name!r} must be letters, digits, _ . -")
+        if self.lora is not None and (self.freeze or self.extend_vocab):
+            raise InputError("LoRA trains only the adapters: --freeze and --extend-vocab do not apply",
+                             hint="drop them, or fine-tune fully without --lora-rank")
+
+
+# settings a resumed fine-tuning run must share with the run it continues
+FIXED_KEYS = ("source", "extend_vocab", "freeze", "lora", "adapter_name", "data.context", "run.batch_size",
+              "run.seed")
+
+
+def fingerprints(cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """{role, path, bytes, sha256} of every data file, as recorded in seqtool.yaml."""
+    from seqtool.data.io import file_fingerprint
+
+    d = cfg.data
+    roles = [*(("train", p) for p in (*d.train, d.src, d.tgt, d.tsv)),
+             *(("valid", p) for p in (*d.valid, d.valid_src, d.valid_tgt))]
+    return [{"role": role, **file_fingerprint(str(Path(p).resolve()))}
+            for role, p in roles if p and p != "-" and Path(p).is_file()]
+
+
+# ---------------------------------------------------------------------------------------------
+# language models: RNN LM, Transformer decoder (causal) and encoder (masked)
+
+
+def read_lines(paths: list[str], errors: str) -> list[str]:
+    from seqtool.data.io import iter_lines
+
+    return [line for path in paths for line in iter_lines(path, encoding_errors=errors)]
+
+
+def lm_text(cfg: FinetuneConfig, ws: Workspace) -> tuple[list[str], list[str]]:
+    """(train, valid) lines; the validation lines are kept in WS/data/valid.txt after the first run."""
+    fixed = ws.sub("data", "valid.txt")
+    train = read_lines(cfg.data.train, cfg.data.encoding_errors)
+    if not train:
+        raise InputError("no training text", hint="pass --data FILE")
+    if cfg.data.valid:
+        valid = read_lines(cfg.data.valid, cfg.data.encoding_errors)
+    elif fixed.is_file():
+        valid = fixed.read_text(encoding="utf-8").split("\n")
+    else:
+        k = max(1, int(round(len(train) * cfg.data.valid_fraction)))
+        if len(train) - k < 1:
+            raise InputError("too little text to hold out a validation set", hint="pass --valid FILE")
+        train, valid = train[:-k], train[-k:]
+    store_fixed(ws, {"valid.txt": valid})
+    return train, valid
+
+
+def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok: Any,
+            source_config: dict[str, Any]) -> TrainTask:
+    """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
+    on the stream of the new text, in rows of `context` tokens (default: the source's bptt/block size)."""
+    from seqtool.data.batching import StreamBatches, stream_eval_batches
+    from seqtool.data.masking import MaskedBatches
+    from seqtool.metrics import lm_nll, lm_scores
+    from seqtool.training.transformer import masking_options, mlm_scores
+
+    train, valid = lm_text(cfg, ws)
+    data_cfg = source_config.get("data", {})
+    context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
+    if kind != "rnn-lm":
+        context = min(context, model.cfg.max_len)
+    B, rnn = cfg.run.batch_size, kind == "rnn-lm"
+    train_ids = torch.tensor(list(tok.encode_stream(train)), dtype=torch.long)
+    valid_ids = torch.tensor(list(tok.encode_stream(valid)), dtype=torch.long)
+    if valid_ids.numel() < 2:
+        raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
+                         hint="pass a longer --valid file")
+    batches: Any = StreamBatches(train_ids, B, context)
+    if kind == "transformer-mlm":
+        masking = masking_options(tok)
+        batches = MaskedBatches(batches, seed=cfg.run.seed, **masking)
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            eval_batches = stream_eval_batches(valid_ids, B, context)
+            return mlm_scores(m, eval_batches, masking, cfg.run.eval_batches)
+    else:
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            eval_batches = stream_eval_batches(valid_ids, B, context)
+            return lm_scores(*lm_nll(m, eval_batches, rnn, cfg.run.eval_batches), tok.kind == "char")
+
+    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), carries_state=rnn)
+
+
+# ---------------------------------------------------------------------------------------------
+# translation models: RNN seq2seq, Transformer encoder-decoder
+
+
+def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, tgt_tok: Any,
+            source_config: dict[str, Any], device: torch.device, report: Report) -> TrainTask:
+    """Continued training of a translation model on new pairs, validated by loss and BLEU as in
+    training (the source run's max_len, batch_tokens and validation settings)."""
+    from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
+    from seqtool.training.seq2seq import ParallelDataConfig, Seq2SeqTrainConfig, ValidConfig, make_evaluate
+
+    d = cfg.data
+    train = read_parallel(d.src, d.tgt, d.tsv, d.encoding_errors)
+    fixed_src, fixed_tgt = ws.sub("data", "valid.src"), ws.sub("data", "valid.tgt")
+    if d.valid_src or d.valid_tgt:
+        valid = read_parallel(d.valid_src, d.valid_tgt, None, d.encoding_errors)
+    elif fixed_src.is_file():
+        valid = read_parallel(str(fixed_src), str(fixed_tgt), None, d.encoding_errors)
+    else:
+        train, valid = split_off(train, d.valid_fraction)
+    store_fixed(ws, {"valid.src": valid.src, "valid.tgt": valid.tgt})
+    data_cfg = ParallelDataConfig(**{k: v for k, v in source_config.get("data", {}).items()
+                                     if k in ("max_len", "batch_tokens")})
+    positions = getattr(getattr(model, "cfg", None), "max_len", 0)  # a Transformer's learned positions
+    if positions and not 0 < data_cfg.max_len < positions:
+        data_cfg.max_len = positions - 1  # room for <s> or </s>
+    valid_cfg = ValidConfig(**source_config.get("valid", {})) if "valid" in source_config else ValidConfig()
+    s2s = Seq2SeqTrainConfig(data=data_cfg, valid=valid_cfg, run=cfg.run)
+    train_pairs = encode_pairs(train, src_tok, tgt_tok, data_cfg.max_len)
+    valid_pairs = encode_pairs(valid, src_tok, tgt_tok, data_cfg.max_len)
+    for line in train_pairs.report(train.where):
+        report({"event": "warning", "message": line})
+    if not train_pairs.src or not valid_pairs.src:
+        raise InputError("no training or validation pairs are left after filtering",
+                         hint=f"pairs longer than {data_cfg.max_len} tokens are skipped; check the data")
+    batches = ParallelBatches(train_pairs, data_cfg.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id,
+                              tgt_tok.eos_id, seed=cfg.run.seed)
+    evaluate = make_evaluate(valid, valid_pairs, src_tok, tgt_tok, s2s, device)
+    metric, mode = ("bleu", "max") if valid_cfg.bleu else ("loss", "min")
+    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
+                     mode=mode)
+
+
+def store_fixed(ws: Workspace, files: dict[str, list[str]]) -> None:
+    """Write WS/data/NAME for each file not there yet (the first run's validation set)."""
+    from seqtool.workspace import atomic_write
+
+    for name, lines in files.items():
+        if not ws.sub("data", name).is_file():
+            atomic_write(ws.sub("data", name), "\n".join(lines))
