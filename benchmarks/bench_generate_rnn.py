@@ -69,7 +69,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = train_tokenizer("char", iter_lines(args.corpus))
     torch.manual_seed(0)
-    cfg = RNNLMConfig(cell="lstm", layers=2, hidden=256, embedding=128, tie=False)
+    cfg = RNNLMConfig(cell="lstm", n_layers=2, hidden=256, embedding=128, tie=False)
     model = RNNLM(cfg, tok.vocab_size).eval()
     with torch.no_grad():  # never sample the special tokens (</s> would end a sample early)
         model.out.bias[[tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id]] = -1e4

@@ -36,7 +36,7 @@ from seqtool.workspace import Workspace
 
 DEFAULT_CORPUS = Path("/work/shared/data/tinyshakespeare/input.txt")
 B, T, WARMUP = 32, 100, 10
-MODEL = RNNLMConfig(cell="lstm", layers=2, hidden=256, embedding=128, dropout=0.2, tie=False)
+MODEL = RNNLMConfig(cell="lstm", n_layers=2, hidden=256, embedding=128, dropout=0.2, tie=False)
 
 
 class HandWritten(nn.Module):

@@ -220,6 +220,21 @@ def to_dict(obj: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # YAML, options and --set
 
+# Config keys that were renamed, old → new. Config files, --set and workspaces written with the old
+# name still read (workspace.py renames them in seqtool.yaml and model.json too).
+RENAMED_KEYS = {"model.layers": "model.n_layers"}  # train-rnn's, now named as in seq2seq and Transformer
+
+
+def upgrade_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (a nested config, changed in place) with each old key of RENAMED_KEYS under its new name.
+    A section giving both names keeps both, and from_dict then rejects the old one by name."""
+    for old, new in RENAMED_KEYS.items():
+        (section, before), after = old.split("."), new.split(".")[1]
+        part = data.get(section)
+        if isinstance(part, dict) and before in part and after not in part:
+            data[section] = {(after if key == before else key): value for key, value in part.items()}
+    return data
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file. A workspace's seqtool.yaml (or the workspace dir) yields its `config:`."""
@@ -287,13 +302,14 @@ def resolve(cls: type[T], config_file: str | Path | None = None, options: dict[s
     """defaults < base (e.g. the config a resumed run was started with) < config file < options
     (dotted keys; None means 'not given') < --set."""
     data: dict[str, Any] = copy.deepcopy(base) if base else {}
-    _merge(data, load_yaml(config_file) if config_file else {})
+    _merge(data, upgrade_keys(load_yaml(config_file)) if config_file else {})
     for dotted, value in (options or {}).items():
         if value is not None:
             _put(data, dotted.split("."), value)
     for item in sets or []:
         keys, value = parse_set(item)
-        _put(data, keys, value)
+        dotted = ".".join(keys)
+        _put(data, RENAMED_KEYS.get(dotted, dotted).split("."), value)
     return from_dict(cls, data)
 
 

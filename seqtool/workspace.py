@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from seqtool import __version__
+from seqtool.config import upgrade_keys
 from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
 
 FORMAT_VERSION = 1
@@ -319,11 +320,11 @@ class Workspace:
         if not self.has_weights():
             raise InputError(f"workspace {self.path} has no trained model yet ({WEIGHTS_FILE} missing)",
                              hint="train into it first, or resume the run with --resume auto")
-        arch = _read_json(self.path / ARCH_FILE)
+        arch = _read_arch(self.path / ARCH_FILE)
         return load_tensors(self.path / WEIGHTS_FILE), arch
 
     def architecture(self) -> dict[str, Any]:
-        return _read_json(self.path / ARCH_FILE)
+        return _read_arch(self.path / ARCH_FILE)
 
     # -- LoRA adapters (finetune --lora): adapters/NAME.safetensors + NAME.json ---------------
     def publish_adapter(self, name: str, state: dict[str, Any], config: dict[str, Any],
@@ -462,8 +463,18 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _migrate(meta: dict[str, Any]) -> dict[str, Any]:
-    """Bring metadata of older format versions up to FORMAT_VERSION (none older exist yet)."""
+    """Bring metadata written by an older seqtool up to date: renamed config keys (config.RENAMED_KEYS)
+    take their new names, also in the source run's config that a fine-tuned workspace keeps."""
+    config = meta.get("config")
+    while isinstance(config, dict):
+        upgrade_keys(config)
+        config = config.get("source_config")
     return meta
+
+
+def _read_arch(path: Path) -> dict[str, Any]:
+    """model.json, with renamed keys under their new names: its keys are the config's model.* keys."""
+    return upgrade_keys({"model": _read_json(path)})["model"]
 
 
 def _torch_version() -> str | None:

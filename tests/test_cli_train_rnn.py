@@ -16,7 +16,7 @@ from seqtool.workspace import Workspace, load_tensors
 WORDS = ["soup", "bread", "cake", "stew", "salad", "pie", "rice", "tea"]
 CORPUS = "".join(f"Stir the {WORDS[i % 8]} and bake for {i % 7 + 1} minutes.\n" for i in range(120))
 VALID = "".join(f"Stir the {WORDS[i % 5]} and bake for {i % 4 + 2} minutes.\n" for i in range(12))
-SMALL = ["--hidden", "16", "--layers", "1", "--bptt", "16", "--batch-size", "4", "--eval-every", "6",
+SMALL = ["--hidden", "16", "--n-layers", "1", "--bptt", "16", "--batch-size", "4", "--eval-every", "6",
          "--seed", "3"]
 
 
@@ -110,7 +110,7 @@ def test_train_generate_evaluate(cli, train, corpus, tmp_path, tmp_text):
 def test_every_option(cli, train, corpus, tmp_path, tmp_text):
     valid = tmp_text(VALID, "valid.txt")
     result = train(
-        "word", "--cell", "gru", "--layers", "2", "--hidden", "12", "--embedding", "8", "--dropout", "0.1",
+        "word", "--cell", "gru", "--n-layers", "2", "--hidden", "12", "--embedding", "8", "--dropout", "0.1",
         "--residual", "--no-tie", "--objective", "window", "--window", "6", "--batch-size", "8",
         "--lr", "0.05", "--optimizer", "sgd", "--schedule", "cosine", "--warmup", "2", "--clip", "0.5",
         "--epochs", "2",
@@ -119,7 +119,7 @@ def test_every_option(cli, train, corpus, tmp_path, tmp_text):
         "cpu", "--precision", "fp32", "--no-compile", "--set", "run.log_every=1", small=False)
     assert result.exit_code == 0, result.stderr
     cfg = yaml.safe_load((tmp_path / "word" / "seqtool.yaml").read_text())["config"]
-    assert cfg["model"] == {"cell": "gru", "layers": 2, "hidden": 12, "embedding": 8, "dropout": 0.1,
+    assert cfg["model"] == {"cell": "gru", "n_layers": 2, "hidden": 12, "embedding": 8, "dropout": 0.1,
                             "residual": True, "tie": False}
     assert cfg["data"]["objective"] == "window" and cfg["data"]["window"] == 6 and cfg["data"]["valid"] == [
         str(valid)]
@@ -151,7 +151,7 @@ def test_config_file_and_reproducing_a_run_from_its_workspace(cli, corpus, tmp_p
     recipe.write_text(yaml.safe_dump({
         "data": {"train": [str(corpus)], "bptt": 12, "valid_fraction": 0.1},
         "tokenizer": {"kind": "char"},
-        "model": {"cell": "lstm", "layers": 2, "hidden": 12, "dropout": 0.3},
+        "model": {"cell": "lstm", "n_layers": 2, "hidden": 12, "dropout": 0.3},
         "optim": {"lr": 0.01, "clip": 1.0},
         "run": {"batch_size": 4, "max_steps": 6, "eval_every": 3, "seed": 11},
     }))
@@ -164,6 +164,52 @@ def test_config_file_and_reproducing_a_run_from_its_workspace(cli, corpus, tmp_p
         tmp_path / "b" / "samples" / "step-0000006.txt").read_text()
     assert cli(["train-rnn", "--config", recipe, "-w", tmp_path / "c", "--seed", "12"]).exit_code == 0
     assert not same_weights(tmp_path / "a" / "model.safetensors", tmp_path / "c" / "model.safetensors")
+
+
+def test_layers_is_an_alias_of_n_layers(cli, train, tmp_path):
+    assert "--n-layers" in cli(["train-rnn", "--help"]).stdout
+    result = train("alias", "--max-steps", "2", "--layers", "2")  # after SMALL's --n-layers 1: the last wins
+    assert result.exit_code == 0, result.stderr
+    meta = yaml.safe_load((tmp_path / "alias" / "seqtool.yaml").read_text())
+    assert meta["config"]["model"]["n_layers"] == 2
+
+
+def write_old_names(ws) -> None:
+    """Make `ws` look written before the RNN LM's model.layers became model.n_layers (the other models'
+    name): seqtool.yaml says model.layers, model.json "layers"."""
+    def old(section: dict) -> dict:
+        return {("layers" if key == "n_layers" else key): value for key, value in section.items()}
+
+    meta = yaml.safe_load((ws / "seqtool.yaml").read_text())
+    meta["config"]["model"] = old(meta["config"]["model"])
+    (ws / "seqtool.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (ws / "model.json").write_text(json.dumps(old(json.loads((ws / "model.json").read_text())), indent=2))
+
+
+def test_a_workspace_from_before_n_layers_loads_reproduces_and_resumes(cli, train, tmp_path):
+    # n_layers 1 (SMALL), not the default 2: a dropped old key would build a model the weights do not fit
+    assert train("old", "--max-steps", "6").exit_code == 0
+    ws = tmp_path / "old"
+    write_old_names(ws)
+    assert "n_layers" not in (ws / "seqtool.yaml").read_text() + (ws / "model.json").read_text()
+
+    out = cli(["generate", "-w", ws, "--prompt", "Stir the", "--max-tokens", "10", "--seed", "1"])
+    assert out.exit_code == 0 and out.stdout.startswith("Stir the"), out.stderr
+    scores = cli(["evaluate", "-w", ws, "--json"])
+    assert scores.exit_code == 0 and json.loads(scores.stdout)["model"]["tokens"] > 0, scores.stderr
+    assert json.loads(cli(["info", "-w", ws, "--json"]).stdout)["model"]["n_layers"] == 1
+    again = cli(["train-rnn", "--config", ws / "seqtool.yaml", "-w", tmp_path / "again"])  # reproduce it
+    assert again.exit_code == 0, again.stderr
+    assert same_weights(ws / "model.safetensors", tmp_path / "again" / "model.safetensors")
+
+    assert "nothing to do" in train("old", "--max-steps", "6").stderr
+    one_error(train("old", "--max-steps", "12", "--n-layers", "2"), "model.n_layers=1 (this run: 2)")
+    resumed = train("old", "--max-steps", "12")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resumed from step-0000006" in resumed.stderr
+    model = yaml.safe_load((ws / "seqtool.yaml").read_text())["config"]["model"]
+    assert model["n_layers"] == 1 and "layers" not in model  # written back under the new name
+    assert json.loads((ws / "model.json").read_text())["n_layers"] == 1
 
 
 def test_resume_equals_an_uninterrupted_run(cli, train, tmp_path):

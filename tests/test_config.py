@@ -75,6 +75,31 @@ def test_workspace_yaml_is_a_config(tmp_path):
     assert resolve(Cfg, tmp_path).optim.lr == 0.125
 
 
+@dataclasses.dataclass
+class Model:
+    n_layers: int = 1
+    hidden: int = 8
+
+
+@dataclasses.dataclass
+class WithModel:
+    model: Model = dataclasses.field(default_factory=Model)
+
+
+def test_renamed_key_model_layers_reads_as_model_n_layers(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("model:\n  layers: 3\n")  # train-rnn's key before it was named as in the other models
+    assert resolve(WithModel, path).model.n_layers == 3
+    assert resolve(WithModel, path, base={"model": {"n_layers": 2}}).model.n_layers == 3  # the file wins
+    assert resolve(WithModel, sets=["model.layers=4"]).model.n_layers == 4
+    ws_yaml = tmp_path / "seqtool.yaml"
+    ws_yaml.write_text("format_version: 1\nkind: rnn-lm\nconfig:\n  model:\n    layers: 5\n")
+    assert resolve(WithModel, ws_yaml).model.n_layers == 5
+    path.write_text("model:\n  layers: 3\n  n_layers: 2\n")
+    with pytest.raises(InputError, match="unknown config key 'model.layers'"):
+        resolve(WithModel, path)
+
+
 @pytest.mark.parametrize("text, seconds", [("10m", 600), ("1h30m", 5400), ("90", 90), ("90s", 90),
                                            ("1.5h", 5400), ("", None)])
 def test_durations(text, seconds):

@@ -26,7 +26,7 @@ from seqtool.cli import COMMANDS, app
 from seqtool.workspace import Workspace, load_tensors, sha256_file
 
 STEPS = 24
-TRAIN = ["--cell", "gru", "--layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
+TRAIN = ["--cell", "gru", "--n-layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
          "--set", "data.bptt=16", "--eval-every", "4", "--set", "run.checkpoint_every=4",
          "--set", "run.log_every=1", "--device", "cpu", "--seed", "1", "--kind", "char"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

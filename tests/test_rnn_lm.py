@@ -28,7 +28,7 @@ TEXT = ("It was a bright cold day in April, and the clocks were striking thirtee
 
 def tiny(cell: str = "lstm", **kw) -> RNNLM:
     torch.manual_seed(0)
-    cfg = RNNLMConfig(cell=cell, **{"layers": 2, "hidden": 16, "embedding": 8, "dropout": 0.0, **kw})
+    cfg = RNNLMConfig(cell=cell, **{"n_layers": 2, "hidden": 16, "embedding": 8, "dropout": 0.0, **kw})
     return RNNLM(cfg, V).eval()
 
 
@@ -104,7 +104,7 @@ def test_tying_and_arch_round_trip():
 def test_config_checks():
     with pytest.raises(InputError, match="model.cell must be one of rnn, gru, lstm, ugrnn"):
         RNNLMConfig(cell="transformer")
-    for bad in ({"layers": 0}, {"hidden": -1}, {"embedding": -2}, {"dropout": 1.0}):
+    for bad in ({"n_layers": 0}, {"hidden": -1}, {"embedding": -2}, {"dropout": 1.0}):
         with pytest.raises(InputError):
             RNNLMConfig(**bad)
 
@@ -114,7 +114,7 @@ def test_memorises_a_300_character_text_and_greedy_reproduces_it():
     tok = train_tokenizer("char", text.splitlines())
     ids = encode(tok, text.splitlines())
     torch.manual_seed(0)
-    model = RNNLM(RNNLMConfig(cell="lstm", layers=1, hidden=96, embedding=32, dropout=0.0), tok.vocab_size)
+    model = RNNLM(RNNLMConfig(cell="lstm", n_layers=1, hidden=96, embedding=32, dropout=0.0), tok.vocab_size)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     data = {"inputs": ids[None, :-1], "targets": ids[None, 1:]}
     for _ in range(300):

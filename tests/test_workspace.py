@@ -55,6 +55,19 @@ def test_newer_format_names_both_versions(tmp_path):
         Workspace.open(ws.path)
 
 
+def test_renamed_keys_of_an_older_workspace_read_under_their_new_names(tmp_path):
+    """The RNN LM's model.layers (seqtool.yaml) and "layers" (model.json) are n_layers now, also in the
+    source config a fine-tuned workspace keeps; the order of the keys stays."""
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {"finetune": {"lr": 0.1}, "source_config": {
+        "model": {"cell": "gru", "layers": 3, "hidden": 8}}})
+    (ws.path / "model.json").write_text(json.dumps({"model": "rnn-lm", "cell": "gru", "layers": 3}))
+    save_tensors(ws.path / "model.safetensors", {"w": torch.zeros(1)})
+    again = Workspace.open(ws.path)
+    assert again.config["source_config"]["model"] == {"cell": "gru", "n_layers": 3, "hidden": 8}
+    assert list(again.architecture().items()) == [("model", "rnn-lm"), ("cell", "gru"), ("n_layers", 3)]
+    assert again.load_published()[1] == again.architecture()
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "f.txt"
     atomic_write(target, "old")

@@ -220,7 +220,8 @@ def train_rnn(
     workspace: Workspace = None,
     config: ConfigFile = None,
     cell: Annotated[Optional[str], Opt(help="rnn (tanh) | gru | lstm | ugrnn (update-gate RNN).")] = None,
-    layers: Annotated[Optional[int], Opt(help="Stacked recurrent layers.")] = None,
+    n_layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Stacked recurrent layers.")] \
+        = None,
     hidden: Annotated[Optional[int], Opt(help="Hidden units per layer.")] = None,
     embedding: Annotated[Optional[int], Opt(help="Embedding size (0: the hidden size, so it can be tied).")]
     = None,
@@ -273,7 +274,7 @@ def train_rnn(
         optimizer=optimizer, schedule=schedule, warmup=warmup, clip=clip, max_steps=max_steps, epochs=epochs,
         time_budget=time_budget, eval_every=eval_every, patience=patience, seed=seed, device=device,
         precision=precision, compile=compile, max_bad_steps=max_bad_steps)
-    options.update({"data.train": files or None, "model.cell": cell, "model.layers": layers,
+    options.update({"data.train": files or None, "model.cell": cell, "model.n_layers": n_layers,
                     "model.hidden": hidden, "model.embedding": embedding, "model.dropout": dropout,
                     "model.residual": residual, "model.tie": tie, "data.objective": objective,
                     "data.bptt": bptt, "data.window": window})

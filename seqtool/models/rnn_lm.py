@@ -24,7 +24,7 @@ State = tuple[Tensor, ...]  # (h,) or (h, c) for the LSTM, each (L, B, H)
 @dataclass
 class RNNLMConfig:
     cell: str = "lstm"  # rnn (tanh) | gru | lstm | ugrnn (Collins et al. 2017)
-    layers: int = 2
+    n_layers: int = 2  # stacked recurrent layers
     hidden: int = 256
     embedding: int = 0  # 0: the same as hidden, so the output layer can share the embedding (tie)
     dropout: float = 0.2  # on the embeddings, between layers and on the last layer's outputs
@@ -35,7 +35,7 @@ class RNNLMConfig:
         if self.cell not in CELLS:
             raise InputError(f"model.cell must be one of {', '.join(CELLS)}; got {self.cell!r}",
                              hint="e.g. --cell lstm")
-        for key in ("layers", "hidden"):
+        for key in ("n_layers", "hidden"):
             if getattr(self, key) <= 0:
                 raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
         if self.embedding < 0:
@@ -104,7 +104,7 @@ class RNNLM(nn.Module):
     def __init__(self, cfg: RNNLMConfig, vocab_size: int):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
-        E, H, L = cfg.embedding_size, cfg.hidden, cfg.layers
+        E, H, L = cfg.embedding_size, cfg.hidden, cfg.n_layers
         self.embed = nn.Embedding(vocab_size, E)
         self.drop = nn.Dropout(cfg.dropout)
         # One fused multi-layer module, unless the layers must be visited one by one (residual
@@ -132,7 +132,7 @@ class RNNLM(nn.Module):
 
     # -- training -------------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        zeros = torch.zeros(self.cfg.layers, batch_size, self.cfg.hidden, device=device)
+        zeros = torch.zeros(self.cfg.n_layers, batch_size, self.cfg.hidden, device=device)
         return (zeros, zeros.clone()) if self.cfg.cell == "lstm" else (zeros,)
 
     def hidden_states(self, inputs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
