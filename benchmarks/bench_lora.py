@@ -7,6 +7,7 @@ seconds), then each mode fine-tunes it on the second half for --budget seconds, 
 so peak memory is its own. Reference: full fine-tuning (ratios are LoRA / full).
 
     python benchmarks/bench_lora.py                     # 6 layers, 384 wide, char tokens, 2+2×1 min
+    python benchmarks/bench_lora.py --pretrain 600 --budget 180    # the figures in RESULTS.md
     python benchmarks/bench_lora.py --pretrain 30 --budget 20 --layers 2 --width 128   # quick
 """
 
@@ -47,7 +48,15 @@ def build(args, vocab: int) -> Transformer:
     return Transformer(cfg)
 
 
-def train_for(model, ids, args, seconds: float, lr: float, times: list[float] | None = None) -> int:
+def state_mb(params, opt) -> float:
+    """MB held for training beyond the weights: the gradients and the optimizer's state tensors."""
+    tensors = [p.grad for p in params if p.grad is not None]
+    tensors += [t for state in opt.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def train_for(model, ids, args, seconds: float, lr: float, times: list[float] | None = None,
+              held: list[float] | None = None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     batches = StreamBatches(ids, args.batch_size, args.context)
@@ -60,6 +69,8 @@ def train_for(model, ids, args, seconds: float, lr: float, times: list[float] | 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if held is not None and steps == 0:
+                held.append(state_mb(params, opt))
             opt.zero_grad(set_to_none=True)
             if times is not None:
                 times.append(time.perf_counter() - t0)
@@ -90,11 +101,14 @@ def run_mode(mode: str, args, base_path: str, queue) -> None:
     trainable, total = lora.count_parameters(model)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times: list[float] = []
-    steps = train_for(model, train_ids, args, args.budget, args.lr_lora if mode == "lora" else args.lr, times)
+    held: list[float] = []
+    lr = args.lr_lora if mode == "lora" else args.lr
+    steps = train_for(model, train_ids, args, args.budget, lr, times, held)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"mode": mode, "trainable": trainable, "total": total, "steps": steps,
                "step_ms": [1000 * t for t in times[3:]], "peak_mb": peak / 1024,
-               "train_mb": (peak - rss_before) / 1024, "valid_loss": valid_loss(model, valid_ids, args)})
+               "train_mb": (peak - rss_before) / 1024, "state_mb": held[0],
+               "valid_loss": valid_loss(model, valid_ids, args)})
 
 
 def main() -> None:
@@ -135,18 +149,20 @@ def main() -> None:
     print(f"model: {args.layers} layers × {args.width} wide, {args.heads} heads, context {args.context}, "
           f"char vocab {tok.vocab_size}, batch {args.batch_size}; base: {pre_steps} steps in "
           f"{args.pretrain:.0f}s, valid loss {base_loss:.3f}; fine-tuning budget {args.budget:.0f}s per mode")
-    header = f"{'mode':<6} {'trainable':>12} {'%':>7} {'step ms (median ± sd)':>22} {'steps':>6} " \
-             f"{'peak MB':>8} {'+train MB':>9} {'valid loss':>10}"
+    header = f"{'mode':<6} {'trainable':>12} {'%':>7} {'step ms median [p25–p75]':>26} {'steps':>6} " \
+             f"{'peak MB':>8} {'+train MB':>9} {'grad+opt MB':>11} {'valid loss':>10}"
     print(header)
     for mode, r in results.items():
-        med, sd = statistics.median(r["step_ms"]), statistics.pstdev(r["step_ms"])
+        med = statistics.median(r["step_ms"])
+        q1, _, q3 = statistics.quantiles(r["step_ms"], n=4)
         print(f"{mode:<6} {r['trainable']:>12,} {100 * r['trainable'] / r['total']:>6.2f}% "
-              f"{med:>13.1f} ± {sd:>6.1f} {r['steps']:>6} {r['peak_mb']:>8.0f} {r['train_mb']:>9.0f} "
-              f"{r['valid_loss']:>10.3f}")
+              f"{med:>10.1f} [{q1:>6.1f}–{q3:>6.1f}] {r['steps']:>6} {r['peak_mb']:>8.0f} "
+              f"{r['train_mb']:>9.0f} {r['state_mb']:>11.1f} {r['valid_loss']:>10.3f}")
     full, lo = results["full"], results["lora"]
     step = statistics.median(lo["step_ms"]) / statistics.median(full["step_ms"])
     print(f"ratio lora/full: step time {step:.2f}, trainable {lo['trainable'] / full['trainable']:.4f}, "
-          f"peak memory {lo['peak_mb'] / full['peak_mb']:.2f}, "
+          f"peak memory {lo['peak_mb'] / full['peak_mb']:.2f}, gradient+optimizer state "
+          f"{lo['state_mb'] / full['state_mb']:.4f}, "
           f"valid loss {lo['valid_loss'] / full['valid_loss']:.3f}")
 
 
