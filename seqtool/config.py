@@ -143,6 +143,25 @@ def parse_duration(text: str | float | int | None, key: str = "time budget") -> 
 # dict <-> dataclass
 
 
+def first_difference(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """'model.hidden=256 (this run: 512)' for the first fixed key whose value changed, else None."""
+    def leaves(data: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            return {prefix: data}
+        return {k: v for key, value in data.items() for k, v in leaves(value, f"{prefix}.{key}").items()}
+
+    for key in keys:
+        head, _, rest = key.partition(".")
+        before, after = old.get(head, {}), new.get(head, {})
+        if rest:
+            before, after = {rest: before.get(rest)}, {rest: after.get(rest)}
+        a, b = leaves(before, head), leaves(after, head)
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                return f"{name}={a.get(name)!r} (this run: {b.get(name)!r})"
+    return None
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types by name."""
     data = dict(data or {})

@@ -166,31 +166,42 @@ def freeze(model: nn.Module, specs: list[str]) -> None:
 def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
                  resume: str = "auto", on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Fine-tune into `ws_path` under its lock; returns the trainer's summary (plus the promotion).
-    `on_trainer` is handed the Trainer before it starts (the CLI takes its summary for every exit path)."""
+    `on_trainer` is handed the Trainer before it starts (the CLI takes its summary for every exit path).
+    Under torchrun/srun every rank trains its slice of each batch and rank 0 alone writes."""
+    from seqtool.training import runtime
     from seqtool.training.trainer import Trainer
     from seqtool.workspace import WorkspaceLock
 
     path = Path(ws_path)
-    path.mkdir(parents=True, exist_ok=True)
-    with WorkspaceLock(path / ".lock"):
+    dist = runtime.dist_from_env()
+    runtime.init_distributed(dist, device)
+    lock = WorkspaceLock(path / ".lock")
+    try:
+        if dist.is_main:
+            path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
         resuming = continues_round(cfg, path, resume, report)
-        ws, task, baseline = prepare(cfg, path, device, report, resuming)
+        ws, task, baseline = prepare(cfg, path, device, report, resuming, dist.is_main,
+                                     sync=lambda: runtime.barrier(dist))
         values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
         if baseline is not None:
-            task.evaluate = _recording(task.evaluate, task.metric, values, ws)
-        trainer = Trainer(ws, task, cfg.optim, cfg.run, report, device)
+            task.evaluate = _recording(task.evaluate, task.metric, values, ws if dist.is_main else None)
+        trainer = Trainer(ws, task, cfg.optim, cfg.run, report, device, dist)
         if on_trainer is not None:
             on_trainer(trainer)
         if baseline is not None and not resuming:
             trainer.state.best_value = baseline  # publish only weights that beat the current ones
         summary = trainer.fit(resume=resuming)
-        if baseline is not None and summary.get("status") != "already-finished":
+        if baseline is not None and summary.get("status") != "already-finished" and dist.is_main:
             event = promotion_event(baseline, values, summary, task.metric, task.mode)
             ws.append_metrics(event)
             report({**event, "event": "info", "message": (
                 f"{event['decision']}: {task.metric} {event['candidate']} vs {baseline} before")})
             summary["promotion"] = event
             ws.update_status(promote_candidates=[])
+    finally:
+        lock.release()
+        runtime.shutdown_distributed()
     return summary
 
 
@@ -231,8 +242,10 @@ def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report
 
 
 def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Report,
-            resuming: bool) -> tuple[Workspace, TrainTask, float | None]:
-    """Open the source, count unknown text, set up the workspace, and build the task.
+            resuming: bool, is_main: bool = True, sync: Callable[[], None] = lambda: None
+            ) -> tuple[Workspace, TrainTask, float | None]:
+    """Open the source, count unknown text, set up the workspace (rank 0 only, after `sync`: every rank
+    has read what it needs from it), and build the task.
 
     Returns (workspace, task, baseline): the baseline is the validation metric of the weights the
     workspace publishes when the round starts, when --promote-if-better asks for it.
@@ -263,12 +276,16 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
     if cfg.promote_if_better and not resuming and previous is not None and previous.has_weights():
         incumbent = _incumbent(cfg, previous, src)
 
+    sync()
     config = {"finetune": dataclasses.asdict(cfg), "source_config": src.config}
     if resuming:
         assert previous is not None
         ws = previous
         ws.meta.update(config=config, data=fingerprints(cfg))  # e.g. a raised --max-steps
-        ws.write_meta()
+        if is_main:
+            ws.write_meta()
+    elif not is_main:
+        ws = Workspace(target, {"kind": src.kind, "config": config, "status": {}})
     else:
         ws = Workspace.create(target, src.kind, config, data_files=fingerprints(cfg))
         shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)  # resume points of an earlier round
@@ -277,9 +294,9 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
     if src.kind in MT_KINDS:
         src_tok, tgt_tok = side_tokenizers(src)
-        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, device, report)
+        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, device, report, is_main)
     else:
-        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config)
+        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, is_main)
     if cfg.lora is not None:
         _add_adapters(cfg, ws, src, task, resuming)
     else:
@@ -295,7 +312,8 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
     with torch.no_grad():
         baseline = float(task.evaluate(model)[task.metric])
     task.model.train()
-    ws.update_status(promote_baseline=baseline, promote_candidates=[])
+    if is_main:
+        ws.update_status(promote_baseline=baseline, promote_candidates=[])
     return ws, task, baseline
 
 
@@ -345,13 +363,14 @@ def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTa
 
 
 def _recording(evaluate: Callable[[nn.Module], dict[str, float]], metric: str, values: list[float],
-               ws: Workspace):
+               ws: Workspace | None):
     """`evaluate`, also keeping each value of the metric (in the workspace's status too, so a resumed
     round decides on all of its evaluations)."""
     def recorded(model: nn.Module) -> dict[str, float]:
         metrics = evaluate(model)
         values.append(float(metrics[metric]))
-        ws.update_status(promote_candidates=list(values))
+        if ws is not None:
+            ws.update_status(promote_candidates=list(values))
         return metrics
 
     return recorded

@@ -130,3 +130,22 @@ def test_json_log_ends_with_the_summary(cli, tmp_path, tmp_text):
     last = json.loads(result.stderr.strip().splitlines()[-1])
     assert last["event"] == "summary" and last["exit_code"] == 2
     assert yaml.safe_load((tmp_path / "ft" / "seqtool.yaml").read_text())["status"]["state"] == "finished"
+
+
+def test_finetune_under_torchrun_two_ranks(tmp_path, tmp_text):
+    """Two gloo ranks fine-tune one workspace: rank 0 alone writes, the run finishes once, and the
+    weights moved (about 15 s on 2 cores)."""
+    from tests.test_distributed import torchrun
+
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    result = torchrun(2, "-m", "seqtool", "--log-format", "json", "finetune", "--from",
+                      str(tmp_path / "base"), "--data", str(new), "-w", str(tmp_path / "ft"),
+                      "--promote-if-better", *map(str, COMMON), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = Workspace.open(tmp_path / "ft").read_metrics()
+    assert sum(e["event"] == "summary" for e in events) == 1
+    assert sum(e["event"] == "promote" for e in events) == 1
+    assert [e["step"] for e in events if e["event"] == "valid"] == [3, 6]
+    assert not (tmp_path / "ft" / ".lock").exists()
+    assert Workspace.open(tmp_path / "ft").status["state"] == "finished"

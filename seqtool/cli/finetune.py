@@ -105,6 +105,7 @@ def finetune(
         if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
             raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
         dev = runtime.pick_device(cfg.run.device)
+        report.rank = runtime.dist_from_env().rank  # under torchrun/srun only rank 0 speaks
 
         def started(trainer: Any) -> None:
             outcome.summary = trainer.summary

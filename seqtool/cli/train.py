@@ -165,13 +165,14 @@ def _open_workspace(path: Path, job: TrainJob, cfg: dict[str, Any], data_files: 
                     is_main: bool, report: Any) -> tuple[Any, bool]:
     """(workspace, resuming): the run in `path` reopened (resume auto and a checkpoint exists), or a
     new workspace (an earlier run's results removed first)."""
+    from seqtool.config import first_difference
     from seqtool.errors import InputError
     from seqtool.workspace import META_FILE
     from seqtool.workspace import Workspace as WS
 
     old = WS.open(path, kinds=(job.kind,)) if (path / META_FILE).exists() else None
     if old is not None and resume == "auto" and old.checkpoint_dirs():
-        if changed := _first_difference(old.config, cfg, job.fixed):
+        if changed := first_difference(old.config, cfg, job.fixed):
             raise InputError(f"workspace {path} holds a run with {changed}",
                              hint="continue it with the same settings, start afresh with --resume never, "
                                   "or use a new -w")
@@ -189,25 +190,6 @@ def _open_workspace(path: Path, job: TrainJob, cfg: dict[str, Any], data_files: 
     if old is not None and old.clear_run():
         report.info(f"starting afresh in {path}: removed the earlier run's checkpoints and results")
     return WS.create(path, job.kind, cfg, data_files), False
-
-
-def _first_difference(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    """'model.hidden=256 (this run: 512)' for the first fixed key whose value changed, else None."""
-    def leaves(data: Any, prefix: str) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            return {prefix: data}
-        return {k: v for key, value in data.items() for k, v in leaves(value, f"{prefix}.{key}").items()}
-
-    for key in keys:
-        head, _, rest = key.partition(".")
-        before, after = old.get(head, {}), new.get(head, {})
-        if rest:
-            before, after = {rest: before.get(rest)}, {rest: after.get(rest)}
-        a, b = leaves(before, head), leaves(after, head)
-        for name in sorted(set(a) | set(b)):
-            if a.get(name) != b.get(name):
-                return f"{name}={a.get(name)!r} (this run: {b.get(name)!r})"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

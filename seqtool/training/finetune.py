@@ -94,7 +94,7 @@ def read_lines(paths: list[str], errors: str) -> list[str]:
     return [line for path in paths for line in iter_lines(path, encoding_errors=errors)]
 
 
-def lm_text(cfg: FinetuneConfig, ws: Workspace) -> tuple[list[str], list[str]]:
+def lm_text(cfg: FinetuneConfig, ws: Workspace, is_main: bool = True) -> tuple[list[str], list[str]]:
     """(train, valid) lines; the validation lines are kept in WS/data/valid.txt after the first run."""
     fixed = ws.sub("data", "valid.txt")
     train = read_lines(cfg.data.train, cfg.data.encoding_errors)
@@ -109,12 +109,13 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace) -> tuple[list[str], list[str]]:
         if len(train) - k < 1:
             raise InputError("too little text to hold out a validation set", hint="pass --valid FILE")
         train, valid = train[:-k], train[-k:]
-    store_fixed(ws, {"valid.txt": valid})
+    if is_main:
+        store_fixed(ws, {"valid.txt": valid})
     return train, valid
 
 
 def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok: Any,
-            source_config: dict[str, Any]) -> TrainTask:
+            source_config: dict[str, Any], is_main: bool = True) -> TrainTask:
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
     on the stream of the new text, in rows of `context` tokens (default: the source's bptt/block size)."""
     from seqtool.data.batching import StreamBatches, stream_eval_batches
@@ -122,7 +123,7 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     from seqtool.metrics import lm_nll, lm_scores
     from seqtool.training.transformer import masking_options, mlm_scores
 
-    train, valid = lm_text(cfg, ws)
+    train, valid = lm_text(cfg, ws, is_main)
     data_cfg = source_config.get("data", {})
     context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
     if kind != "rnn-lm":
@@ -154,7 +155,8 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
 
 
 def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, tgt_tok: Any,
-            source_config: dict[str, Any], device: torch.device, report: Report) -> TrainTask:
+            source_config: dict[str, Any], device: torch.device, report: Report, is_main: bool = True
+            ) -> TrainTask:
     """Continued training of a translation model on new pairs, validated by loss and BLEU as in
     training (the source run's max_len, batch_tokens and validation settings)."""
     from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
@@ -169,7 +171,8 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
         valid = read_parallel(str(fixed_src), str(fixed_tgt), None, d.encoding_errors)
     else:
         train, valid = split_off(train, d.valid_fraction)
-    store_fixed(ws, {"valid.src": valid.src, "valid.tgt": valid.tgt})
+    if is_main:
+        store_fixed(ws, {"valid.src": valid.src, "valid.tgt": valid.tgt})
     data_cfg = ParallelDataConfig(**{k: v for k, v in source_config.get("data", {}).items()
                                      if k in ("max_len", "batch_tokens")})
     positions = getattr(getattr(model, "cfg", None), "max_len", 0)  # a Transformer's learned positions

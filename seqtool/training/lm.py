@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,13 @@ def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
             warn(f"{f['path']} changed since training; using its current contents")
     data.train = [f["path"] for f in recorded if f["role"] == "train"]
     data.valid = [f["path"] for f in recorded if f["role"] == "valid"]
+    fixed = ws.sub("data", "valid.txt")
+    if "finetune" in ws.config and fixed.is_file():  # fine-tuning keeps its validation set here
+        valid = fixed.read_text(encoding="utf-8").split("\n")
+        train = read_corpus(replace(data, valid=[], valid_fraction=0.0)).train
+        if train[-len(valid):] == valid:  # held out from the end of the first round's data
+            train = train[:-len(valid)]
+        return Corpus(train, valid, f"validation text: {fixed}")
     return read_corpus(data)
 
 

@@ -157,6 +157,14 @@ def init_distributed(dist: Dist, device: torch.device) -> None:
     tdist.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size)
 
 
+def barrier(dist: Dist) -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
 def shutdown_distributed() -> None:
     """Leave the process group (if any), so the process exits without a warning."""
     import torch.distributed as tdist
