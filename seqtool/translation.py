@@ -4,7 +4,7 @@ batched greedy or beam search, detokenised output, and attention weights for `at
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,3 +207,38 @@ class Translator:
         columns, rows = {"cross": (source_pieces, outputs), "encoder": (source_pieces, source_pieces),
                          "decoder": ([self.tgt_tok.id_to_piece(i) for i in steps], outputs)}[which]
         return AttentionMap(columns, rows, weights, self.tgt_tok.decode(target_ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# language models: self-attention over a text
+
+
+def text_attention(path: str | Path, device: torch.device, adapter: str | None = None
+                   ) -> Callable[[str], AttentionMap]:
+    """For a Transformer language model: text → its self-attention over the text (tokens × tokens, every
+    layer and head), causal for a decoder (GPT-like), both ways for an encoder (BERT-like). The text is
+    cut to the model's positions."""
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.models import load_published
+    from seqtool.workspace import LM_KINDS, Workspace
+
+    ws = Workspace.open(path, kinds=(*LM_KINDS, "transformer-mlm"), purpose="a self-attention map")
+    if ws.kind == "rnn-lm":
+        raise InputError(f"workspace {ws.path} holds an RNN language model, which has no attention",
+                         hint="attention maps need a Transformer or a translation model with attention")
+    model = load_published(ws, adapter=adapter).to(device).eval()
+    tok = load_tokenizer(ws.sub("tokenizer"))
+
+    @torch.no_grad()
+    def attention(text: str) -> AttentionMap:
+        ids = tok.encode(text)[: model.cfg.max_len]
+        if not ids:
+            raise InputError("the text is empty", hint="pass some text with --source or --input")
+        weights: dict[str, list[Tensor]] = {}
+        model.logits({"inputs": torch.tensor([ids], device=device)}, weights=weights)
+        found = weights.get("decoder") or weights.get("encoder") or []
+        stacked = torch.stack([w[0] for w in found]).float().cpu().numpy()  # (L, H, T, T)
+        pieces = [tok.id_to_piece(i) for i in ids]
+        return AttentionMap(pieces, pieces, stacked, tok.decode(ids))
+
+    return attention

@@ -105,6 +105,8 @@ def test_train_generate_evaluate(cli, train, corpus, tmp_path, tmp_text):
     assert held_out.exit_code == 0, held_out.stderr
     assert json.loads(held_out.stdout)["model"]["tokens"] > 0
     assert cli(["info", "-w", ws, "--json"]).exit_code == 0
+    no_map = cli(["attention-map", "-w", ws, "--source", "Stir the"])
+    assert no_map.exit_code == 2 and "has no attention" in no_map.stderr
 
 
 def test_every_option(cli, train, corpus, tmp_path, tmp_text):

@@ -53,6 +53,17 @@ def test_decoder_trains_and_generates_and_evaluates(cli, tmp_text, tmp_path):
     scores = json.loads(result.stdout)["model"]
     assert scores["loss"] > 0 and scores["ppl"] > 1 and "bpc" in scores
     ok(cli(["evaluate", "-w", ws, "--data", held, "--baseline", "ngram"]))
+    # self-attention over a text: token × token per layer and head, causal
+    ok(cli(["attention-map", "-w", ws, "--source", "the cat sat on a mat", "-o", tmp_path / "self.png",
+            "--dump", "json"]))
+    dumped = json.loads((tmp_path / "self.json").read_text())
+    weights = dumped["weights"]
+    assert (tmp_path / "self.png").stat().st_size > 0 and dumped["source_tokens"] == dumped["target_tokens"]
+    assert len(weights) == 1 and len(weights[0]) == 2  # 1 layer, 2 heads
+    assert all(weights[0][h][i][j] == 0 for h in range(2) for i in range(3) for j in range(i + 1, 4))
+    assert all(abs(sum(row) - 1) < 1e-4 for row in weights[0][0])
+    result = cli(["attention-map", "-w", ws, "--source", "the cat", "--attention", "cross"])
+    assert result.exit_code == 2 and "self-attention only" in result.stderr
 
 
 def test_every_option_reaches_the_config(cli, tmp_text, tmp_path):
@@ -110,6 +121,11 @@ def test_encoder_fills_masks_and_refuses_to_generate(cli, tmp_text, tmp_path):
     result = cli(["evaluate", "-w", ws, "--data", held])
     ok(result)
     assert "masked-token accuracy" in result.stdout
+    result = cli(["attention-map", "-w", ws, "--source", "the cat sat on a mat", "-f", "terminal",
+                  "--dump", "json", "-o", tmp_path / "enc"])
+    ok(result)
+    weights = json.loads((tmp_path / "enc.json").read_text())["weights"]
+    assert weights[0][0][0][-1] > 0  # an encoder attends both ways: the first token sees the last
 
 
 def test_encoder_decoder_translates_and_draws_attention(cli, tmp_text, tmp_path):

@@ -76,3 +76,37 @@ def test_dist_from_env_torchrun_and_slurm(monkeypatch):
     ("gpu[03-05,07],cpu1", "gpu03"), ("node1,node2", "node1"), ("a-b[001]", "a-b001"), ("solo", "solo")])
 def test_master_addr_from_slurm_nodelist(nodelist, first):
     assert runtime._first_slurm_host(nodelist) == first
+
+
+def test_shards_weight_their_loss_by_their_share_of_the_tokens():
+    """Padded translation rows and masked-LM rows score different numbers of tokens per rank: the
+    shards' weighted losses average to the one-process loss of the whole batch."""
+    from seqtool.data.masking import MaskedBatches
+    from seqtool.data.parallel import make_batch
+    from seqtool.models.transformer import Transformer, TransformerConfig
+    from seqtool.training.trainer import shard
+
+    torch.manual_seed(0)
+    tgt = [[5, 6], [7, 8, 9, 10, 11, 12, 13], [5], [6, 7, 8, 9]]
+    mt = make_batch([[5, 6, 7]] * 4, tgt, pad_id=0, bos_id=2, eos_id=3)
+    model = Transformer(TransformerConfig(arch="encoder-decoder", vocab_size=16, src_vocab_size=16,
+                                          n_layers=1, n_heads=2, d_model=8, d_ff=16, dropout=0.0)).eval()
+
+    class Stream:
+        steps_per_epoch = 1
+
+        def batches(self, epoch, start):
+            yield {"inputs": torch.randint(5, 16, (4, 12)), "ntokens": 48}
+
+    mlm = next(MaskedBatches(Stream(), mask_id=4, pad_id=0, vocab_size=16, special_ids=(0, 1, 2, 3, 4),
+                             seed=1).batches(0, 0))
+    encoder = Transformer(TransformerConfig(arch="encoder", vocab_size=16, n_layers=1, n_heads=2, d_model=8,
+                                            d_ff=16, dropout=0.0)).eval()
+    with torch.no_grad():
+        for net, batch in ((model, mt), (encoder, mlm)):
+            whole = float(net(batch)[1])
+            parts = [shard(batch, r, 2) for r in range(2)]
+            assert parts[0]["loss_weight"] != pytest.approx(1.0)  # the ranks' shares differ here
+            averaged = sum(p["loss_weight"] * float(net(p)[1]) for p in parts) / 2
+            assert averaged == pytest.approx(whole, rel=1e-5)
+            assert sum(p["ntokens"] for p in parts) == batch["ntokens"]

@@ -113,3 +113,30 @@ def test_missing_files_are_listed_and_nothing_is_downloaded(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(InputError, match="model_type"):
         gpt2.load_hf_gpt2(f"hf:{tmp_path}")
+
+
+def test_finetune_from_hf_dir_then_generate_evaluate_and_attention_map(hf_dir, cli, tmp_path, tmp_text):
+    """The issue's flow from the CLI: import a local GPT-2 directory, fine-tune it (full and LoRA), and
+    use the result with generate, evaluate and attention-map."""
+    from seqtool.workspace import Workspace
+
+    data = tmp_text("\n".join(TEXTS), name="recipes.txt")
+    run = ["--data", str(data), "--max-steps", "3", "--eval-every", "3", "--batch-size", "2", "--context",
+           "16", "--device", "cpu"]
+    for name, extra in (("full", []), ("lora", ["--lora-rank", "4", "--lora-targets", "q,v"])):
+        ws = tmp_path / name
+        result = cli(["finetune", "--from", f"hf:{hf_dir}", "-w", str(ws), *run, *extra])
+        assert result.exit_code == 0, result.stderr
+        assert "cannot represent" not in result.stderr  # byte-level BPE spells every string
+        assert Workspace.open(ws).kind == "transformer-lm"
+        adapter = ["--adapter", "default"] if extra else []
+        out = cli(["generate", "-w", str(ws), *adapter, "--prompt", "Beat the", "--max-tokens", "8",
+                   "--seed", "1"])
+        assert out.exit_code == 0 and out.stdout.startswith("Beat the"), out.stderr
+        out = cli(["evaluate", "-w", str(ws), *adapter, "--json"])  # the fixed validation text
+        assert out.exit_code == 0 and json.loads(out.stdout)["model"]["ppl"] > 1, out.stderr
+        out = cli(["attention-map", "-w", str(ws), *adapter, "--source", "Fold in the flour", "-o",
+                   str(tmp_path / f"{name}.png"), "--dump", "npy"])
+        assert out.exit_code == 0 and (tmp_path / f"{name}.npy").is_file(), out.stderr
+    grown = cli(["finetune", "--from", f"hf:{hf_dir}", "-w", str(tmp_path / "x"), *run, "--extend-vocab"])
+    assert grown.exit_code == 0, grown.stderr  # nothing unknown: nothing to extend

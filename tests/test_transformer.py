@@ -248,3 +248,26 @@ def test_overfits_a_tiny_copy_task(arch):
             token = logits.argmax(-1, keepdim=True)
             out.append(token)
         assert (torch.cat(out, 1) == batch["src"]).float().mean() > 0.9
+
+
+def test_block_batches_shuffle_per_epoch_and_resume():
+    from seqtool.data.batching import BlockBatches
+
+    ids = torch.arange(1000)
+    source = BlockBatches(ids, batch_size=4, block=10, seed=3)
+    assert source.steps_per_epoch == (1000 - 10) // 10 // 4
+    epochs = [list(source.batches(e, 0)) for e in (0, 1)]
+    for batches in epochs:
+        for b in batches:
+            assert b["inputs"].shape == (4, 10) and torch.equal(b["targets"], b["inputs"] + 1)
+            assert torch.equal(b["inputs"][:, 1:], b["inputs"][:, :-1] + 1)  # contiguous text
+        starts = torch.cat([b["inputs"][:, 0] for b in batches])
+        assert len(set(starts.tolist())) == len(starts)  # no block twice in an epoch
+        assert len({int(s) % 10 for s in starts}) == 1  # one offset per epoch
+    assert not torch.equal(epochs[0][0]["inputs"], epochs[1][0]["inputs"])  # reshuffled
+    again = list(source.batches(1, 2))  # resuming mid-epoch gives the same batches
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(again, epochs[1][2:], strict=True))
+    tiny = BlockBatches(torch.arange(35), batch_size=8, block=10, seed=0)  # 2 blocks: one small batch
+    assert tiny.steps_per_epoch == 1 and next(tiny.batches(0, 0))["inputs"].shape == (2, 10)
+    with pytest.raises(InputError, match="too short"):
+        BlockBatches(torch.arange(15), batch_size=2, block=10, seed=0)

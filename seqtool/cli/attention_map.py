@@ -1,4 +1,5 @@
-"""`seqtool attention-map`: where a translation model looks, as a heatmap, a terminal grid or raw weights."""
+"""`seqtool attention-map`: where a translation model or a Transformer language model looks, as a
+heatmap, a terminal grid or raw weights."""
 
 from __future__ import annotations
 
@@ -7,20 +8,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from seqtool.cli.options import Device, Workspace, pick, reporter, require_workspace
+from seqtool.cli.options import Adapter, Device, Workspace, pick, reporter, require_workspace
 
 Opt = typer.Option
 FORMATS = ("png", "svg", "pdf", "terminal")
 AXES = {"cross": ("source", "output"), "encoder": ("source (keys)", "source (queries)"),
-        "decoder": ("target so far (keys)", "output")}
+        "decoder": ("target so far (keys)", "output"), "self": ("tokens (keys)", "tokens (queries)")}
 
 
 def attention_map(
     ctx: typer.Context,
     workspace: Workspace = None,
-    source: Annotated[Optional[str], Opt("--source", "-s", help="The source sentence.")] = None,
-    input: Annotated[Optional[str], Opt("--input", "-i", help="A file of source sentences: one map per line.")
-                     ] = None,
+    source: Annotated[Optional[str], Opt("--source", "-s", help="The source sentence (a language model: "
+                                         "the text).")] = None,
+    input: Annotated[Optional[str], Opt("--input", "-i", help="A file of source sentences (or texts): one "
+                                        "map per line.")] = None,
     target: Annotated[Optional[str], Opt(
         "--target", help="Force this translation (else the model's own greedy translation).")] = None,
     output: Annotated[Optional[Path], Opt(
@@ -32,21 +34,26 @@ def attention_map(
         help="Also write the raw weights, (layers, heads, target, source): json | npy.")] = None,
     layer: Annotated[int, Opt(help="Which attention layer to draw (Transformer; -1: the last).")] = -1,
     head: Annotated[Optional[int], Opt(help="Which head to draw (Transformer; default: their mean).")] = None,
-    attention: Annotated[str, Opt("--attention", help="cross (output × source) | encoder (source × source) | "
-                                  "decoder (output × target so far); self-attention needs a Transformer.")
-                         ] = "cross",
+    attention: Annotated[Optional[str], Opt(
+        "--attention", help="Translation: cross (output × source, the default) | encoder (source × source) | "
+        "decoder (output × target so far), self-attention needing a Transformer. Transformer language "
+        "models: self (token × token, causal for a decoder).", show_default=False)] = None,
     grid: Annotated[bool, Opt("--grid", help="Draw every head of --layer side by side instead of one head "
                               "or their mean.")] = False,
+    adapter: Adapter = None,
     device: Device = None,
 ) -> None:
-    """Draw the target × source attention of a translation workspace for a sentence.
+    """Draw the target × source attention of a translation workspace for a sentence, or the token ×
+    token self-attention of a Transformer language model (decoder or encoder) over a text.
 
     Example: seqtool attention-map -w runs/enfr --source "the black cat eats" -o map.png
     """
     from seqtool.data.io import iter_lines
     from seqtool.errors import InputError
     from seqtool.training import runtime
-    from seqtool.translation import Translator
+    from seqtool.translation import Translator, text_attention
+    from seqtool.workspace import MT_KINDS
+    from seqtool.workspace import Workspace as WS
 
     if (source is None) == (input is None):
         raise InputError("pass exactly one of --source TEXT or --input FILE")
@@ -55,20 +62,36 @@ def attention_map(
     fmt = format or (output.suffix.lstrip(".").lower() if output is not None and output.suffix else "png")
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    if attention not in AXES:
+    if attention is not None and attention not in AXES:
         raise InputError(f"--attention must be one of {', '.join(AXES)}; got {attention!r}")
     if grid and head is not None:
         raise InputError("--grid draws every head; leave out --head")
     if dump not in (None, "json", "npy"):
         raise InputError(f"--dump must be json or npy, got {dump!r}")
     ws_path = require_workspace(workspace, ctx)
-    translator = Translator.from_workspace(ws_path, runtime.pick_device(pick(device, ctx, "device")))
+    dev = runtime.pick_device(pick(device, ctx, "device"))
+    translating = WS.open(ws_path).kind in MT_KINDS
+    if translating:
+        attention = attention or "cross"
+        if attention == "self":
+            raise InputError("--attention self is a language model's; a translation model has cross, encoder "
+                             "and decoder attention")
+        translator = Translator.from_workspace(ws_path, dev, adapter)
+    else:
+        attention = attention or "self"
+        if attention != "self" or target is not None:
+            raise InputError(f"workspace {ws_path} holds a language model: it has self-attention only",
+                             hint="leave out --attention and --target, or pass --attention self")
+        read_text = text_attention(ws_path, dev, adapter)
     sentences = [source] if source is not None else [s for s in iter_lines(input) if s.strip()]
     if not sentences:
         raise InputError(f"{input} holds no sentence", hint="one source sentence per line")
     report = reporter(ctx)
     for n, sentence in enumerate(sentences, 1):
-        amap = translator.attention(sentence, target, which=attention)
+        if translating:
+            amap = translator.attention(sentence, target, which=attention)
+        else:
+            amap = read_text(sentence)
         if not 0 <= (layer if layer >= 0 else amap.weights.shape[0] + layer) < amap.weights.shape[0]:
             raise InputError(f"--layer {layer}: the model has {amap.weights.shape[0]} attention layer(s)")
         if head is not None and not 0 <= head < amap.weights.shape[1]:
@@ -84,8 +107,9 @@ def attention_map(
             from seqtool.viz import plot_attention, plot_attention_grid
 
             draw = plot_attention_grid if grid else plot_attention
+            title = f"{sentence}  →  {amap.translation}" if translating else sentence
             draw(amap.weights[layer] if grid else matrices[0], amap.source_tokens, amap.target_tokens, base,
-                 title=f"{sentence}  →  {amap.translation}", axes=AXES[attention])
+                 title=title, axes=AXES[attention])
             report.info(f"wrote {base}")
         if dump:
             report.info(f"wrote {_dump(amap, base.with_suffix('.' + dump), dump)}")

@@ -61,6 +61,10 @@ def finetune(
 ) -> None:
     """Fine-tune a trained model on new data, fully or with LoRA adapters.
 
+    The source is any trainable workspace (RNN LM, seq2seq, Transformer decoder, encoder or
+    encoder-decoder) or a local GPT-2 directory. The same command again continues an interrupted run;
+    after a finished one, new data starts a new round (nightly cron with --promote-if-better).
+
     Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
     """
     from seqtool.cli.console import final_summary

@@ -1,6 +1,7 @@
-"""Language-model batches from a token stream: truncated BPTT over B parallel streams, or (window →
-next token) examples. Both implement the trainer's BatchSource: the same (epoch, start) always yields
-the same batches, so a resumed run continues from the exact data position.
+"""Language-model batches from a token stream: truncated BPTT over B parallel streams (RNNs), shuffled
+blocks (Transformers), or (window → next token) examples. All implement the trainer's BatchSource: the
+same (epoch, start) always yields the same batches, so a resumed run continues from the exact data
+position.
 """
 
 from __future__ import annotations
@@ -46,6 +47,36 @@ class StreamBatches:
         cols = slice(i * self.bptt, (i + 1) * self.bptt)
         inputs, targets = self.inputs[:, cols].contiguous(), self.targets[:, cols].contiguous()
         return {"inputs": inputs, "targets": targets, "ntokens": targets.numel()}
+
+
+class BlockBatches:
+    """Stateless models (Transformers): the stream cut into blocks of `block` tokens from an offset
+    drawn each epoch, the blocks shuffled each epoch; both come from (seed, epoch). Every token is
+    predicted about once per epoch, in another context and another batch each epoch.
+
+    A last partial batch is dropped, unless the text holds less than one batch of blocks (tiny data):
+    then each epoch is one smaller batch.
+    """
+
+    def __init__(self, ids: Tensor, batch_size: int, block: int, seed: int):
+        self.n_blocks = (ids.numel() - block) // block  # room for any offset < block, and the last target
+        if self.n_blocks < 1:
+            raise InputError(f"the training text is too short: {ids.numel():,} tokens, but blocks of {block} "
+                             f"need at least {2 * block:,}", hint="use more text, or a smaller --block-size")
+        self.ids, self.block, self.seed = ids, block, seed
+        self.rows = min(batch_size, self.n_blocks)
+        self.steps_per_epoch = self.n_blocks // self.rows
+
+    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        offset = int(torch.randint(self.block, (1,), generator=generator))
+        order = torch.randperm(self.n_blocks, generator=generator)
+        span = torch.arange(self.block)
+        for i in range(start, self.steps_per_epoch):
+            starts = offset + order[i * self.rows:(i + 1) * self.rows] * self.block
+            index = starts[:, None] + span  # (rows, block)
+            targets = self.ids[index + 1]
+            yield {"inputs": self.ids[index], "targets": targets, "ntokens": targets.numel()}
 
 
 class WindowBatches:

@@ -47,7 +47,8 @@ class MaskedBatches:
         for i, batch in enumerate(self.source.batches(epoch, start), start):
             generator.manual_seed(self.seed * 1_000_003 + epoch * 100_003 + i)
             inputs, targets = mask_tokens(batch["inputs"], generator=generator, **self.options)
-            yield {**batch, "inputs": inputs, "targets": targets, "ntokens": int(inputs.numel())}
+            yield {**batch, "inputs": inputs, "targets": targets, "ntokens": int(inputs.numel()),
+                   "row_tokens": (targets != self.options["pad_id"]).sum(1)}  # the masked, scored tokens
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,12 +119,16 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> Any:
 
 def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], pad_id: int, bos_id: int,
                eos_id: int) -> dict[str, Any]:
-    """{"src" (B, S), "src_mask" (B, S), "tgt_in" (B, T) <s> y…, "tgt_out" (B, T) y… </s>, "ntokens"}."""
+    """{"src" (B, S), "src_mask" (B, S), "tgt_in" (B, T) <s> y…, "tgt_out" (B, T) y… </s>, "ntokens",
+    "row_tokens" (B,): the target tokens of each row}."""
+    import torch
+
     src_ids = pad_batch(src, pad_id)
+    row_tokens = torch.tensor([len(t) + 1 for t in tgt], dtype=torch.long)
     return {"src": src_ids, "src_mask": src_ids != pad_id,
             "tgt_in": pad_batch([[bos_id, *t] for t in tgt], pad_id),
             "tgt_out": pad_batch([[*t, eos_id] for t in tgt], pad_id),
-            "ntokens": sum(len(t) + 1 for t in tgt)}
+            "ntokens": int(row_tokens.sum()), "row_tokens": row_tokens}
 
 
 class ParallelBatches:

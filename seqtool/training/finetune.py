@@ -118,7 +118,7 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
             source_config: dict[str, Any], is_main: bool = True) -> TrainTask:
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
     on the stream of the new text, in rows of `context` tokens (default: the source's bptt/block size)."""
-    from seqtool.data.batching import StreamBatches, stream_eval_batches
+    from seqtool.data.batching import BlockBatches, StreamBatches, stream_eval_batches
     from seqtool.data.masking import MaskedBatches
     from seqtool.metrics import lm_nll, lm_scores
     from seqtool.training.transformer import masking_options, mlm_scores
@@ -134,7 +134,8 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     if valid_ids.numel() < 2:
         raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
                          hint="pass a longer --valid file")
-    batches: Any = StreamBatches(train_ids, B, context)
+    batches: Any = StreamBatches(train_ids, B, context) if rnn else BlockBatches(train_ids, B, context,
+                                                                                  cfg.run.seed)
     if kind == "transformer-mlm":
         masking = masking_options(tok)
         batches = MaskedBatches(batches, seed=cfg.run.seed, **masking)

@@ -64,6 +64,35 @@ class TrainState:
     finished: str = ""  # why the run ended ("max_steps", "time_budget", ...); "" while running
 
 
+def shard(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """Rank `rank`'s rows [r*B//W, (r+1)*B//W) of a global batch (batch-major tensors), so W processes
+    see exactly the rows one process would.
+
+    DDP averages the ranks' gradients with equal weights, but a rank's loss is a mean over its own
+    tokens. When rows hold different numbers of scored tokens (padded translation batches, masked LM),
+    the batch says so in `row_tokens` (B,), and the shard gets `loss_weight` = its share of the tokens ×
+    W: the ranks' weighted losses then average to the loss one process computes on the whole batch.
+    """
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            rows = value.shape[0]
+            if rows < world:
+                raise InputError(f"a batch of {rows} rows cannot be shared by {world} processes",
+                                 hint="raise --batch-size to at least the number of processes")
+            out[key] = value[rank * rows // world:(rank + 1) * rows // world]
+        else:
+            out[key] = value
+    if "row_tokens" in batch:
+        share = float(out["row_tokens"].sum()) / max(float(batch["row_tokens"].sum()), 1.0)
+        out["loss_weight"] = share * world
+    else:
+        share = 1.0 / world
+    if isinstance(out.get("ntokens"), int):
+        out["ntokens"] = round(out["ntokens"] * share)
+    return out
+
+
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
@@ -380,6 +409,7 @@ class Trainer:
         for i, batch in enumerate(group):
             batch = _move(self._shard(batch), self.device)
             ntokens += int(batch.get("ntokens", 0))
+            weight = float(batch.pop("loss_weight", 1.0))  # this rank's share of the tokens (DDP)
             with self._grad_sync(last=i == len(group) - 1):
                 with runtime.autocast(self.device, self.amp_dtype):
                     if self.task.carries_state:
@@ -387,10 +417,10 @@ class Trainer:
                         self.carry = _detach(carry)
                     else:
                         _, loss = self.forward_model(batch)[:2]
-                loss_value = float(loss.detach())
+                loss_value = float(loss.detach()) * weight
                 finite = finite and math.isfinite(loss_value)
                 total_loss += loss_value / accum
-                scaled = loss / accum
+                scaled = loss * (weight / accum)
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -453,24 +483,7 @@ class Trainer:
         return out
 
     def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Under DDP rank r takes rows [r*B//W, (r+1)*B//W) of the global batch (batch-major tensors), so
-        N processes see exactly the rows one process would, and DDP's gradient average matches."""
-        if not self.dist.enabled:
-            return batch
-        out = {}
-        world, rank = self.dist.world_size, self.dist.rank
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                rows = value.shape[0]
-                if rows < world:
-                    raise InputError(f"a batch of {rows} rows cannot be shared by {world} processes",
-                                     hint="raise --batch-size to at least the number of processes")
-                out[key] = value[rank * rows // world:(rank + 1) * rows // world]
-            else:
-                out[key] = value
-        if "ntokens" in out and isinstance(out["ntokens"], int):
-            out["ntokens"] = out["ntokens"] // world
-        return out
+        return shard(batch, self.dist.rank, self.dist.world_size) if self.dist.enabled else batch
 
     def _finish(self, reason: str) -> dict[str, Any]:
         s = self.state

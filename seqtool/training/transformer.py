@@ -108,7 +108,7 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     block, B = cfg.data.block_size, cfg.run.batch_size
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
-    source: Any = batching.StreamBatches(train_ids, B, block)
+    source: Any = batching.BlockBatches(train_ids, B, block, cfg.run.seed)
     note(f"{cfg.model.arch} Transformer: {model.num_params():,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {source.steps_per_epoch:,} "
          f"batches of {B}×{block}; {corpus.note}")
