@@ -12,6 +12,8 @@
 
     python benchmarks/bench_transformer.py --nanogpt ~/src/nanoGPT
     python benchmarks/bench_transformer.py --skip-train
+    python benchmarks/bench_transformer.py --nanogpt ~/src/nanoGPT --skip-train --skip-generate \
+        --model-step-iters 400
 """
 
 from __future__ import annotations
@@ -127,6 +129,59 @@ def bench_train(args: argparse.Namespace) -> None:
           f"val loss {ours_loss - ref_loss:+.3f} (target within ±0.05)")
 
 
+def bench_model_step(args: argparse.Namespace) -> None:
+    """The model alone, without either trainer: nanoGPT's GPT class and seqtool's Transformer in one
+    process, same shape and batch, one training iteration of each in turn (forward, backward, clip +
+    AdamW), so both meet the same machine state. Median ms of each phase."""
+    import torch
+
+    sys.path.insert(0, str(Path(args.nanogpt).expanduser()))
+    from model import GPT, GPTConfig  # nanoGPT's model.py
+
+    from seqtool.models.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 65, (12, 65))
+    inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    theirs = GPT(GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
+                           bias=False))
+    ours = Transformer(TransformerConfig(arch="decoder", vocab_size=65, n_layers=4, n_heads=4, d_model=128,
+                                         d_ff=512, dropout=0.0, positions="learned", max_len=64,
+                                         activation="gelu", bias=False, norm_first=True))
+    runs = {"nanoGPT": (theirs, lambda: theirs(inputs, targets)[1]),
+            "seqtool": (ours, lambda: ours({"inputs": inputs, "targets": targets})[1])}
+    optims = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+              for k, (m, _) in runs.items()}
+    times: dict[str, dict[str, list[float]]] = {
+        k: {"forward": [], "backward": [], "optimizer": []} for k in runs}
+    for i in range(args.model_step_iters + 20):
+        for name, (model, loss_of) in runs.items():
+            t0 = time.perf_counter()
+            loss = loss_of()
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optims[name].step()
+            optims[name].zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            if i >= 20:  # warm-up
+                for phase, dt in zip(("forward", "backward", "optimizer"), (t1 - t0, t2 - t1, t3 - t2),
+                                     strict=True):
+                    times[name][phase].append(1000 * dt)
+    print(f"\n## the model alone, {args.model_step_iters} alternating iterations "
+          f"({torch.get_num_threads()} threads)\n")
+    print("| model | forward ms | backward ms | clip + AdamW ms | total ms |")
+    print("|---|---:|---:|---:|---:|")
+    totals = {}
+    for name, phases in times.items():
+        med = {p: statistics.median(v) for p, v in phases.items()}
+        totals[name] = sum(med.values())
+        print(f"| {name} | {med['forward']:.2f} | {med['backward']:.2f} | {med['optimizer']:.2f} | "
+              f"{totals[name]:.2f} |")
+    print(f"\nratio of step times nanoGPT / seqtool: ×{totals['nanoGPT'] / totals['seqtool']:.3f}")
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. generation with the KV cache
 
@@ -237,6 +292,8 @@ def main() -> None:
                         help="run the two full training runs at the same time (a shared, loaded machine)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--model-step-iters", type=int, default=0,
+                        help="also time the models alone (needs --nanogpt): this many alternating iterations")
     args = parser.parse_args()
     import torch
 
@@ -248,6 +305,8 @@ def main() -> None:
         if not Path(args.text).exists():
             sys.exit(f"{args.text} not found: pass --text PATH to Tiny Shakespeare")
         bench_train(args)
+    if args.model_step_iters and args.nanogpt:
+        bench_model_step(args)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 

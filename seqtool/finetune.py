@@ -101,22 +101,26 @@ VOCAB_KEYS = {"rnn-lm": {"": ("vocab_size",)},
               "seq2seq": {"": ("src_vocab", "tgt_vocab"), "src": ("src_vocab",), "tgt": ("tgt_vocab",)}}
 
 
-def extend_vocab(src: Source, unknown: dict[str, Counter]) -> Source:
-    """Add every unknown symbol to its char/word tokenizer and grow the model's embeddings and output
-    rows to match (old rows kept, new rows freshly initialised; tied weights stay tied)."""
+def new_symbols(unknown: dict[str, Counter]) -> dict[str, list[str]]:
+    """The symbols --extend-vocab adds to each side's vocabulary: the most frequent first."""
+    return {side: sorted(counts, key=lambda p: (-counts[p], p)) for side, counts in unknown.items()}
+
+
+def extend_vocab(src: Source, added: dict[str, list[str]]) -> Source:
+    """Append `added` symbols to each side's char/word tokenizer and grow the model's embeddings and
+    output rows to match (old rows kept, new rows freshly initialised; tied weights stay tied)."""
     from seqtool.data.tokenizers import VocabTokenizer
 
     new_toks = dict(src.tokenizers)
     arch = src.model.arch()
-    for side, counts in unknown.items():
+    for side, symbols in added.items():
         tok = src.tokenizers[side]
-        if not counts:
+        if not symbols:
             continue
         if not isinstance(tok, VocabTokenizer):
             raise InputError(f"--extend-vocab works for char and word tokenizers, not {tok.kind}",
                              hint="subword tokenizers spell new words from known pieces; drop --extend-vocab")
-        added = sorted(counts, key=lambda p: (-counts[p], p))
-        new_toks[side] = type(tok)(tok.pieces + added, tok.options)
+        new_toks[side] = type(tok)(tok.pieces + symbols, tok.options)
         for key in VOCAB_KEYS[src.family][side]:
             arch[key] = new_toks[side].vocab_size
     if new_toks == src.tokenizers:
@@ -264,12 +268,14 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
         sides = {"": text.src + text.tgt} if "" in src.tokenizers else {"src": text.src, "tgt": text.tgt}
     else:
         sides = {"": read_lines(cfg.data.train, cfg.data.encoding_errors)}
+    if cfg.extend_vocab and resuming:  # the vocabulary this round grew at its start
+        src = extend_vocab(src, _grown_symbols(previous, src))
     unknown = {side: count_unknown(src.tokenizers[side], lines) for side, lines in sides.items()}
     for side, counts in unknown.items():
         if counts:
             report({"event": "warning", "message": describe_unknown(counts, f"{side or 'training'} text")})
-    if cfg.extend_vocab and any(unknown.values()):
-        src = extend_vocab(src, unknown)
+    if cfg.extend_vocab and any(unknown.values()) and not resuming:
+        src = extend_vocab(src, new_symbols(unknown))
         report({"event": "info", "message": "vocabulary extended: " + ", ".join(
             f"{s or 'tokenizer'} {t.vocab_size}" for s, t in src.tokenizers.items())})
     incumbent = None
@@ -315,6 +321,19 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
     if is_main:
         ws.update_status(promote_baseline=baseline, promote_candidates=[])
     return ws, task, baseline
+
+
+def _grown_symbols(ws: Workspace | None, src: Source) -> dict[str, list[str]]:
+    """The symbols a resumed round's workspace tokenizers hold beyond the source's."""
+    from seqtool.data.tokenizers import load_tokenizer
+
+    assert ws is not None
+    grown = {}
+    for side, tok in src.tokenizers.items():
+        saved = load_tokenizer(ws.sub("tokenizer") / side)
+        pieces, have = getattr(saved, "pieces", []), getattr(tok, "pieces", [])
+        grown[side] = pieces[len(have):] if pieces[: len(have)] == have else []
+    return grown
 
 
 def _incumbent(cfg: FinetuneConfig, ws: Workspace, src: Source) -> nn.Module | None:

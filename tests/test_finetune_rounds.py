@@ -149,3 +149,18 @@ def test_finetune_under_torchrun_two_ranks(tmp_path, tmp_text):
     assert [e["step"] for e in events if e["event"] == "valid"] == [3, 6]
     assert not (tmp_path / "ft" / ".lock").exists()
     assert Workspace.open(tmp_path / "ft").status["state"] == "finished"
+
+
+def test_a_resumed_round_keeps_its_extended_vocabulary(cli, tmp_path, tmp_text):
+    from seqtool.data.tokenizers import load_tokenizer
+
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW + "zesty jam!\n" * 10, name="new.txt")
+    args = ("--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--extend-vocab")
+    ok(_finetune(cli, *args, *COMMON))
+    size = load_tokenizer(tmp_path / "ft" / "tokenizer").vocab_size
+    Workspace.open(tmp_path / "ft").update_status(state="preempted")
+    new.write_text(NEW + "quick fox?\n" * 10, encoding="utf-8")  # other unknown symbols now
+    result = ok(_finetune(cli, *args, *COMMON[:1], 8, *COMMON[2:]))
+    assert "resumed from" in result.stderr and "'q'" in result.stderr  # reported, not added mid-round
+    assert load_tokenizer(tmp_path / "ft" / "tokenizer").vocab_size == size

@@ -45,7 +45,7 @@ def finetune(
     merge: Annotated[bool, Opt("--merge", help="Merge -w's --adapter into a new workspace -o.")] = False,
     adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge.")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="--merge: the new workspace.")] = None,
-    lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4).")] = None,
+    lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4; with LoRA 1e-3).")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Rows per batch.")] = None,
     max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps.")] = None,
     epochs: Annotated[Optional[float], Opt(help="Stop after this many epochs.")] = None,

@@ -153,9 +153,9 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=cfg.bias)
 
     def split_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
-        B, T, _ = x.shape
-        x = x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # (n, B, H, T, Dh)
-        return x.unbind(0)
+        """(B, T, n·D) → n tensors (B, H, T, Dh): views, no copy."""
+        B, T, width = x.shape
+        return tuple(part.view(B, T, self.n_heads, -1).transpose(1, 2) for part in x.split(width // n, dim=2))
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of the encoder output (B, S, D), each (B, H, S, Dh)."""
@@ -257,7 +257,8 @@ class Stack(nn.Module):
         T = ids.size(1)
         positions = torch.arange(start, start + T, device=ids.device)
         pos = self.pos(positions) if hasattr(self, "pos") else self.pe[start:start + T]
-        x = self.drop(self.embed(ids) * self.scale + pos)  # (B, T, D)
+        x = self.embed(ids)
+        x = self.drop((x * self.scale if self.scale != 1.0 else x) + pos)  # (B, T, D)
         causal = self.causal and start == 0 and T > 1
         if self.causal and start > 0 and T > 1:  # new queries see the whole prefix and themselves
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(start)

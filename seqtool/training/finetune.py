@@ -42,8 +42,15 @@ class FinetuneData:
 
 @dataclass
 class FinetuneOptim(OptimConfig):
-    lr: float = 1e-4  # a trained model needs small steps: a tenth or less of training's rates
+    # 0: 1e-4 for full fine-tuning (a trained model needs small steps, a tenth or less of training's
+    # rates), 1e-3 for LoRA (its B matrices start at zero and are all it trains)
+    lr: float = 0.0
     optimizer: str = "adamw"
+
+    def __post_init__(self) -> None:
+        lr, self.lr = self.lr, self.lr or 1.0  # the checks of OptimConfig, with 0 meaning "the default"
+        super().__post_init__()
+        self.lr = lr
 
 
 @dataclass
@@ -61,6 +68,8 @@ class FinetuneConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        if not self.optim.lr:
+            self.optim.lr = 1e-3 if self.lora is not None else 1e-4
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.adapter_name):
             raise InputError(f"--adapter-name {self.adapter_name!r} must be letters, digits, _ . -")
         if self.lora is not None and (self.freeze or self.extend_vocab):
