@@ -108,6 +108,12 @@ def test_lora_adapter_resume_and_merge(cli, tmp_path, tmp_text):
     assert all(k.endswith(("lora_a", "lora_b")) for k in adapter)
     size = ws.sub("adapters", "cakes.safetensors").stat().st_size
     assert size < ws.sub("model.safetensors").stat().st_size / 2
+    info = json.loads(cli(["info", "-w", str(tmp_path / "ft"), "--json"]).stdout)
+    assert info["finetuned_from"] == {"source": str(tmp_path / "base"), "method": "LoRA rank 4",
+                                      "promote_if_better": False}
+    [described] = info["adapters"]
+    assert described["name"] == "cakes" and described["targets"] == ["q", "v", "mlp"]
+    assert described["parameters"] == sum(t.numel() for t in adapter.values()) and described["bytes"] == size
     ckpt = ws.checkpoint_dirs()[-1]
     assert all(k.endswith(("lora_a", "lora_b")) for k in ws.load_checkpoint(ckpt)[0])
 

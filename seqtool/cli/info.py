@@ -65,10 +65,31 @@ def describe(ws: Any) -> dict[str, Any]:
         out["best"] = {"metric": status.get("best_metric"), "value": status.get("best_value"),
                        "step": status.get("best_step")}
     out["status"] = status.get("state", "untrained" if not weights.exists() else "trained")
-    adapters = sorted(p.stem for p in (ws.path / "adapters").glob("*.safetensors"))
+    tuned = ws.config.get("finetune")
+    if tuned:  # a fine-tuned workspace: where it came from, and how
+        lora = tuned.get("lora")
+        out["finetuned_from"] = {"source": tuned.get("source"),
+                                 "method": f"LoRA rank {lora['rank']}" if lora else "full",
+                                 "promote_if_better": bool(tuned.get("promote_if_better"))}
+    adapters = [_adapter(path) for path in sorted((ws.path / "adapters").glob("*.safetensors"))]
     if adapters:
         out["adapters"] = adapters
     return out
+
+
+def _adapter(path: Path) -> dict[str, Any]:
+    """An adapter's name, LoRA settings, trainable parameters, file size and published metric."""
+    from seqtool.workspace import count_parameters
+
+    try:
+        config = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    published = config.get("published") or {}
+    return {"name": path.stem, "rank": config.get("rank"), "alpha": config.get("alpha"),
+            "targets": config.get("targets"), "parameters": count_parameters(path),
+            "bytes": path.stat().st_size, "step": published.get("step"),
+            published.get("metric", "metric"): published.get("value")}
 
 
 def _tokenizers(root: Path) -> Any:
@@ -92,5 +113,6 @@ def _short(value: Any) -> str:
     if isinstance(value, dict):
         if "path" in value and "sha256" in value:
             return f"{value['path']} ({value.get('bytes', '?')} bytes, sha256 {str(value['sha256'])[:12]}…)"
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in value.items())
     return str(value)

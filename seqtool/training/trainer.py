@@ -201,6 +201,7 @@ class Trainer:
         if self._saved == (self.state.step, self.state.finished):
             return  # e.g. a signal right after a scheduled checkpoint
         rng_ranks = self._gather(runtime.rng_state())
+        rewrite = self._saved[0] == self.state.step  # the same step again, now marked finished
         self._saved = (self.state.step, self.state.finished)
         if not self.dist.is_main:
             return
@@ -217,7 +218,8 @@ class Trainer:
                                        {"best_value": self.state.best_value, "metric": self.task.metric},
                                        keep=self.run_cfg.keep_checkpoints)
         self.ws.update_status(step=self.state.step, last_checkpoint=path.name)
-        self.emit({"event": "checkpoint", "step": self.state.step, "path": path.name})
+        if not rewrite:
+            self.emit({"event": "checkpoint", "step": self.state.step, "path": path.name})
 
     # -- evaluation -------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
