@@ -294,7 +294,10 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
         ws = Workspace(target, {"kind": src.kind, "config": config, "status": {}})
     else:
         ws = Workspace.create(target, src.kind, config, data_files=fingerprints(cfg))
-        shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)  # resume points of an earlier round
+        if ws.checkpoint_dirs():  # resume points of an earlier round (or of the training run itself)
+            shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)
+            report({"event": "info", "message": f"starting a new fine-tuning round in {target}: removed the "
+                    "earlier run's checkpoints (its published weights and metrics stay)"})
         save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
         if incumbent is None:
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
