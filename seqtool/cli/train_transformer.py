@@ -22,7 +22,7 @@ def train_transformer(
     arch: Annotated[Optional[str], Opt(help="encoder-decoder (translation: --src/--tgt or --tsv) | decoder "
                                        "(GPT-like LM on FILES) | encoder (BERT-like masked LM on FILES).",
                                        show_default=False)] = None,
-    layers: Annotated[Optional[int], Opt("--layers", "--n-layers", help="Blocks per stack.")] = None,
+    layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Blocks per stack.")] = None,
     heads: Annotated[Optional[int], Opt("--heads", "--n-heads", help="Attention heads.")] = None,
     d_model: Annotated[Optional[int], Opt(help="Model width (divisible by --heads).")] = None,
     d_ff: Annotated[Optional[int], Opt(help="Feed-forward inner width.")] = None,
