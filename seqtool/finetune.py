@@ -177,6 +177,7 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     from seqtool.workspace import WorkspaceLock
 
     path = Path(ws_path)
+    data_files = fingerprints(cfg)  # hashed once: for the decision and for seqtool.yaml
     dist = runtime.dist_from_env()
     runtime.init_distributed(dist, device)
     lock = WorkspaceLock(path / ".lock")
@@ -184,8 +185,9 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
         if dist.is_main:
             path.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        resuming = continues_round(cfg, path, resume, report)
-        ws, task, baseline = prepare(cfg, path, device, report, resuming, dist.is_main,
+        previous = Workspace.open(path) if (path / META_FILE).exists() else None
+        resuming = continues_round(cfg, previous, data_files, resume, report)
+        ws, task, baseline = prepare(cfg, path, previous, data_files, device, report, resuming, dist.is_main,
                                      sync=lambda: runtime.barrier(dist))
         values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
         if baseline is not None:
@@ -209,8 +211,10 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     return summary
 
 
-def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report) -> bool:
-    """Whether this run continues the fine-tuning round in `path` (else a new round starts).
+def continues_round(cfg: FinetuneConfig, old: Workspace | None, data_files: list[dict[str, Any]],
+                    resume: str, report: Report) -> bool:
+    """Whether this run continues the fine-tuning round in the workspace `old` (else a new round
+    starts); `data_files` are this run's data fingerprints.
 
     auto continues a round that has checkpoints and was not finished, when the settings it cannot
     change (FIXED_KEYS) are the same; a finished round continues only on the same data and settings
@@ -219,15 +223,14 @@ def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report
     from seqtool.config import check_choice
 
     check_choice("--resume", resume, ("auto", "never"))
-    if resume == "never" or not (path / META_FILE).exists():
+    if resume == "never" or old is None:
         return False
-    old = Workspace.open(path)
     before = old.config.get("finetune")
     if before is None or not old.checkpoint_dirs():
         return False
     changed = first_difference(before, dataclasses.asdict(cfg), FIXED_KEYS)
     recorded = {(f.get("role"), f.get("path")): f.get("sha256") for f in old.meta.get("data") or []}
-    new_data = recorded != {(f["role"], f["path"]): f["sha256"] for f in fingerprints(cfg)}
+    new_data = recorded != {(f["role"], f["path"]): f.get("sha256") for f in data_files}
     if old.status.get("state") == "finished":
         if changed or new_data:
             why = "new data" if new_data else changed
@@ -236,7 +239,7 @@ def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report
             return False
         return True
     if changed:
-        raise InputError(f"workspace {path} holds an unfinished fine-tuning run with {changed}",
+        raise InputError(f"workspace {old.path} holds an unfinished fine-tuning run with {changed}",
                          hint="continue it with the same settings, start afresh with --resume never, "
                               "or use a new -w")
     if new_data:
@@ -245,11 +248,12 @@ def continues_round(cfg: FinetuneConfig, path: Path, resume: str, report: Report
     return True
 
 
-def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Report,
-            resuming: bool, is_main: bool = True, sync: Callable[[], None] = lambda: None
-            ) -> tuple[Workspace, TrainTask, float | None]:
-    """Open the source, count unknown text, set up the workspace (rank 0 only, after `sync`: every rank
-    has read what it needs from it), and build the task.
+def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_files: list[dict[str, Any]],
+            device: torch.device, report: Report, resuming: bool, is_main: bool = True,
+            sync: Callable[[], None] = lambda: None) -> tuple[Workspace, TrainTask, float | None]:
+    """Open the source, read the new text once, count what the tokenizer cannot represent, set up the
+    workspace `target` (holding `previous`, if any; rank 0 only, after `sync`: every rank has read what
+    it needs from it), and build the task.
 
     Returns (workspace, task, baseline): the baseline is the validation metric of the weights the
     workspace publishes when the round starts, when --promote-if-better asks for it.
@@ -257,7 +261,6 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
     from seqtool.data.tokenizers import save_tokenizers
 
     src = open_source(cfg.source)
-    previous = Workspace.open(target) if (target / META_FILE).exists() else None
     if previous is not None and previous.kind != src.kind:
         raise InputError(f"workspace {target} holds a {previous.kind} model, the source a {src.kind} one",
                          hint="fine-tune into a new -w directory")
@@ -267,7 +270,8 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
         text = read_parallel(cfg.data.src, cfg.data.tgt, cfg.data.tsv, cfg.data.encoding_errors)
         sides = {"": text.src + text.tgt} if "" in src.tokenizers else {"src": text.src, "tgt": text.tgt}
     else:
-        sides = {"": read_lines(cfg.data.train, cfg.data.encoding_errors)}
+        text = read_lines(cfg.data.train, cfg.data.encoding_errors)
+        sides = {"": text}
     if cfg.extend_vocab and resuming:  # the vocabulary this round grew at its start
         src = extend_vocab(src, _grown_symbols(previous, src))
     unknown = {side: count_unknown(src.tokenizers[side], lines) for side, lines in sides.items()}
@@ -287,13 +291,13 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
     if resuming:
         assert previous is not None
         ws = previous
-        ws.meta.update(config=config, data=fingerprints(cfg))  # e.g. a raised --max-steps
+        ws.meta.update(config=config, data=data_files)  # e.g. a raised --max-steps
         if is_main:
             ws.write_meta()
     elif not is_main:
         ws = Workspace(target, {"kind": src.kind, "config": config, "status": {}})
     else:
-        ws = Workspace.create(target, src.kind, config, data_files=fingerprints(cfg))
+        ws = Workspace.create(target, src.kind, config, data_files=data_files)
         if ws.checkpoint_dirs():  # resume points of an earlier round (or of the training run itself)
             shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)
             report({"event": "info", "message": f"starting a new fine-tuning round in {target}: removed the "
@@ -303,9 +307,9 @@ def prepare(cfg: FinetuneConfig, target: Path, device: torch.device, report: Rep
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
     if src.kind in MT_KINDS:
         src_tok, tgt_tok = side_tokenizers(src)
-        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, device, report, is_main)
+        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, text, device, report, is_main)
     else:
-        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, is_main)
+        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, text, is_main)
     if cfg.lora is not None:
         _add_adapters(cfg, ws, src, task, resuming)
     else:

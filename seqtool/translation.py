@@ -84,10 +84,10 @@ class Translator:
         from seqtool.workspace import MT_KINDS, Workspace
 
         ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
-        model = load_published(ws, adapter=adapter)
+        model = load_published(ws, device, adapter)
         src_tok = load_tokenizer(ws.path / "tokenizer", side="src")
         tgt_tok = load_tokenizer(ws.path / "tokenizer", side="tgt")
-        return cls(model.to(device), src_tok, tgt_tok, device)
+        return cls(model, src_tok, tgt_tok, device)
 
     # -- decoding -------------------------------------------------------------------------------
     def encode_sources(self, lines: Sequence[str]) -> tuple[Tensor, Tensor, list[int]]:
@@ -226,7 +226,7 @@ def text_attention(path: str | Path, device: torch.device, adapter: str | None =
     if ws.kind == "rnn-lm":
         raise InputError(f"workspace {ws.path} holds an RNN language model, which has no attention",
                          hint="attention maps need a Transformer or a translation model with attention")
-    model = load_published(ws, adapter=adapter).to(device).eval()
+    model = load_published(ws, device, adapter)
     tok = load_tokenizer(ws.sub("tokenizer"))
 
     @torch.no_grad()

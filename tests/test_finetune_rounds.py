@@ -164,3 +164,13 @@ def test_a_resumed_round_keeps_its_extended_vocabulary(cli, tmp_path, tmp_text):
     result = ok(_finetune(cli, *args, *COMMON[:1], 8, *COMMON[2:]))
     assert "resumed from" in result.stderr and "'q'" in result.stderr  # reported, not added mid-round
     assert load_tokenizer(tmp_path / "ft" / "tokenizer").vocab_size == size
+
+
+def test_a_glob_of_data_files_is_recorded_and_new_files_start_a_round(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    tmp_text(NEW, name="day1.txt")
+    args = ("--from", tmp_path / "base", "--data", tmp_path / "day*.txt", "-w", tmp_path / "ft", *COMMON)
+    ok(_finetune(cli, *args))
+    assert [f["path"] for f in Workspace.open(tmp_path / "ft").meta["data"]] == [str(tmp_path / "day1.txt")]
+    tmp_text(NEW, name="day2.txt")  # the cron job's next file
+    assert "starting a new one (new data)" in ok(_finetune(cli, *args)).stderr

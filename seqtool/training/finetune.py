@@ -83,14 +83,16 @@ FIXED_KEYS = ("source", "extend_vocab", "freeze", "lora", "adapter_name", "data.
 
 
 def fingerprints(cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    """{role, path, bytes, sha256} of every data file, as recorded in seqtool.yaml."""
+    """{role, path, bytes, sha256} of every data file, as recorded in seqtool.yaml: the text files (and
+    globs) as train-* records them, then the parallel files."""
     from seqtool.data.io import file_fingerprint
+    from seqtool.training import lm
 
     d = cfg.data
-    roles = [*(("train", p) for p in (*d.train, d.src, d.tgt, d.tsv)),
-             *(("valid", p) for p in (*d.valid, d.valid_src, d.valid_tgt))]
-    return [{"role": role, **file_fingerprint(str(Path(p).resolve()))}
-            for role, p in roles if p and p != "-" and Path(p).is_file()]
+    parallel = (("train", d.src), ("train", d.tgt), ("train", d.tsv), ("valid", d.valid_src),
+                ("valid", d.valid_tgt))
+    return lm.fingerprints(d) + [{"role": role, **file_fingerprint(str(Path(p).resolve()))}
+                                 for role, p in parallel if p and p != "-" and Path(p).is_file()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,13 +102,14 @@ def fingerprints(cfg: FinetuneConfig) -> list[dict[str, Any]]:
 def read_lines(paths: list[str], errors: str) -> list[str]:
     from seqtool.data.io import iter_lines
 
-    return [line for path in paths for line in iter_lines(path, encoding_errors=errors)]
+    return list(iter_lines(paths, encoding_errors=errors))
 
 
-def lm_text(cfg: FinetuneConfig, ws: Workspace, is_main: bool = True) -> tuple[list[str], list[str]]:
-    """(train, valid) lines; the validation lines are kept in WS/data/valid.txt after the first run."""
+def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str], is_main: bool = True
+            ) -> tuple[list[str], list[str]]:
+    """(train, valid) lines of the new `train` text; the validation lines are kept in WS/data/valid.txt
+    after the first run."""
     fixed = ws.sub("data", "valid.txt")
-    train = read_lines(cfg.data.train, cfg.data.encoding_errors)
     if not train:
         raise InputError("no training text", hint="pass --data FILE")
     if cfg.data.valid:
@@ -124,22 +127,23 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace, is_main: bool = True) -> tuple[l
 
 
 def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok: Any,
-            source_config: dict[str, Any], is_main: bool = True) -> TrainTask:
+            source_config: dict[str, Any], lines: list[str], is_main: bool = True) -> TrainTask:
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
-    on the stream of the new text, in rows of `context` tokens (default: the source's bptt/block size)."""
+    on the stream of the new text `lines`, in rows of `context` tokens (default: the source's
+    bptt/block size)."""
     from seqtool.data.batching import BlockBatches, StreamBatches, stream_eval_batches
     from seqtool.data.masking import MaskedBatches
     from seqtool.metrics import lm_nll, lm_scores
+    from seqtool.training.lm import encode
     from seqtool.training.transformer import masking_options, mlm_scores
 
-    train, valid = lm_text(cfg, ws, is_main)
+    train, valid = lm_text(cfg, ws, lines, is_main)
     data_cfg = source_config.get("data", {})
     context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
     if kind != "rnn-lm":
         context = min(context, model.cfg.max_len)
     B, rnn = cfg.run.batch_size, kind == "rnn-lm"
-    train_ids = torch.tensor(list(tok.encode_stream(train)), dtype=torch.long)
-    valid_ids = torch.tensor(list(tok.encode_stream(valid)), dtype=torch.long)
+    train_ids, valid_ids = encode(tok, train), encode(tok, valid)
     if valid_ids.numel() < 2:
         raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
                          hint="pass a longer --valid file")
@@ -165,15 +169,14 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
 
 
 def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, tgt_tok: Any,
-            source_config: dict[str, Any], device: torch.device, report: Report, is_main: bool = True
-            ) -> TrainTask:
-    """Continued training of a translation model on new pairs, validated by loss and BLEU as in
-    training (the source run's max_len, batch_tokens and validation settings)."""
+            source_config: dict[str, Any], train: Any, device: torch.device, report: Report,
+            is_main: bool = True) -> TrainTask:
+    """Continued training of a translation model on the new pairs `train` (a ParallelText), validated
+    by loss and BLEU as in training (the source run's max_len, batch_tokens and validation settings)."""
     from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
     from seqtool.training.seq2seq import ParallelDataConfig, Seq2SeqTrainConfig, ValidConfig, make_evaluate
 
     d = cfg.data
-    train = read_parallel(d.src, d.tgt, d.tsv, d.encoding_errors)
     fixed_src, fixed_tgt = ws.sub("data", "valid.src"), ws.sub("data", "valid.tgt")
     if d.valid_src or d.valid_tgt:
         valid = read_parallel(d.valid_src, d.valid_tgt, None, d.encoding_errors)
