@@ -173,8 +173,12 @@ class WorkspaceLock:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs. On Windows `os.kill(pid, 0)` would *terminate* it,
+    so there a lock's holder counts as alive: the lock error says to delete .lock by hand."""
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

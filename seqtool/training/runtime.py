@@ -194,7 +194,8 @@ class StopFlags:
     previous: dict[int, Any] = field(default_factory=dict)
 
     def install(self) -> StopFlags:
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        # Windows has no SIGUSR1: there only SIGTERM and Ctrl-C stop a run cleanly.
+        for sig in _stop_signals():
             with contextlib.suppress(ValueError, OSError):  # not in the main thread
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -210,3 +211,8 @@ class StopFlags:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, handler)
         self.previous.clear()
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The signals that stop a run at the next step: those of SIGTERM, SIGUSR1, SIGINT this platform has."""
+    return [sig for name in ("SIGTERM", "SIGUSR1", "SIGINT") if (sig := getattr(signal, name, None))]
