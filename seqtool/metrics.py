@@ -2,8 +2,9 @@
 language model's perplexity and bits per character.
 
 No torch at import: `seqtool bleu` must start fast. The numbers equal the sacrebleu command line for the
-same options because the same metric objects compute them, on lines read the way it reads them
-(trailing whitespace stripped).
+same options because the same metric objects compute them with its command line's defaults (`-lc` is
+BLEU-only; chrF is case-sensitive and TER case-insensitive unless told otherwise), on lines read the
+way it reads them (trailing whitespace stripped, a byte-order mark kept as text).
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ from typing import Any
 
 from seqtool.errors import InputError
 
-METRICS = ("bleu", "chrf", "ter")
+METRICS = ("bleu", "chrf", "chrf++", "ter")  # chrf++: chrF with word bigrams (Popović 2017)
 TOKENIZERS = ("13a", "intl", "char", "zh", "none")
 SMOOTH_METHODS = ("exp", "floor", "add-k", "none")
 
 
 @dataclass(frozen=True)
 class BleuOptions:
-    """What sacrebleu's BLEU takes from the command line (same names as its options)."""
+    """What sacrebleu's command line takes (same names as its options, same defaults)."""
 
     tokenize: str = "13a"
-    lowercase: bool = False
+    lowercase: bool = False  # BLEU only, as sacrebleu's -lc
     smooth_method: str = "exp"
     smooth_value: float | None = None  # None: sacrebleu's default for the method
     max_ngram: int = 4
+    chrf_lowercase: bool = False
+    ter_case_sensitive: bool = False  # sacrebleu's TER ignores case by default (signature case:lc)
 
     def __post_init__(self) -> None:
         if self.tokenize not in TOKENIZERS:
@@ -74,10 +77,11 @@ def make_metric(name: str, options: BleuOptions, references: Sequence[Sequence[s
         return BLEU(lowercase=options.lowercase, tokenize=options.tokenize,
                     smooth_method=options.smooth_method, smooth_value=options.smooth_value,
                     max_ngram_order=options.max_ngram, effective_order=sentence, references=references)
-    if name == "chrf":
-        return CHRF(lowercase=options.lowercase, references=references)
+    if name in ("chrf", "chrf++"):
+        return CHRF(word_order=2 if name == "chrf++" else 0, lowercase=options.chrf_lowercase,
+                    references=references)
     if name == "ter":
-        return TER(case_sensitive=not options.lowercase, references=references)
+        return TER(case_sensitive=options.ter_case_sensitive, references=references)
     raise InputError(f"unknown metric {name!r}", hint=f"choose from {', '.join(METRICS)}")
 
 

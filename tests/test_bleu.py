@@ -115,6 +115,44 @@ def test_cli_breakdown_signature_and_json(files):
     assert data[0]["score"] == theirs.score and data[0]["name"] == "BLEU-3"
 
 
+def _sacrebleu_cli(hyp: str, refs: list[str], *args: str) -> list[dict]:
+    """The real `sacrebleu` command line on the same files: JSON with 6 decimals."""
+    command = [sys.executable, "-m", "sacrebleu", *refs, "-i", hyp, "-f", "json", "-w", "6", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    return data if isinstance(data, list) else [data]
+
+
+@pytest.mark.parametrize("flags", [[], ["-lc"], ["--chrf-lowercase", "--ter-case-sensitive"]])
+def test_cli_equals_the_sacrebleu_command_line_case_bom_and_chrf_plus_plus(tmp_path, flags):
+    """Same scores, names and signatures as `sacrebleu` for mixed-case text and a BOM-opened file:
+    TER ignores case by default, -lc is BLEU-only, chrf++ is --chrf-word-order 2, the BOM is text."""
+    hyp, ref_a, ref_b = tmp_path / "hyp.txt", tmp_path / "a.txt", tmp_path / "b.txt"
+    hyp.write_text("\ufeff" + "\n".join(h.upper() if i % 2 else h for i, h in enumerate(HYP)) + "\n",
+                   encoding="utf-8")
+    ref_a.write_text("\n".join(REF_A) + "\n", encoding="utf-8")
+    ref_b.write_text("\ufeff" + "\n".join(REF_B) + "\n", encoding="utf-8")
+    refs = [str(ref_a), str(ref_b)]
+    for ours_m, theirs_m in (("bleu,chrf,ter", ["bleu", "chrf", "ter"]),
+                             ("chrf++", ["chrf", "--chrf-word-order", "2"])):
+        theirs = _sacrebleu_cli(str(hyp), refs, "-m", *theirs_m, *flags)
+        result = run(["bleu", str(hyp), *refs, "-m", ours_m, "--json", *flags])
+        assert result.exit_code == 0, result.output
+        ours = json.loads(result.stdout)
+        assert [(s["name"], s["signature"]) for s in ours] == [(t["name"], t["signature"]) for t in theirs]
+        assert [round(s["score"], 6) for s in ours] == [t["score"] for t in theirs]
+
+
+def test_a_bom_is_scored_as_text_as_sacrebleu_does(tmp_path, files):
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + "".join(line + "\n" for line in REF_A).encode())
+    for hyp, ref in ((str(bom), files["a"]), (files["a"], str(bom))):
+        theirs = _sacrebleu_cli(hyp, [ref], "-m", "bleu", "chrf")
+        ours = json.loads(run(["bleu", hyp, ref, "-m", "bleu,chrf", "--json"]).stdout)
+        assert [round(s["score"], 6) for s in ours] == [t["score"] for t in theirs]
+        assert ours[0]["score"] < 100
+
+
 def test_cli_stdin_sentence_and_compare(files):
     text = "".join(line + "\n" for line in HYP)
     result = run(["bleu", "-", files["a"], "--sentence"], stdin=text)

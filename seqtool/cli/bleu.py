@@ -18,10 +18,17 @@ def bleu(
     references: Annotated[list[str], typer.Argument(help="One or more reference files, line-aligned.")],
     tokenize: Annotated[str, typer.Option("--tokenize", "-tok", help="13a | intl | char | zh | none.")]
     = "13a",
-    lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive scoring.")] = False,
+    lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU (BLEU only, as "
+                                            "sacreBLEU's -lc).")] = False,
     smooth_method: Annotated[str, typer.Option(help="BLEU smoothing: exp | floor | add-k | none.")] = "exp",
     smooth_value: Annotated[Optional[float], typer.Option(help="Value for floor / add-k smoothing.")] = None,
-    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,ter.")] = "bleu",
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,chrf++,ter.")
+                       ] = "bleu",
+    chrf_lowercase: Annotated[bool, typer.Option("--chrf-lowercase", help="Case-insensitive chrF/chrF++.")]
+    = False,
+    ter_case_sensitive: Annotated[bool, typer.Option(
+        "--ter-case-sensitive", help="Case-sensitive TER (sacreBLEU's TER ignores case by default).")]
+    = False,
     max_ngram: Annotated[int, typer.Option(help="Highest n-gram order: 1-4 gives BLEU-1 … BLEU-4.")] = 4,
     sentence: Annotated[bool, typer.Option("--sentence", help="One score per line, not a corpus score.")]
     = False,
@@ -33,6 +40,9 @@ def bleu(
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
     """Score a detokenised hypothesis against references with sacreBLEU (same numbers as its CLI).
+
+    Files are read as sacreBLEU reads them: trailing whitespace is stripped, and a UTF-8 byte-order
+    mark is kept and scored as text. chrf++ is chrF with word bigrams (sacreBLEU's --chrf-word-order 2).
 
     Example: seqtool bleu out.fr test.fr --metrics bleu,chrf --json
     """
@@ -49,7 +59,8 @@ def bleu(
 
     report = reporter(ctx)
     names = parse_metrics(metrics)
-    options = BleuOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram)
+    options = BleuOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram, chrf_lowercase,
+                          ter_case_sensitive)
     inputs = [hypothesis, *references, *([compare] if compare else [])]
     if inputs.count("-") > 1:
         raise InputError("'-' (stdin) can stand for only one of the inputs")
@@ -59,8 +70,8 @@ def bleu(
         raise InputError(f"--bootstrap-samples must be ≥ 1, got {bootstrap_samples}")
 
     def read(path: str) -> list[str]:
-        # sacrebleu's command line strips trailing whitespace from every line; so do we.
-        return [line.rstrip() for line in iter_lines(path, encoding_errors=encoding_errors)]
+        # sacrebleu's command line strips trailing whitespace from every line and scores a BOM as text
+        return [line.rstrip() for line in iter_lines(path, encoding_errors=encoding_errors, keep_bom=True)]
 
     hyps = read(hypothesis)
     refs = [read(path) for path in references]

@@ -72,16 +72,18 @@ def iter_lines(
     paths: PathLike | Sequence[PathLike],
     encoding_errors: str = "strict",
     max_line_chars: int = MAX_LINE_CHARS,
+    keep_bom: bool = False,
 ) -> Iterator[str]:
     """Every line of every file, without its line ending (`\\n` or `\\r\\n`), in constant memory.
 
     `paths` may hold files, globs, `-` for stdin and `.gz` files. Invalid UTF-8 raises an
-    `InputError` naming file:line unless `encoding_errors` is "replace" or "ignore".
+    `InputError` naming file:line unless `encoding_errors` is "replace" or "ignore". A UTF-8
+    byte-order mark opening a file is dropped unless `keep_bom` (sacrebleu scores it as text).
     """
     check_encoding_errors(encoding_errors)
     for path in expand_paths(paths):
         with _open_binary(path) as stream:
-            yield from _lines_of(stream, _display(path), encoding_errors, max_line_chars)
+            yield from _lines_of(stream, _display(path), encoding_errors, max_line_chars, keep_bom)
 
 
 def check_encoding_errors(encoding_errors: str) -> None:
@@ -119,12 +121,13 @@ def _read_blocks(stream: BinaryIO, name: str) -> Iterator[bytes]:
         yield block
 
 
-def _lines_of(stream: BinaryIO, name: str, errors: str, max_chars: int) -> Iterator[str]:
+def _lines_of(stream: BinaryIO, name: str, errors: str, max_chars: int, keep_bom: bool = False
+              ) -> Iterator[str]:
     """Cuts whole lines out of fixed-size blocks: decoding, NUL and length checks run per block."""
     lineno = 0  # lines already yielded
     pending: list[bytes] = []  # the start of a line whose end has not been read yet
     pending_bytes = 0
-    first = True
+    first = not keep_bom  # the first block may open with a BOM to drop
     for block in _read_blocks(stream, name):
         if first:
             block = block.removeprefix(_BOM)
