@@ -20,6 +20,10 @@ from seqtool.errors import InputError
 
 T = TypeVar("T")
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "plateau", "cosine", "inverse-sqrt")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 # ---------------------------------------------------------------------------------------------
 # sections shared by the train-* commands
@@ -71,9 +75,8 @@ class OptimConfig:
     accumulate: int = 1  # gradient accumulation steps
 
     def __post_init__(self) -> None:
-        check_choice("optim.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
-        check_choice("optim.schedule", self.schedule,
-                     ("constant", "step", "plateau", "cosine", "inverse-sqrt"))
+        check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optim.schedule", self.schedule, SCHEDULES)
         if self.lr <= 0:
             raise InputError(f"optim.lr must be > 0, got {self.lr}")
         if self.clip < 0:
@@ -105,7 +108,7 @@ class RunConfig:
         check_positive("run.batch_size", self.batch_size)
         check_positive("run.eval_every", self.eval_every)
         check_positive("run.checkpoint_every", self.checkpoint_every)
-        check_choice("run.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check_choice("run.precision", self.precision, PRECISIONS)
         parse_duration(self.time_budget, "run.time_budget")
 
 
