@@ -258,10 +258,13 @@ def _final(hyp: Hypothesis, cfg: DecodeConfig, finished: bool) -> Hypothesis:
 # language models: text in, text out, streamed
 
 
-def lm_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+def lm_prompt_ids(tokenizer: Any, prompt: str, newline_prefix: bool = True) -> list[int]:
     """The ids a language model continues: a newline (LMs here train on a stream of lines, each
-    followed by newline_id, so a text starts after one), then the prompt's tokens."""
-    return [tokenizer.newline_id, *tokenizer.encode(prompt)] if prompt else [tokenizer.newline_id]
+    followed by newline_id, so a text starts after one), then the prompt's tokens. Without
+    `newline_prefix` the prompt's tokens alone, as transformers' generate() takes them; an empty
+    prompt still starts after a newline (there must be something to condition on)."""
+    ids = tokenizer.encode(prompt) if prompt else []
+    return ids if ids and not newline_prefix else [tokenizer.newline_id, *ids]
 
 
 @dataclass
@@ -278,14 +281,16 @@ class TextStream:
     back only while it might be the start of a stop string); `sample` holds the result afterwards."""
 
     def __init__(self, model: Any, tokenizer: Any, prompt: str, cfg: DecodeConfig,
-                 generator: torch.Generator | None = None, stop: Sequence[str] = ()):
+                 generator: torch.Generator | None = None, stop: Sequence[str] = (),
+                 newline_prefix: bool = True):
         self.model, self.tokenizer, self.cfg, self.generator = model, tokenizer, cfg, generator
+        self.newline_prefix = newline_prefix
         self.stop = [s for s in stop if s]
         self.sample = Sample(prompt)
 
     def __iter__(self) -> Iterator[str]:
         tok, s = self.tokenizer, self.sample
-        prompt = lm_prompt_ids(tok, s.prompt)
+        prompt = lm_prompt_ids(tok, s.prompt, self.newline_prefix)
         device = next(self.model.parameters()).device
         inputs = torch.tensor([prompt], device=device)
         # Decode a short window (the last prompt token + what is new) and emit what it adds, so a

@@ -207,6 +207,20 @@ def test_text_stream_stops_at_a_stop_string_and_holds_it_back():
     assert len(stream.sample.ids) == len(stream.sample.logprobs) == 7
 
 
+def test_text_stream_conditions_on_a_newline_unless_told_not_to():
+    seen = []
+
+    class Recording(CycleLM):
+        def step(self, next_ids, state):
+            seen.append(next_ids[0].tolist())
+            return super().step(next_ids, state)
+
+    cfg = DecodeConfig(greedy=True, max_tokens=1)
+    for prompt, prefix in (("ab", True), ("ab", False), ("", False)):
+        list(TextStream(Recording(), CharTok(), prompt, cfg, newline_prefix=prefix))
+    assert seen == [[START, 5, 6], [5, 6], [START]]  # an empty prompt still starts after a newline
+
+
 def test_decode_config_checks():
     for bad in ({"max_tokens": 0}, {"top_p": 0.0}, {"top_k": -1}, {"beam": 0}, {"beam": 2, "nbest": 3},
                 {"temperature": -1.0}):

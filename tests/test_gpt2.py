@@ -140,3 +140,87 @@ def test_finetune_from_hf_dir_then_generate_evaluate_and_attention_map(hf_dir, c
         assert out.exit_code == 0 and (tmp_path / f"{name}.npy").is_file(), out.stderr
     grown = cli(["finetune", "--from", f"hf:{hf_dir}", "-w", str(tmp_path / "x"), *run, "--extend-vocab"])
     assert grown.exit_code == 0, grown.stderr  # nothing unknown: nothing to extend
+
+
+def _gpt2_dir(bpe_dir, directory, scale_padding: float = 1.0, **config):
+    """A tiny GPT-2 saved by transformers next to a copy of `bpe_dir`'s tokenizer files."""
+    transformers = pytest.importorskip("transformers")
+    directory.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (directory / name).write_bytes((bpe_dir / name).read_bytes())
+    torch.manual_seed(0)
+    base = dict(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4, eos_token_id=0,
+                bos_token_id=0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**base, **config})).eval()
+    with torch.no_grad():  # padding rows (ids ≥ 300) made the likeliest next tokens
+        model.transformer.wte.weight[300:] *= scale_padding
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_padded_vocab_never_decodes_a_padding_id(hf_dir, tmp_path, cli, tmp_text):
+    """nanoGPT pads vocab_size past the tokenizer (50304 for 50257): greedy, sampling and beam search
+    must never pick a padding id, while the logits stay those of transformers."""
+    transformers = pytest.importorskip("transformers")
+    from seqtool.decoding import DecodeConfig, beam_search, sample
+
+    padded = _gpt2_dir(hf_dir, tmp_path / "padded", scale_padding=100.0, vocab_size=320)
+    model, tok = gpt2.load_hf_gpt2(f"hf:{padded}")
+    model.eval()
+    assert tok.vocab_size == 300 and model.cfg.vocab_size == 320
+    reference = transformers.GPT2LMHeadModel.from_pretrained(padded).eval()
+    ids = torch.tensor([tok.encode("Beat the eggs")])
+    with torch.no_grad():
+        expected = reference(ids).logits[:, -1]
+        last, _ = model.step(ids, model.start())
+    torch.testing.assert_close(last[:, :300], expected[:, :300], rtol=0, atol=1e-4)
+    assert expected[:, 300:].max() > expected[:, :300].max()  # unmasked, a padding id would win
+    assert torch.isneginf(last[:, 300:]).all()
+    for cfg in (DecodeConfig(greedy=True, max_tokens=10), DecodeConfig(temperature=10, max_tokens=30)):
+        (hyp,) = sample(model, model.start(), ids, cfg, torch.Generator().manual_seed(1))
+        assert max(hyp.ids) < 300
+    (beams,) = beam_search(model, model.start(), ids, DecodeConfig(beam=3, nbest=3, max_tokens=10),
+                           tok.eos_id)
+    assert all(max(h.ids) < 300 for h in beams)
+    ws, data = tmp_path / "ws", tmp_text("\n".join(TEXTS), name="recipes.txt")
+    result = cli(["finetune", "--from", f"hf:{padded}", "-w", ws, "--data", data, "--max-steps", "1",
+                  "--batch-size", "2", "--context", "16", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    for seed in (1, 2, 3):  # the issue: exit 2 "token id … is out of range" on 2 seeds of 3
+        out = cli(["generate", "-w", ws, "--temperature", "10", "--max-tokens", "30", "--seed", seed])
+        assert out.exit_code == 0, out.stderr
+
+
+def test_all_three_gpt2_dropouts_are_honoured(hf_dir, tmp_path):
+    from seqtool.models.transformer import MultiHeadAttention
+
+    hf = _gpt2_dir(hf_dir, tmp_path / "drop", resid_pdrop=0.1, attn_pdrop=0.2, embd_pdrop=0.3)
+    model, _ = gpt2.load_hf_gpt2(f"hf:{hf}")
+    assert {m.dropout for m in model.modules() if isinstance(m, MultiHeadAttention)} == {0.2}
+    assert model.decoder.drop.p == 0.3 and {b.drop.p for b in model.decoder.layers} == {0.1}
+    # attn_pdrop alone must make training-mode outputs random, as it does in transformers
+    attn_only = _gpt2_dir(hf_dir, tmp_path / "attn", resid_pdrop=0.0, attn_pdrop=0.5, embd_pdrop=0.0)
+    model, _ = gpt2.load_hf_gpt2(f"hf:{attn_only}")
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model.logits({"inputs": ids}), model.logits({"inputs": ids}))
+
+
+def test_no_newline_prefix_continues_as_transformers_generate(hf_dir):
+    """generate conditions on a newline before the prompt; --no-newline-prefix gives transformers'
+    greedy continuation of the bare prompt."""
+    transformers = pytest.importorskip("transformers")
+    from seqtool.decoding import DecodeConfig, TextStream
+
+    reference = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+    model, tok = gpt2.load_hf_gpt2(f"hf:{hf_dir}")
+    model.eval()
+    prompt = "Beat the eggs"
+    for prefix, ids in ((False, tok.encode(prompt)), (True, [tok.newline_id, *tok.encode(prompt)])):
+        expected = reference.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                                      pad_token_id=tok.eos_id)[0, len(ids):].tolist()
+        cfg = DecodeConfig(greedy=True, max_tokens=12)
+        stream = TextStream(model, tok, prompt, cfg, newline_prefix=prefix)
+        list(stream)
+        assert stream.sample.ids == expected[:len(stream.sample.ids)] and stream.sample.ids, prefix

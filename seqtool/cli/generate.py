@@ -39,6 +39,11 @@ def generate(
     top_p: Annotated[float, Opt(help="Nucleus sampling: the smallest set of tokens holding this much "
                                 "probability (1: all).")] = 1.0,
     greedy: Annotated[bool, Opt("--greedy", help="Always take the most likely token.")] = False,
+    newline_prefix: Annotated[bool, Opt("--newline-prefix/--no-newline-prefix", help="Condition on a newline "
+                                        "before the prompt, as the model read each line of its training "
+                                        "text. --no-newline-prefix: the prompt's tokens alone, as "
+                                        "transformers' generate() takes them (an empty prompt still starts "
+                                        "after a newline).")] = True,
     stop: Annotated[Optional[list[str]], Opt(help=r"End a sample where this text appears, e.g. '\n\n' "
                                              r"(escapes \n \t \\ understood; repeatable). </s> always ends "
                                              "one.", show_default=False)] = None,
@@ -54,6 +59,9 @@ def generate(
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
     """Generate text with a language-model workspace (greedy, temperature, top-k, top-p).
+
+    The model continues a newline followed by the prompt, since it learnt from text read as lines: an
+    imported GPT-2 given the bare prompt (transformers, or --no-newline-prefix) continues differently.
 
     Example: seqtool generate -w runs/recipes --prompt "Chocolate" --max-tokens 300 --temperature 0.7 --seed 1
     """
@@ -98,7 +106,7 @@ def generate(
                 report.warn(f"prompt {n + 1}: {_describe_unknown(unknown, tok.kind)} not in the vocabulary "
                             "(read as <unk>)")
             for k in range(num_samples):
-                stream = TextStream(model, tok, text, cfg, generator, stops)
+                stream = TextStream(model, tok, text, cfg, generator, stops, newline_prefix)
                 if fmt == "text":
                     if n or k:
                         out.write("\n")  # a blank line between samples

@@ -7,12 +7,16 @@ approximation), biases and an output layer tied to the token embedding. The trap
 - keys may carry a `transformer.` prefix or not; lm_head.weight is the tied wte; attn.bias and
   attn.masked_bias are causal-mask buffers, not weights;
 - it has no pad token: <|endoftext|> pads, so the loss ignores padding by an ignore index
-  (IGNORE_INDEX), never by that id, or the model would learn never to end a text.
+  (IGNORE_INDEX), never by that id, or the model would learn never to end a text;
+- nanoGPT-style configs pad vocab_size past the tokenizer (50304 for 50257 tokens): the padding rows
+  stay, and `step` never lets a decoder pick them (TransformerConfig.tokenizer_size);
+- three dropouts: resid_pdrop, attn_pdrop and embd_pdrop map onto dropout, attn_dropout, embed_dropout.
 No network access: every file must already be in DIR.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -74,7 +78,9 @@ def config_from_hf(hf: dict[str, Any]) -> TransformerConfig:
     return TransformerConfig(
         arch="decoder", vocab_size=hf["vocab_size"], n_layers=hf["n_layer"], n_heads=hf["n_head"],
         d_model=hf["n_embd"], d_ff=hf.get("n_inner") or 4 * hf["n_embd"],
-        dropout=float(hf.get("resid_pdrop", 0.1)), positions="learned", max_len=hf.get("n_positions", 1024),
+        dropout=float(hf.get("resid_pdrop", 0.1)), attn_dropout=float(hf.get("attn_pdrop", 0.1)),
+        embed_dropout=float(hf.get("embd_pdrop", 0.1)),
+        positions="learned", max_len=hf.get("n_positions", 1024),
         norm_first=True, activation=ACTIVATIONS[activation], tie=True, bias=True, pad_id=IGNORE_INDEX)
 
 
@@ -134,7 +140,8 @@ def load_hf_gpt2(source: str) -> tuple[Transformer, Any]:
     if tokenizer.vocab_size > cfg.vocab_size:
         raise InputError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {cfg.vocab_size}",
                          hint="the tokenizer files belong to another model")
-    model = Transformer(cfg)
+    # A config padded past the tokenizer (nanoGPT's 50304): those ids decode to nothing, never pick them
+    model = Transformer(dataclasses.replace(cfg, tokenizer_size=tokenizer.vocab_size))
     state = convert_state(read_hf_weights(directory), cfg.n_layers)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for key, tensor in state.items():

@@ -27,7 +27,9 @@ class TransformerConfig:
     n_heads: int = 4
     d_model: int = 128
     d_ff: int = 512
-    dropout: float = 0.1
+    dropout: float = 0.1  # on each sublayer's output (GPT-2's resid_pdrop) and, unless set below, the rest
+    attn_dropout: float | None = None  # on attention probabilities (GPT-2's attn_pdrop); None: dropout
+    embed_dropout: float | None = None  # on embeddings + positions (GPT-2's embd_pdrop); None: dropout
     positions: str = "sinusoidal"  # sinusoidal (the paper's §3.5) | learned (GPT-2, BERT)
     max_len: int = 1024  # positions available; a decoder LM slides its window past this
     norm_first: bool = True  # pre-LN (GPT-2; stable without warmup) or post-LN (the paper §3.1)
@@ -35,6 +37,9 @@ class TransformerConfig:
     tie: bool = True  # the output projection shares the (target) embedding matrix (§3.4)
     bias: bool = True  # biases in every linear layer (GPT-2 has them)
     pad_id: int = 0
+    # Ids from here on are padding rows no token maps to (nanoGPT pads GPT-2's 50257 to 50304): `step`
+    # never lets a decoder pick them. 0: every id is a token.
+    tokenizer_size: int = 0
 
     def __post_init__(self) -> None:
         choices = {"arch": ARCHS, "positions": ("sinusoidal", "learned"),
@@ -52,8 +57,9 @@ class TransformerConfig:
                              hint="e.g. --d-model 256 --heads 4")
         if self.positions == "sinusoidal" and self.d_model % 2:
             raise InputError(f"model.d_model must be even for sinusoidal positions, got {self.d_model}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for key in ("dropout", "attn_dropout", "embed_dropout"):
+            if (value := getattr(self, key)) is not None and not 0.0 <= value < 1.0:
+                raise InputError(f"model.{key} must be in [0, 1), got {value}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TransformerConfig:
@@ -143,7 +149,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, cfg: TransformerConfig, cross: bool = False):
         super().__init__()
-        self.n_heads, self.cross, self.dropout = cfg.n_heads, cross, cfg.dropout
+        self.n_heads, self.cross = cfg.n_heads, cross
+        self.dropout = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
         d = cfg.d_model
         if cross:
             self.query = nn.Linear(d, d, bias=cfg.bias)
@@ -244,7 +251,7 @@ class Stack(nn.Module):
         # §3.4 scales embeddings by √d_model so they are not drowned by the ±1 sinusoids; models with
         # learned positions (GPT-2, BERT) do not.
         self.scale = math.sqrt(cfg.d_model) if cfg.positions == "sinusoidal" else 1.0
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout if cfg.embed_dropout is None else cfg.embed_dropout)
         self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.norm_first else nn.Identity()
 
@@ -395,7 +402,10 @@ class Transformer(nn.Module):
             state.tokens = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
         h = self.decoder(next_ids, state=state, memory=state.memory, memory_mask=state.src_mask,
                          weights=state.attention)  # (B, t, D)
-        return self.head(h[:, -1]), state
+        logits = self.head(h[:, -1])  # (B, V)
+        if 0 < self.cfg.tokenizer_size < self.cfg.vocab_size:  # every decoder steps here: mask padding once
+            logits[:, self.cfg.tokenizer_size:] = float("-inf")
+        return logits, state
 
     def reorder(self, state: DecodeState, index: Tensor) -> DecodeState:
         """Keep/duplicate batch rows (beam search): every tensor in the state along its batch axis."""
