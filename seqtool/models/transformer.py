@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from seqtool.errors import InputError
 
 ARCHS = ("encoder-decoder", "decoder", "encoder")
+POSITIONS = ("sinusoidal", "learned")
+ACTIVATIONS = ("relu", "gelu", "gelu-tanh")
 
 
 @dataclass
@@ -42,8 +44,7 @@ class TransformerConfig:
     tokenizer_size: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"arch": ARCHS, "positions": ("sinusoidal", "learned"),
-                   "activation": ("relu", "gelu", "gelu-tanh")}
+        choices = {"arch": ARCHS, "positions": POSITIONS, "activation": ACTIVATIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"model.{key} must be one of {', '.join(allowed)}; "
