@@ -136,6 +136,31 @@ def test_lowercase_and_user_symbols():
         train_tokenizer("char", ["a"], user_symbols=["<s>"])
 
 
+def test_a_lowercase_spm_model_alone_encodes_as_seqtool_does(tmp_path):
+    """--lowercase lives in spm.model (its normalisation rule), not only in seqtool's code."""
+    import sentencepiece as spm
+
+    from seqtool.data.spm_tokenizer import SentencePieceTokenizer
+
+    lines = ["Hello World, ÉCOLE Straße", "hello world école  two spaces\tand a tab", "ΟΔΟΣ Σ οδός"] * 5
+    for kind in SPM_KINDS:
+        tok = train_tokenizer(kind, lines, vocab_size=32, lowercase=True)
+        tok.save(tmp_path / kind)
+        alone = spm.SentencePieceProcessor(model_file=str(tmp_path / kind / "spm.model"))
+        again = load_tokenizer(tmp_path / kind)
+        for text in [*lines[:3], "HELLO WORLD", "École"]:
+            ids = tok.encode(text)
+            assert alone.encode(text) == ids == again.encode(text) and tok.unk_id not in ids, (kind, text)
+            assert tok.decode(ids) == "".join(c.lower() for c in text)
+        # a tokenizer saved before (identity rule, lower-casing in Python) encodes as it always did
+        old = train_tokenizer(kind, [line.lower() for line in lines], vocab_size=32)
+        old = SentencePieceTokenizer(kind, old.model, {**old.options, "lowercase": True})
+        old.save(tmp_path / f"old-{kind}")
+        old = load_tokenizer(tmp_path / f"old-{kind}")
+        assert old.encode("HELLO World") == old.encode("hello world")
+        assert old.unk_id not in old.encode("HELLO")
+
+
 def test_encode_stream_adds_newlines(toks):
     tok = toks["bpe"]
     stream = list(tok.encode_stream(["ab c", "", "d"]))

@@ -10,6 +10,10 @@ rest with hypothesis): U+2581 "▁" reads back as a space; U+001F, a carriage re
 never learnt (CR at a line end never gets this far: seqtool.data.io reads CRLF as a newline; NUL never
 gets this far: seqtool.data.io rejects it); and the trainer skips the literal strings <pad>, <unk>,
 <s>, </s>, <mask> and <nl> in training text, so characters seen only there become <unk>.
+
+With `lowercase` the rule that lower-cases (Python's str.lower, character by character) is compiled
+into spm.model as its normalisation, so the file alone encodes as seqtool does. Tokenizers saved
+before that lower-case in Python, outside spm.model; they load and encode as they always did.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,7 +35,7 @@ SPM_FILE = "spm.model"
 
 
 class SentencePieceTokenizer(Tokenizer):
-    """bpe and unigram through sentencepiece, with identity normalisation (text kept as is)."""
+    """bpe and unigram through sentencepiece: text kept as is (identity normalisation) or lower-cased."""
 
     def __init__(self, kind: str, model: bytes, options: dict):
         import sentencepiece as spm
@@ -39,7 +45,8 @@ class SentencePieceTokenizer(Tokenizer):
         self.model = model
         self.sp = spm.SentencePieceProcessor(model_proto=model)
         self.newline_id = self.sp.piece_to_id(SPM_NEWLINE)
-        self._lower = bool(options.get("lowercase"))
+        # older lowercase tokenizers: spm.model has the identity rule and the lower-casing happens here
+        self._lower = bool(options.get("lowercase")) and not options.get("lowercase_in_model")
         self._chars: set[str] | None = None
 
     @property
@@ -94,7 +101,7 @@ class SentencePieceTokenizer(Tokenizer):
         if self._chars is None:
             pieces = (self.sp.id_to_piece(i) for i in range(self.vocab_size))
             self._chars = {p.replace(SPACE_PIECE, " ") for p in pieces if len(p) == 1}
-        if self._lower:
+        if self.options.get("lowercase"):
             text = text.lower()
         return Counter(c for c in text if c not in self._chars and c != NEWLINE)
 
@@ -122,29 +129,43 @@ def train_spm(kind: str, lines: Iterable[str], vocab_size: int, options: dict
     def sentences() -> Iterator[str]:
         # sentencepiece swallows exceptions from the iterator: keep ours to raise it again.
         try:
-            for line in lines:
-                yield line.lower() if options["lowercase"] else line
+            yield from lines
         except BaseException as err:
             failure.append(err)
             raise
 
     model = io.BytesIO()
     spm.set_random_generator_seed(options["seed"])
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(), model_writer=model, model_type=kind,
-            vocab_size=vocab_size, character_coverage=options["character_coverage"],
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3, unk_surface=SPECIALS[1],
-            control_symbols=[SPECIALS[4], SPM_NEWLINE], user_defined_symbols=options["user_symbols"],
-            # keep the text exactly as it is, so decode(encode(x)) == x
-            normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-            allow_whitespace_only_pieces=True, byte_fallback=False, split_digits=False,
-            max_sentence_length=1 << 20, num_threads=os.cpu_count() or 1, minloglevel=2)
-    except RuntimeError as err:
-        if failure:
-            raise failure[0] from None
-        raise _spm_error(str(err), vocab_size) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        # keep the text exactly as it is (lower-cased with `lowercase`), so decode(encode(x)) == x
+        rule = {"normalization_rule_name": "identity"}
+        if options["lowercase"]:
+            options = {**options, "lowercase_in_model": True}
+            rule = {"normalization_rule_tsv": _lowercase_rule(Path(tmp))}
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=sentences(), model_writer=model, model_type=kind,
+                vocab_size=vocab_size, character_coverage=options["character_coverage"],
+                pad_id=0, unk_id=1, bos_id=2, eos_id=3, unk_surface=SPECIALS[1],
+                control_symbols=[SPECIALS[4], SPM_NEWLINE], user_defined_symbols=options["user_symbols"],
+                **rule, add_dummy_prefix=False, remove_extra_whitespaces=False,
+                allow_whitespace_only_pieces=True, byte_fallback=False, split_digits=False,
+                max_sentence_length=1 << 20, num_threads=os.cpu_count() or 1, minloglevel=2)
+        except RuntimeError as err:
+            if failure:
+                raise failure[0] from None
+            raise _spm_error(str(err), vocab_size) from None
     return SentencePieceTokenizer(kind, model.getvalue(), options)
+
+
+def _lowercase_rule(directory: Path) -> str:
+    """A sentencepiece normalisation rule (TSV: code points → code points) applying str.lower to each
+    character and leaving the rest as it is; sentencepiece compiles it into the model."""
+    rows = (f"{ord(c):X}\t{' '.join(f'{ord(x):X}' for x in c.lower())}"
+            for c in map(chr, range(sys.maxunicode + 1)) if c.lower() != c)
+    path = directory / "lowercase.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return str(path)
 
 
 def _spm_error(message: str, vocab_size: int) -> InputError:
