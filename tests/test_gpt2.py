@@ -189,6 +189,8 @@ def test_padded_vocab_never_decodes_a_padding_id(hf_dir, tmp_path, cli, tmp_text
     for seed in (1, 2, 3):  # the issue: exit 2 "token id … is out of range" on 2 seeds of 3
         out = cli(["generate", "-w", ws, "--temperature", "10", "--max-tokens", "30", "--seed", seed])
         assert out.exit_code == 0, out.stderr
+    out = cli(["generate", "-w", ws, "--prompt", "Beat the", "--no-newline-prefix", "--max-tokens", "5"])
+    assert out.exit_code == 0 and out.stdout.startswith("Beat the"), out.stderr
 
 
 def test_all_three_gpt2_dropouts_are_honoured(hf_dir, tmp_path):
