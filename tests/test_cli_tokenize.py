@@ -153,7 +153,7 @@ def test_missing_file_directory_and_long_line(cli, tmp_path, tmp_text):
 
 def test_unknown_kind_lists_choices(cli, corpus, tmp_path):
     one_line_error(cli(["build-vocab", corpus, "--kind", "wordpiece", "-o", tmp_path / "tok"]),
-                   "char, word, bpe, unigram")
+                   "'char', 'word', 'bpe', 'unigram'")
     assert_nothing_written(tmp_path, "corpus.txt")
 
 

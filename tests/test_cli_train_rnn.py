@@ -238,10 +238,9 @@ def test_resume_equals_an_uninterrupted_run(cli, train, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
-    (["--cell", "transformer"], ["model.cell must be one of rnn, gru, lstm, ugrnn"]),
+    (["--set", "model.cell=transformer"], ["model.cell must be one of rnn, gru, lstm, ugrnn"]),
     (["--batch-size", "64", "--bptt", "100"], ["training text is too short", "batch size 64 × bptt 100"]),
     (["--objective", "window", "--window", "5000"], ["too short"]),
-    (["--resume", "sometimes"], ["--resume must be one of auto, never"]),
     (["--set", "model.colour=blue"], ["unknown config key 'model.colour'"]),
 ])
 def test_bad_options(train, args, fragments):

@@ -161,13 +161,13 @@ def test_encoder_decoder_translates_and_draws_attention(cli, tmp_text, tmp_path)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--arch", "rnn"], "model.arch must be one of"),
+    (["--set", "model.arch=rnn"], "model.arch must be one of"),
     (["--d-model", "15", "--heads", "2"], "divisible"),
-    (["--positions", "rope"], "model.positions"),
-    (["--activation", "tanh"], "model.activation"),
+    (["--set", "model.positions=rope"], "model.positions"),
+    (["--set", "model.activation=tanh"], "model.activation"),
     (["--dropout", "1.5"], "model.dropout"),
-    (["--schedule", "linear"], "optim.schedule"),
-    (["--precision", "fp8"], "run.precision"),
+    (["--set", "optim.schedule=linear"], "optim.schedule"),
+    (["--set", "run.precision=fp8"], "run.precision"),
     (["--block-size", "0"], "data.block_size"),
     (["--arch", "encoder-decoder"], "parallel text"),
     (["--src", "x.en"], "--arch decoder trains on a text corpus"),

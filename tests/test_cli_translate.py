@@ -210,7 +210,7 @@ def test_errors_are_one_line_exit_2(cli, trained, tmp_path):
          "--max-steps", "1"],
         ["train-seq2seq", "-w", tmp_path / "w2", "--src", root / "train.src", "--tgt", root / "train.tgt"],
         ["train-seq2seq", "-w", tmp_path / "w3", "--src", root / "train.src", "--tgt", root / "train.tgt",
-         "--attention", "magic", "--max-steps", "1"],
+         "--set", "model.attention=magic", "--max-steps", "1"],
         ["translate", "-w", tmp_path / "missing"],
         ["translate", "-w", ws, "--beam", "0"],
         ["translate", "-w", ws, "--beam", "2", "--nbest", "3"],

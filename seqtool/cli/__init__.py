@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import traceback
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import click
 import typer
@@ -13,17 +14,43 @@ import typer.core
 
 from seqtool import __version__
 from seqtool.cli.console import GlobalOptions, print_error
+from seqtool.cli.options import complete_device, show_config_defaults
 from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
 
 
+class SeqtoolCommand(typer.core.TyperCommand):
+    """A command whose --help shows the config default of each option that sets a config key."""
+
+    def format_help(self, ctx: click.Context, formatter) -> None:
+        show_config_defaults(self.name, self.callback.__wrapped__, self.params)
+        super().format_help(ctx, formatter)
+
+
+PASS_THROUGH = (typer.Exit, typer.TyperException, typer.Abort, click.ClickException, click.exceptions.Abort)
+
+
 class SeqtoolGroup(typer.core.TyperGroup):
-    """Maps every failure inside a command to one stderr line and the documented exit code."""
+    """Takes the global options after a command name too, and maps every failure inside a command to
+    one stderr line and the documented exit code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():  # each command also takes the global options it lacks
+            taken = {opt for param in command.params for opt in param.opts}
+            command.params += [_after_command(param) for param in self.params
+                               if param.name in GLOBALS and not taken & set(param.opts)]
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as err:  # a bad global option
+            raise _one_line(err) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.TyperException, typer.Abort, click.ClickException, click.exceptions.Abort):
-            raise  # typer ≥ 0.24 vendors its own click: its exceptions and click's are different classes
+        except PASS_THROUGH as err:  # typer ≥ 0.24 vendors its own click: its exceptions and click's differ
+            raise _one_line(err) from None
         except click.exceptions.Exit as done:  # e.g. console.final_summary, written against click itself
             raise typer.Exit(done.exit_code) from None
         except SeqtoolError as err:
@@ -42,6 +69,33 @@ class SeqtoolGroup(typer.core.TyperGroup):
             print_error(f"internal error: {type(err).__name__}: {err} "
                         "(run again with --debug for a traceback, and please report it)")
             raise typer.Exit(EXIT_FAILURE) from None
+
+
+def _one_line(err: Exception) -> Exception:
+    """Click's usage error (usage, a hint, a blank line, the error) shown as one line like every other
+    error: `error: Invalid value for '--cell': 'x' is not one of 'rnn', ... (see seqtool train-rnn -h)`."""
+    if isinstance(err, typer.TyperException) and err.exit_code == 2:
+        message = err.format_message().replace("Value error, ", "").rstrip(".")  # typer's pydantic prefix
+        ctx = getattr(err, "ctx", None)
+        err.show = lambda file=None: print_error(message + (f" (see {ctx.command_path} -h)" if ctx else ""))
+    return err
+
+
+GLOBALS = ("workspace", "device", "seed", "quiet", "log_format", "debug")
+
+
+def _after_command(param: click.Parameter) -> click.Parameter:
+    """A copy of global option `param` for after the command name; a value given there is set on the
+    GlobalOptions that the root callback made (the command's own function never sees it)."""
+    def store(ctx: click.Context, param: click.Parameter, value):
+        obj = ctx.find_root().obj
+        if isinstance(obj, GlobalOptions) and value != param.default:
+            setattr(obj, param.name, value)
+        return value
+
+    param = copy.copy(param)
+    param.expose_value, param.callback = False, store
+    return param
 
 
 def _silence_stdout() -> None:
@@ -86,20 +140,20 @@ def root(
     workspace: Annotated[
         Optional[str], typer.Option("--workspace", "-w", help="Workspace directory.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] | mps.")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto | cpu | cuda[:N] | mps.", autocompletion=complete_device)
+    ] = "auto",
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors on stderr.")] = False,
     log_format: Annotated[
-        str, typer.Option("--log-format", help="auto | rich | plain | json (auto: rich on a terminal).")
+        Literal["auto", "rich", "plain", "json"],
+        typer.Option("--log-format", help="auto: rich on a terminal, else plain; json: one object per line."),
     ] = "auto",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    if log_format not in {"auto", "rich", "plain", "json"}:
-        raise typer.BadParameter(f"{log_format!r} is not one of auto, rich, plain, json",
-                                 param_hint="--log-format")
     ctx.obj = GlobalOptions(workspace=workspace, device=device, seed=seed, quiet=quiet,
                             log_format=log_format, debug=debug)
 
@@ -136,7 +190,7 @@ COMMANDS = [
     ("info", info.info),
 ]
 for _name, _fn in COMMANDS:
-    app.command(_name)(_fn)
+    app.command(_name, cls=SeqtoolCommand)(_fn)
 
 
 def main() -> None:

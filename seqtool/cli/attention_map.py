@@ -4,7 +4,7 @@ heatmap, a terminal grid or raw weights."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -14,6 +14,7 @@ Opt = typer.Option
 FORMATS = ("png", "svg", "pdf", "terminal")
 AXES = {"cross": ("source", "output"), "encoder": ("source (keys)", "source (queries)"),
         "decoder": ("target so far (keys)", "output"), "self": ("tokens (keys)", "tokens (queries)")}
+ATTENTIONS = tuple(AXES)
 
 
 def attention_map(
@@ -28,13 +29,14 @@ def attention_map(
     output: Annotated[Optional[Path], Opt(
         "--output", "-o", help="map.png | .svg | .pdf (several lines: map-001.png, …); "
                                "default WS/attention/attention-NNN.png.")] = None,
-    format: Annotated[Optional[str], Opt(
-        "--format", "-f", help="png | svg | pdf | terminal (a coloured grid on stdout, for SSH).")] = None,
-    dump: Annotated[Optional[str], Opt(
+    format: Annotated[Optional[Literal[FORMATS]], Opt(
+        "--format", "-f", help="terminal: a coloured grid on stdout, for SSH (default: from -o's suffix, "
+        "else png).")] = None,
+    dump: Annotated[Optional[Literal["json", "npy"]], Opt(
         help="Also write the raw weights, (layers, heads, target, source): json | npy.")] = None,
     layer: Annotated[int, Opt(help="Which attention layer to draw (Transformer; -1: the last).")] = -1,
     head: Annotated[Optional[int], Opt(help="Which head to draw (Transformer; default: their mean).")] = None,
-    attention: Annotated[Optional[str], Opt(
+    attention: Annotated[Optional[Literal[ATTENTIONS]], Opt(
         "--attention", help="Translation: cross (output × source, the default) | encoder (source × source) | "
         "decoder (output × target so far), self-attention needing a Transformer. Transformer language "
         "models: self (token × token, causal for a decoder).", show_default=False)] = None,
@@ -62,12 +64,8 @@ def attention_map(
     fmt = format or (output.suffix.lstrip(".").lower() if output is not None and output.suffix else "png")
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    if attention is not None and attention not in AXES:
-        raise InputError(f"--attention must be one of {', '.join(AXES)}; got {attention!r}")
     if grid and head is not None:
         raise InputError("--grid draws every head; leave out --head")
-    if dump not in (None, "json", "npy"):
-        raise InputError(f"--dump must be json or npy, got {dump!r}")
     ws_path = require_workspace(workspace, ctx)
     dev = runtime.pick_device(pick(device, ctx, "device"))
     translating = WS.open(ws_path).kind in MT_KINDS

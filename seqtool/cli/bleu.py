@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from seqtool.cli.options import EncodingErrors, Json, reporter
+from seqtool.metrics import METRICS, SMOOTH_METHODS, TOKENIZERS
+
+
+def complete_metrics(incomplete: str) -> list[str]:
+    """`-m bleu,c<TAB>` → bleu,chrf and bleu,chrf++: the names that can go on a comma-separated list."""
+    given, _, last = incomplete.rpartition(",")
+    return [f"{given}," * bool(given) + name for name in METRICS if name.startswith(last)]
 
 
 def bleu(
@@ -16,14 +23,14 @@ def bleu(
     hypothesis: Annotated[str, typer.Argument(
         help="Detokenised system output, one segment per line ('-': stdin).")],
     references: Annotated[list[str], typer.Argument(help="One or more reference files, line-aligned.")],
-    tokenize: Annotated[str, typer.Option("--tokenize", "-tok", help="13a | intl | char | zh | none.")]
-    = "13a",
+    tokenize: Annotated[Literal[TOKENIZERS], typer.Option("--tokenize", "-tok", help="sacreBLEU's "
+                                                          "tokenizer.")] = "13a",
     lowercase: Annotated[bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU (BLEU only, as "
                                             "sacreBLEU's -lc).")] = False,
-    smooth_method: Annotated[str, typer.Option(help="BLEU smoothing: exp | floor | add-k | none.")] = "exp",
+    smooth_method: Annotated[Literal[SMOOTH_METHODS], typer.Option(help="BLEU smoothing.")] = "exp",
     smooth_value: Annotated[Optional[float], typer.Option(help="Value for floor / add-k smoothing.")] = None,
-    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,chrf++,ter.")
-                       ] = "bleu",
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu,chrf,chrf++,ter.",
+                                         autocompletion=complete_metrics)] = "bleu",
     chrf_lowercase: Annotated[bool, typer.Option("--chrf-lowercase", help="Case-insensitive chrF/chrF++.")]
     = False,
     ter_case_sensitive: Annotated[bool, typer.Option(

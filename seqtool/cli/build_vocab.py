@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from seqtool.cli.options import EncodingErrors, Json, Seed, Workspace, pick, reporter
 from seqtool.cli.tokenize import MaxLineChars
+from seqtool.data.tokenizers import KINDS
 
 
 def build_vocab(
@@ -22,7 +23,7 @@ def build_vocab(
         Optional[Path], typer.Option("--output", "-o", help="Directory to write the tokenizer to.")
     ] = None,
     workspace: Workspace = None,
-    kind: Annotated[str, typer.Option("--kind", help="char | word | bpe | unigram.")] = "bpe",
+    kind: Annotated[Literal[KINDS], typer.Option("--kind", help="Tokenizer to learn.")] = "bpe",
     vocab_size: Annotated[
         Optional[int],
         typer.Option("--vocab-size", help="Pieces, specials included: a cap for char/word (default: all), "

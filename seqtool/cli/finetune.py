@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace, pick, reporter, require_workspace
+from seqtool.cli import options as o
+from seqtool.cli.options import Key, config_options, reporter, require_workspace
 
 Opt = typer.Option
 
@@ -16,48 +17,63 @@ Opt = typer.Option
 def finetune(
     ctx: typer.Context,
     source: Annotated[Optional[str], Opt("--from", help="Source: a seqtool workspace, or hf:DIR (a local "
-                                         "Hugging Face GPT-2 directory; nothing is downloaded).")] = None,
-    workspace: Workspace = None,
-    config: ConfigFile = None,
+                                         "Hugging Face GPT-2 directory; nothing is downloaded)."),
+                      Key("source")] = None,
+    workspace: o.Workspace = None,
+    config: o.ConfigFile = None,
     data: Annotated[Optional[list[str]], Opt("--data", help="New training text (language models; "
-                                             "repeatable).")] = None,
+                                             "repeatable)."), Key("data.train")] = None,
     valid: Annotated[Optional[list[str]], Opt("--valid", help="Validation text (else held out from --data "
-                                              "on the first run and kept in WS/data/).")] = None,
-    src: Annotated[Optional[str], Opt(help="Translation models: source-side training file.")] = None,
-    tgt: Annotated[Optional[str], Opt(help="Translation models: target-side training file.")] = None,
-    tsv: Annotated[Optional[str], Opt(help="Translation models: one source<TAB>target file.")] = None,
-    valid_src: Annotated[Optional[str], Opt(help="Translation models: validation source file.")] = None,
-    valid_tgt: Annotated[Optional[str], Opt(help="Translation models: validation target file.")] = None,
-    context: Annotated[Optional[int], Opt(help="Tokens per training row (bptt / block size).")] = None,
+                                              "on the first run and kept in WS/data/)."), Key("data.valid")] \
+        = None,
+    src: Annotated[Optional[str], Opt(help="Translation models: source-side training file."),
+                   Key("data.src")] = None,
+    tgt: Annotated[Optional[str], Opt(help="Translation models: target-side training file."),
+                   Key("data.tgt")] = None,
+    tsv: Annotated[Optional[str], Opt(help="Translation models: one source<TAB>target file."),
+                   Key("data.tsv")] = None,
+    valid_src: Annotated[Optional[str], Opt(help="Translation models: validation source file."),
+                         Key("data.valid_src")] = None,
+    valid_tgt: Annotated[Optional[str], Opt(help="Translation models: validation target file."),
+                         Key("data.valid_tgt")] = None,
+    context: Annotated[Optional[int], Opt(help="Tokens per training row (bptt / block size; 0: the source's, "
+                                          "else 64)."), Key("data.context")] = None,
     extend_vocab: Annotated[bool, Opt("--extend-vocab", help="Char/word tokenizers: add the symbols the "
-                                      "source cannot represent and grow the embeddings.")] = False,
+                                      "source cannot represent and grow the embeddings."),
+                            Key("extend_vocab")] = False,
     freeze: Annotated[Optional[list[str]], Opt("--freeze", help="Keep parameters fixed: embeddings | "
-                                               "encoder | layers:0-3 (repeatable).")] = None,
-    lora_rank: Annotated[Optional[int], Opt(help="Train LoRA adapters of this rank, not the model.")] = None,
-    lora_alpha: Annotated[Optional[float], Opt(help="LoRA scale numerator (update × alpha/rank).")] = None,
-    lora_dropout: Annotated[Optional[float], Opt(help="Dropout on the LoRA input.")] = None,
+                                               "encoder | layers:0-3 (repeatable)."), Key("freeze")] = None,
+    lora_rank: Annotated[Optional[int], Opt(help="Train LoRA adapters of this rank, not the model (any "
+                                            "--lora-* option turns LoRA on)."), Key("lora.rank")] = None,
+    lora_alpha: Annotated[Optional[float], Opt(help="LoRA scale numerator (update × alpha/rank)."),
+                          Key("lora.alpha")] = None,
+    lora_dropout: Annotated[Optional[float], Opt(help="Dropout on the LoRA input."), Key("lora.dropout")] \
+        = None,
     lora_targets: Annotated[Optional[str], Opt(help="Projections to adapt: q,k,v,o,mlp (Transformer) or "
-                                               "q,k,o,out (RNN seq2seq). Default q,v.")] = None,
-    adapter_name: Annotated[Optional[str], Opt(help="Save the adapter as adapters/NAME (default: "
-                                               "default).")] = None,
+                                               "q,k,o,out (RNN seq2seq)."), Key("lora.targets")] = None,
+    adapter_name: Annotated[Optional[str], Opt(help="Save the adapter as adapters/NAME."),
+                            Key("adapter_name")] = None,
     promote_if_better: Annotated[bool, Opt("--promote-if-better", help="Publish only if the validation "
-                                           "metric beats the current weights; log the decision.")] = False,
+                                           "metric beats the current weights; log the decision."),
+                                 Key("promote_if_better")] = False,
     merge: Annotated[bool, Opt("--merge", help="Merge -w's --adapter into a new workspace -o.")] = False,
-    adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge.")] = None,
+    adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge (default: default).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="--merge: the new workspace.")] = None,
-    lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4; with LoRA 1e-3).")] = None,
-    batch_size: Annotated[Optional[int], Opt(help="Rows per batch.")] = None,
-    max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps.")] = None,
-    epochs: Annotated[Optional[float], Opt(help="Stop after this many epochs.")] = None,
-    time_budget: Annotated[Optional[str], Opt(help="Stop after this long, e.g. 10m.")] = None,
-    eval_every: Annotated[Optional[int], Opt(help="Validate every N steps.")] = None,
-    checkpoint_every: Annotated[Optional[int], Opt(help="Checkpoint every N steps.")] = None,
-    resume: Annotated[str, Opt(help="auto: continue an interrupted fine-tuning run from its last checkpoint "
-                               "(a finished one starts a new round when the data or settings changed, "
-                               "else does nothing) | never: start a new round.")] = "auto",
-    seed: Seed = None,
-    device: Device = None,
-    sets: Sets = None,
+    lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4; with LoRA 1e-3).",
+                                       show_default=False), Key("optim.lr")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Rows per batch."), Key("run.batch_size")] = None,
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    time_budget: o.TimeBudget = None,
+    eval_every: o.EvalEvery = None,
+    checkpoint_every: o.CheckpointEvery = None,
+    resume: Annotated[Literal["auto", "never"], Opt(
+        help="auto: continue an interrupted fine-tuning run from its last checkpoint (a finished one starts "
+             "a new round when the data or settings changed, else does nothing) | never: start a new "
+             "round.")] = "auto",
+    seed: o.RunSeed = None,
+    device: o.RunDevice = None,
+    sets: o.Sets = None,
 ) -> None:
     """Fine-tune a trained model on new data, fully or with LoRA adapters.
 
@@ -67,6 +83,7 @@ def finetune(
 
     Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
     """
+    options = config_options(ctx, finetune, locals())
     from seqtool.cli.console import final_summary
     from seqtool.errors import InputError
 
@@ -90,21 +107,8 @@ def finetune(
         from seqtool.training import runtime
         from seqtool.training.finetune import FinetuneConfig
 
-        lora_given = any(v is not None for v in (lora_rank, lora_alpha, lora_dropout, lora_targets))
-        options = {
-            "source": source, "data.train": data, "data.valid": valid, "data.src": src, "data.tgt": tgt,
-            "data.tsv": tsv, "data.valid_src": valid_src, "data.valid_tgt": valid_tgt,
-            "data.context": context,
-            "extend_vocab": extend_vocab or None, "freeze": _split(freeze), "adapter_name": adapter_name,
-            "lora.rank": lora_rank, "lora.alpha": lora_alpha, "lora.dropout": lora_dropout,
-            "lora.targets": _split([lora_targets]) if lora_targets else None,
-            "promote_if_better": promote_if_better or None, "optim.lr": lr, "run.batch_size": batch_size,
-            "run.max_steps": max_steps, "run.epochs": epochs, "run.time_budget": time_budget,
-            "run.eval_every": eval_every, "run.checkpoint_every": checkpoint_every,
-            "run.seed": pick(seed, ctx, "seed"), "run.device": pick(device, ctx, "device"),
-        }
-        if lora_given and lora_rank is None:
-            options["lora.rank"] = 8
+        options["freeze"] = _split(freeze)
+        options["lora.targets"] = _split([lora_targets]) if lora_targets else None
         cfg = resolve(FinetuneConfig, config, options, sets)
         if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
             raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")

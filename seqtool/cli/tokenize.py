@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from seqtool.cli.options import EncodingErrors, global_options, reporter
+from seqtool.data.tokenized import FORMATS
 
 MaxLineChars = Annotated[
     int, typer.Option("--max-line-chars", help="Longest line accepted, in characters.")
@@ -26,11 +27,11 @@ def tokenize(
                      show_default=False),
     ] = None,
     side: Annotated[
-        Optional[str], typer.Option("--side", help="src | tgt: which tokenizer of a parallel workspace.")
+        Optional[Literal["src", "tgt"]], typer.Option("--side", help="The tokenizer of a parallel workspace.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="pieces | ids | jsonl: what to write.")] = "pieces",
+    fmt: Annotated[Literal[FORMATS], typer.Option("--format", help="What to write.")] = "pieces",
     decode: Annotated[bool, typer.Option("--decode", help="Turn ids or pieces back into text.")] = False,
-    source: Annotated[str, typer.Option("--from", help="ids | pieces | jsonl: what --decode reads.")] = "ids",
+    source: Annotated[Literal[FORMATS], typer.Option("--from", help="What --decode reads.")] = "ids",
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with <s>.")] = False,
     add_eos: Annotated[bool, typer.Option("--add-eos", help="End every line with </s>.")] = False,
     encoding_errors: EncodingErrors = "strict",

@@ -6,66 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace, global_options, pick, reporter
+from seqtool.cli import options as o
+from seqtool.cli.options import Key, config_options, reporter
 
 Opt = typer.Option
-
-# -- options shared by the train-* commands (named options are sugar for --set section.key=...) -----
-TrainFiles = Annotated[Optional[list[str]], typer.Argument(
-    help="Training text: files, globs, .gz, or - for stdin (else data.train from --config).",
-    show_default=False)]
-Valid = Annotated[Optional[list[str]], Opt("--valid", help="Validation text (repeatable); else a held-out "
-                                           "fraction of the training lines.", show_default=False)]
-ValidFraction = Annotated[Optional[float], Opt(help="Share of training lines held out for validation.")]
-TokenizerDir = Annotated[Optional[str], Opt("--tokenizer", "-t", help="Use this tokenizer directory "
-                                            "(build-vocab -o) instead of building one.", show_default=False)]
-Kind = Annotated[Optional[str], Opt(help="Tokenizer to build: char | word | bpe | unigram.")]
-VocabSize = Annotated[Optional[int], Opt(help="Tokenizer vocabulary size (a cap for char/word).")]
-MinCount = Annotated[Optional[int], Opt(help="char/word: keep pieces seen at least this often.")]
-Lowercase = Annotated[Optional[bool], Opt("--lowercase/--no-lowercase", help="Lower-case the text first.",
-                                          show_default=False)]
-BatchSize = Annotated[Optional[int], Opt(help="Sequences per batch.")]
-Lr = Annotated[Optional[float], Opt(help="Learning rate.")]
-Optimizer = Annotated[Optional[str], Opt(help="sgd | adam | adamw.")]
-Schedule = Annotated[Optional[str], Opt(help="constant | step | plateau | cosine | inverse-sqrt.")]
-Warmup = Annotated[Optional[int], Opt("--warmup-steps", "--warmup",
-                                      help="Linear learning-rate warmup steps.")]
-Clip = Annotated[Optional[float], Opt(help="Gradient-norm clipping threshold (0: off).")]
-MaxSteps = Annotated[Optional[int], Opt(help="Stop after this many optimizer steps.")]
-Epochs = Annotated[Optional[float], Opt(help="Stop after this many passes over the data.")]
-TimeBudget = Annotated[Optional[str], Opt(help="Stop after this much training time, e.g. 90s, 10m, 1h30m.")]
-EvalEvery = Annotated[Optional[int], Opt(help="Validate every N steps (and at the end).")]
-Patience = Annotated[Optional[int], Opt(help="Early stopping: validations without improvement (0: off).")]
-MaxBadSteps = Annotated[Optional[int], Opt(help="Stop with exit 1 after this many non-finite (NaN/inf) steps "
-                                           "in a row; each one is skipped.")]
-Precision = Annotated[Optional[str], Opt(help="auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA, else fp32).")]
-Compile = Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model.",
-                                        show_default=False)]
-Resume = Annotated[str, Opt(help="auto: continue the workspace's run from its last checkpoint (a finished "
-                            "run does nothing) | never: start afresh, removing an earlier run's results.")]
-
-
-def common_options(ctx: typer.Context, **named: Any) -> dict[str, Any]:
-    """The dotted config keys of the options every train-* command has (None: not given)."""
-    g = global_options(ctx)
-    seed, device = named.pop("seed", None), named.pop("device", None)
-    keys = {"valid": "data.valid", "valid_fraction": "data.valid_fraction", "tokenizer": "tokenizer.path",
-            "kind": "tokenizer.kind", "vocab_size": "tokenizer.vocab_size",
-            "min_count": "tokenizer.min_count", "lowercase": "tokenizer.lowercase",
-            "batch_size": "run.batch_size", "lr": "optim.lr",
-            "optimizer": "optim.optimizer", "schedule": "optim.schedule", "warmup": "optim.warmup_steps",
-            "clip": "optim.clip", "max_steps": "run.max_steps", "epochs": "run.epochs",
-            "time_budget": "run.time_budget", "eval_every": "run.eval_every", "patience": "run.patience",
-            "precision": "run.precision", "compile": "run.compile", "max_bad_steps": "run.max_bad_steps"}
-    options = {keys[name]: value for name, value in named.items()}
-    options["run.seed"] = pick(seed, ctx, "seed")
-    # the global --device defaults to "auto", which must not override a config file's choice
-    options["run.device"] = device or (g.device if g.device != "auto" else None)
-    return options
+CELLS = ("rnn", "gru", "lstm", "ugrnn")  # models.rnn_lm.CELLS (here so that --help needs no torch)
+OBJECTIVES = ("bptt", "window")  # training.lm.OBJECTIVES
 
 
 @dataclass
@@ -198,67 +148,62 @@ def _open_workspace(path: Path, job: TrainJob, cfg: dict[str, Any], data_files: 
 
 def train_rnn(
     ctx: typer.Context,
-    files: TrainFiles = None,
-    workspace: Workspace = None,
-    config: ConfigFile = None,
-    cell: Annotated[Optional[str], Opt(help="rnn (tanh) | gru | lstm | ugrnn (update-gate RNN).")] = None,
-    n_layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Stacked recurrent layers.")] \
-        = None,
-    hidden: Annotated[Optional[int], Opt(help="Hidden units per layer.")] = None,
-    embedding: Annotated[Optional[int], Opt(help="Embedding size (0: the hidden size, so it can be tied).")]
-    = None,
-    dropout: Annotated[Optional[float], Opt(help="Dropout on embeddings, between layers and on outputs.")]
-    = None,
+    files: o.TrainFiles = None,
+    workspace: o.Workspace = None,
+    config: o.ConfigFile = None,
+    cell: Annotated[Optional[Literal[CELLS]], Opt(help="Recurrent cell (rnn: tanh; ugrnn: update-gate RNN)."),
+                    Key("model.cell")] = None,
+    n_layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Stacked recurrent layers."),
+                        Key("model.n_layers")] = None,
+    hidden: Annotated[Optional[int], Opt(help="Hidden units per layer."), Key("model.hidden")] = None,
+    embedding: Annotated[Optional[int], Opt(help="Embedding size (0: the hidden size, so it can be tied)."),
+                         Key("model.embedding")] = None,
+    dropout: Annotated[Optional[float], Opt(help="Dropout on embeddings, between layers and on outputs."),
+                       Key("model.dropout")] = None,
     residual: Annotated[Optional[bool], Opt("--residual/--no-residual", help="Residual connections "
-                                            "between stacked layers.", show_default=False)] = None,
+                                            "between stacked layers."), Key("model.residual")] = None,
     tie: Annotated[Optional[bool], Opt("--tie/--no-tie", help="Share input and output embeddings (when "
-                                       "embedding == hidden).", show_default=False)] = None,
-    objective: Annotated[Optional[str], Opt(help="bptt: truncated BPTT over B parallel streams | window: "
-                                            "the --window tokens before each token predict it.")] = None,
-    bptt: Annotated[Optional[int], Opt(help="Tokens per truncated-BPTT segment.")] = None,
-    window: Annotated[Optional[int], Opt(help="Tokens per example of the window objective.")] = None,
-    valid: Valid = None,
-    valid_fraction: ValidFraction = None,
-    tokenizer: TokenizerDir = None,
-    kind: Kind = None,
-    vocab_size: VocabSize = None,
-    min_count: MinCount = None,
-    lowercase: Lowercase = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    optimizer: Optimizer = None,
-    schedule: Schedule = None,
-    warmup: Warmup = None,
-    clip: Clip = None,
-    max_steps: MaxSteps = None,
-    epochs: Epochs = None,
-    time_budget: TimeBudget = None,
-    eval_every: EvalEvery = None,
-    patience: Patience = None,
-    max_bad_steps: MaxBadSteps = None,
-    seed: Seed = None,
-    device: Device = None,
-    precision: Precision = None,
-    compile: Compile = None,
-    resume: Resume = "auto",
-    sets: Sets = None,
+                                       "embedding == hidden)."), Key("model.tie")] = None,
+    objective: Annotated[Optional[Literal[OBJECTIVES]], Opt(help="bptt: truncated BPTT over B parallel "
+                                                            "streams | window: the --window tokens before "
+                                                            "each token predict it."), Key("data.objective")]
+    = None,
+    bptt: Annotated[Optional[int], Opt(help="Tokens per truncated-BPTT segment."), Key("data.bptt")] = None,
+    window: Annotated[Optional[int], Opt(help="Tokens per example of the window objective."),
+                      Key("data.window")] = None,
+    valid: o.Valid = None,
+    valid_fraction: o.ValidFraction = None,
+    tokenizer: o.TokenizerDir = None,
+    kind: o.Kind = None,
+    vocab_size: o.VocabSize = None,
+    min_count: o.MinCount = None,
+    lowercase: o.Lowercase = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    optimizer: o.Optimizer = None,
+    schedule: o.Schedule = None,
+    warmup: o.Warmup = None,
+    clip: o.Clip = None,
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    time_budget: o.TimeBudget = None,
+    eval_every: o.EvalEvery = None,
+    patience: o.Patience = None,
+    max_bad_steps: o.MaxBadSteps = None,
+    seed: o.RunSeed = None,
+    device: o.RunDevice = None,
+    precision: o.Precision = None,
+    compile: o.Compile = None,
+    resume: o.Resume = "auto",
+    sets: o.Sets = None,
 ) -> None:
     """Train a recurrent language model (RNN, GRU, LSTM or UGRNN) on text; the best weights on
     validation are published to the workspace, with a sample in WS/samples/.
 
     Example: seqtool train-rnn recipes_data/recipes.txt -w runs/char --hidden 256 --time-budget 10m
     """
+    options = config_options(ctx, train_rnn, locals())
     from seqtool.training import lm
 
-    options = common_options(
-        ctx, valid=valid, valid_fraction=valid_fraction, tokenizer=tokenizer, kind=kind,
-        vocab_size=vocab_size, min_count=min_count, lowercase=lowercase, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, schedule=schedule, warmup=warmup, clip=clip, max_steps=max_steps, epochs=epochs,
-        time_budget=time_budget, eval_every=eval_every, patience=patience, seed=seed, device=device,
-        precision=precision, compile=compile, max_bad_steps=max_bad_steps)
-    options.update({"data.train": files or None, "model.cell": cell, "model.n_layers": n_layers,
-                    "model.hidden": hidden, "model.embedding": embedding, "model.dropout": dropout,
-                    "model.residual": residual, "model.tie": tie, "data.objective": objective,
-                    "data.bptt": bptt, "data.window": window})
     job = TrainJob("rnn-lm", lm.TrainRNNConfig, lambda cfg: lm.fingerprints(cfg.data), lm.build_rnn_lm)
     run_training(ctx, job, workspace, config, options, sets, resume)

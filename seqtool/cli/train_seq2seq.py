@@ -2,98 +2,102 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from seqtool.cli import train as shared
-from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace
+from seqtool.cli import options as o
+from seqtool.cli.options import Key, config_options
+from seqtool.cli.train import TrainJob, run_training
 
 Opt = typer.Option
+# as in models.seq2seq (here so that --help and completion need no torch)
+CELLS = ("lstm", "gru")
+ATTENTIONS = ("none", "additive", "dot", "general", "scaled-dot", "cosine", "location")
+DECAYS = ("none", "linear", "exponential", "inverse-sigmoid")
 
 
 def train_seq2seq(
     ctx: typer.Context,
-    workspace: Workspace = None,
-    config: ConfigFile = None,
-    src: Annotated[Optional[str], Opt(help="Source-side training file (line-aligned with --tgt).")] = None,
-    tgt: Annotated[Optional[str], Opt(help="Target-side training file.")] = None,
-    tsv: Annotated[Optional[str], Opt(help="One source<TAB>target file instead of --src/--tgt.")] = None,
-    valid_src: Annotated[Optional[str], Opt(help="Validation source (else a held-out part).")] = None,
-    valid_tgt: Annotated[Optional[str], Opt(help="Validation target file.")] = None,
-    valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file.")] = None,
-    valid_fraction: shared.ValidFraction = None,
-    tokenizer: Annotated[Optional[str], Opt("--tokenizer", "-t",
-                                            help="Reuse a tokenizer directory from build-vocab.")] = None,
-    kind: Annotated[Optional[str], Opt(help="Tokenizer to learn: char | word | bpe | unigram.")] = None,
-    vocab_size: Annotated[Optional[int], Opt(help="Tokenizer vocabulary size (per side).")] = None,
-    min_count: shared.MinCount = None,
-    lowercase: shared.Lowercase = None,
-    joint: Annotated[Optional[bool], Opt("--joint/--separate",
-                                         help="One tokenizer for both languages, or one per side.")] = None,
-    max_len: Annotated[Optional[int], Opt(help="Skip (and list) pairs longer than this many tokens.")] = None,
-    batch_tokens: Annotated[Optional[int], Opt(help="Padded tokens per length-bucketed batch.")] = None,
-    encoder_cell: Annotated[Optional[str], Opt(help="lstm | gru.")] = None,
-    decoder_cell: Annotated[Optional[str], Opt(help="lstm | gru.")] = None,
-    embedding: Annotated[Optional[int], Opt(help="Embedding size.")] = None,
-    hidden: Annotated[Optional[int], Opt(help="Hidden size of encoder and decoder.")] = None,
-    n_layers: Annotated[Optional[int], Opt(help="RNN layers (encoder and decoder).")] = None,
+    workspace: o.Workspace = None,
+    config: o.ConfigFile = None,
+    src: Annotated[Optional[str], Opt(help="Source-side training file (line-aligned with --tgt)."),
+                   Key("data.src")] = None,
+    tgt: Annotated[Optional[str], Opt(help="Target-side training file."), Key("data.tgt")] = None,
+    tsv: Annotated[Optional[str], Opt(help="One source<TAB>target file instead of --src/--tgt."),
+                   Key("data.tsv")] = None,
+    valid_src: Annotated[Optional[str], Opt(help="Validation source (else a held-out part)."),
+                         Key("data.valid_src")] = None,
+    valid_tgt: Annotated[Optional[str], Opt(help="Validation target file."), Key("data.valid_tgt")] = None,
+    valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file."),
+                         Key("data.valid_tsv")] = None,
+    valid_fraction: o.ValidFraction = None,
+    tokenizer: o.TokenizerDir = None,
+    kind: o.Kind = None,
+    vocab_size: Annotated[Optional[int], Opt(help="Tokenizer vocabulary size (per side)."),
+                          Key("tokenizer.vocab_size")] = None,
+    min_count: o.MinCount = None,
+    lowercase: o.Lowercase = None,
+    joint: Annotated[Optional[bool], Opt("--joint/--separate", help="One tokenizer for both languages, or "
+                                         "one per side."), Key("tokenizer.joint")] = None,
+    max_len: Annotated[Optional[int], Opt(help="Skip (and list) pairs longer than this many tokens."),
+                       Key("data.max_len")] = None,
+    batch_tokens: Annotated[Optional[int], Opt(help="Padded tokens per length-bucketed batch."),
+                            Key("data.batch_tokens")] = None,
+    encoder_cell: Annotated[Optional[Literal[CELLS]], Opt(help="Encoder RNN cell."),
+                            Key("model.encoder_cell")] = None,
+    decoder_cell: Annotated[Optional[Literal[CELLS]], Opt(help="Decoder RNN cell."),
+                            Key("model.decoder_cell")] = None,
+    embedding: Annotated[Optional[int], Opt(help="Embedding size."), Key("model.embedding")] = None,
+    hidden: Annotated[Optional[int], Opt(help="Hidden size of encoder and decoder."), Key("model.hidden")] \
+        = None,
+    n_layers: Annotated[Optional[int], Opt(help="RNN layers (encoder and decoder)."), Key("model.n_layers")] \
+        = None,
     bidirectional: Annotated[Optional[bool], Opt("--bidirectional/--unidirectional",
-                                                 help="Bidirectional encoder.")] = None,
+                                                 help="Bidirectional encoder."), Key("model.bidirectional")] \
+        = None,
     reverse_source: Annotated[Optional[bool], Opt("--reverse-source/--forward-source",
-                                                  help="Read the source backwards.")] = None,
-    attention: Annotated[Optional[str], Opt(
+                                                  help="Read the source backwards."),
+                              Key("model.reverse_source")] = None,
+    attention: Annotated[Optional[Literal[ATTENTIONS]], Opt(
         help="none (thought vector) | additive (Bahdanau) | dot | general (Luong) | scaled-dot | cosine | "
-             "location (Luong).")] = None,
-    dropout: Annotated[Optional[float], Opt(help="Dropout.")] = None,
+             "location (Luong)."), Key("model.attention")] = None,
+    dropout: Annotated[Optional[float], Opt(help="Dropout."), Key("model.dropout")] = None,
     teacher_forcing: Annotated[Optional[float], Opt(
-        help="Probability of feeding the gold previous token (1: always).")] = None,
-    teacher_forcing_decay: Annotated[Optional[str], Opt(
-        help="none | linear | exponential | inverse-sigmoid, over teacher_forcing.steps batches.")
-    ] = None,
-    label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing ε.")] = None,
-    lr: shared.Lr = None,
-    optimizer: shared.Optimizer = None,
-    schedule: shared.Schedule = None,
-    warmup: shared.Warmup = None,
-    clip: shared.Clip = None,
-    max_steps: shared.MaxSteps = None,
-    epochs: shared.Epochs = None,
-    time_budget: shared.TimeBudget = None,
-    eval_every: Annotated[Optional[int], Opt(help="Validate (loss and BLEU) every N steps.")] = None,
-    checkpoint_every: Annotated[Optional[int], Opt(help="Checkpoint every N steps.")] = None,
-    patience: shared.Patience = None,
-    max_bad_steps: shared.MaxBadSteps = None,
-    seed: Seed = None,
-    device: Device = None,
-    precision: shared.Precision = None,
-    compile: shared.Compile = None,
-    resume: shared.Resume = "auto",
-    sets: Sets = None,
+        help="Probability of feeding the gold previous token (1: always)."), Key("teacher_forcing.start")] \
+        = None,
+    teacher_forcing_decay: Annotated[Optional[Literal[DECAYS]], Opt(
+        help="How teacher forcing decays over teacher_forcing.steps batches."),
+        Key("teacher_forcing.decay")] = None,
+    label_smoothing: o.LabelSmoothing = None,
+    lr: o.Lr = None,
+    optimizer: o.Optimizer = None,
+    schedule: o.Schedule = None,
+    warmup: o.Warmup = None,
+    clip: o.Clip = None,
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    time_budget: o.TimeBudget = None,
+    eval_every: Annotated[Optional[int], Opt(help="Validate (loss and BLEU) every N steps."),
+                          Key("run.eval_every")] = None,
+    checkpoint_every: o.CheckpointEvery = None,
+    patience: o.Patience = None,
+    max_bad_steps: o.MaxBadSteps = None,
+    seed: o.RunSeed = None,
+    device: o.RunDevice = None,
+    precision: o.Precision = None,
+    compile: o.Compile = None,
+    resume: o.Resume = "auto",
+    sets: o.Sets = None,
 ) -> None:
     """Train an encoder-decoder RNN with attention; the best weights by validation BLEU are published.
 
     Example: seqtool train-seq2seq -w runs/enfr --src train.en --tgt train.fr --time-budget 10m
     """
+    options = config_options(ctx, train_seq2seq, locals())
     from seqtool.training import seq2seq
 
-    options = shared.common_options(
-        ctx, valid_fraction=valid_fraction, tokenizer=tokenizer, kind=kind, vocab_size=vocab_size,
-        min_count=min_count, lowercase=lowercase, lr=lr, optimizer=optimizer, schedule=schedule,
-        warmup=warmup, clip=clip, max_steps=max_steps, epochs=epochs, time_budget=time_budget,
-        eval_every=eval_every, patience=patience, max_bad_steps=max_bad_steps, seed=seed, device=device,
-        precision=precision, compile=compile)
-    options.update({
-        "data.src": src, "data.tgt": tgt, "data.tsv": tsv, "data.valid_src": valid_src,
-        "data.valid_tgt": valid_tgt, "data.valid_tsv": valid_tsv, "data.max_len": max_len,
-        "data.batch_tokens": batch_tokens, "tokenizer.joint": joint, "model.encoder_cell": encoder_cell,
-        "model.decoder_cell": decoder_cell, "model.embedding": embedding, "model.hidden": hidden,
-        "model.n_layers": n_layers, "model.bidirectional": bidirectional,
-        "model.reverse_source": reverse_source, "model.attention": attention, "model.dropout": dropout,
-        "teacher_forcing.start": teacher_forcing, "teacher_forcing.decay": teacher_forcing_decay,
-        "optim.label_smoothing": label_smoothing, "run.checkpoint_every": checkpoint_every})
     # A seq2seq batch is a token budget (data.batch_tokens), so run.batch_size does not bind a resume.
-    job = shared.TrainJob("seq2seq", seq2seq.Seq2SeqTrainConfig,
-                          lambda cfg: seq2seq.data_fingerprints(cfg.data), seq2seq.build,
-                          fixed=("data", "tokenizer", "model", "run.seed"))
-    shared.run_training(ctx, job, workspace, config, options, sets, resume)
+    job = TrainJob("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: seq2seq.data_fingerprints(cfg.data),
+                   seq2seq.build, fixed=("data", "tokenizer", "model", "run.seed"))
+    run_training(ctx, job, workspace, config, options, sets, resume)

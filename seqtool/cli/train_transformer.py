@@ -4,112 +4,107 @@ causal language modelling (GPT-like) or masked language modelling (BERT-like).""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from seqtool.cli import train as shared
-from seqtool.cli.options import ConfigFile, Device, Seed, Sets, Workspace, global_options
+from seqtool.cli import options as o
+from seqtool.cli.options import Key, config_options, global_options
+from seqtool.cli.train import TrainJob, run_training
 
 Opt = typer.Option
+# as in models.transformer (here so that --help and completion need no torch)
+ARCHS = ("encoder-decoder", "decoder", "encoder")
+POSITIONS = ("sinusoidal", "learned")
+ACTIVATIONS = ("relu", "gelu", "gelu-tanh")
 
 
 def train_transformer(
     ctx: typer.Context,
-    files: shared.TrainFiles = None,
-    workspace: Workspace = None,
-    config: ConfigFile = None,
-    arch: Annotated[Optional[str], Opt(help="encoder-decoder (translation: --src/--tgt or --tsv) | decoder "
-                                       "(GPT-like LM on FILES) | encoder (BERT-like masked LM on FILES).",
-                                       show_default=False)] = None,
-    layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Blocks per stack.")] = None,
-    heads: Annotated[Optional[int], Opt("--heads", "--n-heads", help="Attention heads.")] = None,
-    d_model: Annotated[Optional[int], Opt(help="Model width (divisible by --heads).")] = None,
-    d_ff: Annotated[Optional[int], Opt(help="Feed-forward inner width.")] = None,
-    dropout: Annotated[Optional[float], Opt(help="Dropout on embeddings, attention and sublayers.")] = None,
-    positions: Annotated[Optional[str], Opt(help="sinusoidal (the paper's) | learned (GPT-2, BERT).")] = None,
+    files: o.TrainFiles = None,
+    workspace: o.Workspace = None,
+    config: o.ConfigFile = None,
+    arch: Annotated[Optional[Literal[ARCHS]], Opt(
+        help="encoder-decoder (translation: --src/--tgt or --tsv) | decoder (GPT-like LM on FILES) | encoder "
+             "(BERT-like masked LM on FILES); a run in -w keeps its own."), Key("model.arch")] = None,
+    layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Blocks per stack."),
+                      Key("model.n_layers")] = None,
+    heads: Annotated[Optional[int], Opt("--heads", "--n-heads", help="Attention heads."),
+                     Key("model.n_heads")] = None,
+    d_model: Annotated[Optional[int], Opt(help="Model width (divisible by --heads)."), Key("model.d_model")] \
+        = None,
+    d_ff: Annotated[Optional[int], Opt(help="Feed-forward inner width."), Key("model.d_ff")] = None,
+    dropout: Annotated[Optional[float], Opt(help="Dropout on embeddings, attention and sublayers."),
+                       Key("model.dropout")] = None,
+    positions: Annotated[Optional[Literal[POSITIONS]], Opt(help="sinusoidal (the paper's) | learned (GPT-2, "
+                                                           "BERT)."), Key("model.positions")] = None,
     norm_first: Annotated[Optional[bool], Opt("--norm-first/--post-norm", help="LayerNorm before each "
-                                              "sublayer (pre-LN, GPT-2) or after the residual (the paper).",
-                                              show_default=False)] = None,
-    activation: Annotated[Optional[str], Opt(help="Feed-forward activation: relu | gelu | gelu-tanh.")] \
-        = None,
+                                              "sublayer (pre-LN, GPT-2) or after the residual (the paper)."),
+                          Key("model.norm_first")] = None,
+    activation: Annotated[Optional[Literal[ACTIVATIONS]], Opt(help="Feed-forward activation."),
+                          Key("model.activation")] = None,
     tie: Annotated[Optional[bool], Opt("--tie/--no-tie", help="Share the (target) embedding with the output "
-                                       "layer.", show_default=False)] = None,
+                                       "layer."), Key("model.tie")] = None,
     block_size: Annotated[Optional[int], Opt(help="decoder/encoder: tokens per training sequence (the "
-                                             "model's positions).")] = None,
+                                             "model's positions)."), Key("data.block_size")] = None,
     src: Annotated[Optional[str], Opt(help="encoder-decoder: source training file (line-aligned with "
-                                      "--tgt).", show_default=False)] = None,
-    tgt: Annotated[Optional[str], Opt(help="encoder-decoder: target training file.", show_default=False)] \
-        = None,
-    tsv: Annotated[Optional[str], Opt(help="encoder-decoder: one source<TAB>target file instead.",
-                                      show_default=False)] = None,
-    valid_src: Annotated[Optional[str], Opt(help="Validation source file.", show_default=False)] = None,
-    valid_tgt: Annotated[Optional[str], Opt(help="Validation target file.", show_default=False)] = None,
-    valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file.", show_default=False)] \
-        = None,
+                                      "--tgt)."), Key("data.src")] = None,
+    tgt: Annotated[Optional[str], Opt(help="encoder-decoder: target training file."), Key("data.tgt")] = None,
+    tsv: Annotated[Optional[str], Opt(help="encoder-decoder: one source<TAB>target file instead."),
+                   Key("data.tsv")] = None,
+    valid_src: Annotated[Optional[str], Opt(help="Validation source file."), Key("data.valid_src")] = None,
+    valid_tgt: Annotated[Optional[str], Opt(help="Validation target file."), Key("data.valid_tgt")] = None,
+    valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file."),
+                         Key("data.valid_tsv")] = None,
     joint: Annotated[Optional[bool], Opt("--joint/--separate", help="encoder-decoder: one tokenizer for both "
-                                         "languages, or one per side.", show_default=False)] = None,
+                                         "languages, or one per side."), Key("tokenizer.joint")] = None,
     max_len: Annotated[Optional[int], Opt(help="encoder-decoder: skip (and list) pairs longer than this "
-                                          "many tokens.")] = None,
-    batch_tokens: Annotated[Optional[int], Opt(help="encoder-decoder: padded tokens per batch.")] = None,
-    label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing ε (training loss only).")] = None,
-    accumulate: Annotated[Optional[int], Opt(help="Gradient accumulation: batches per optimizer step.")] \
-        = None,
-    valid: shared.Valid = None,
-    valid_fraction: shared.ValidFraction = None,
-    tokenizer: shared.TokenizerDir = None,
-    kind: shared.Kind = None,
-    vocab_size: shared.VocabSize = None,
-    min_count: shared.MinCount = None,
-    lowercase: shared.Lowercase = None,
-    batch_size: shared.BatchSize = None,
-    lr: shared.Lr = None,
-    optimizer: shared.Optimizer = None,
-    schedule: shared.Schedule = None,
-    warmup: shared.Warmup = None,
-    clip: shared.Clip = None,
-    max_steps: shared.MaxSteps = None,
-    epochs: shared.Epochs = None,
-    time_budget: shared.TimeBudget = None,
-    eval_every: shared.EvalEvery = None,
-    patience: shared.Patience = None,
-    max_bad_steps: shared.MaxBadSteps = None,
-    seed: Seed = None,
-    device: Device = None,
-    precision: shared.Precision = None,
-    compile: shared.Compile = None,
-    resume: shared.Resume = "auto",
-    sets: Sets = None,
+                                          "many tokens."), Key("data.max_len")] = None,
+    batch_tokens: Annotated[Optional[int], Opt(help="encoder-decoder: padded tokens per batch."),
+                            Key("data.batch_tokens")] = None,
+    label_smoothing: o.LabelSmoothing = None,
+    accumulate: Annotated[Optional[int], Opt(help="Gradient accumulation: batches per optimizer step."),
+                          Key("optim.accumulate")] = None,
+    valid: o.Valid = None,
+    valid_fraction: o.ValidFraction = None,
+    tokenizer: o.TokenizerDir = None,
+    kind: o.Kind = None,
+    vocab_size: o.VocabSize = None,
+    min_count: o.MinCount = None,
+    lowercase: o.Lowercase = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    optimizer: o.Optimizer = None,
+    schedule: o.Schedule = None,
+    warmup: o.Warmup = None,
+    clip: o.Clip = None,
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    time_budget: o.TimeBudget = None,
+    eval_every: o.EvalEvery = None,
+    patience: o.Patience = None,
+    max_bad_steps: o.MaxBadSteps = None,
+    seed: o.RunSeed = None,
+    device: o.RunDevice = None,
+    precision: o.Precision = None,
+    compile: o.Compile = None,
+    resume: o.Resume = "auto",
+    sets: o.Sets = None,
 ) -> None:
     """Train a Transformer: translation (encoder-decoder, best weights by validation BLEU), a GPT-like
     causal LM (decoder) or a BERT-like masked LM (encoder, validation masked-token accuracy).
 
     Example: seqtool train-transformer input.txt -w runs/gpt --arch decoder --block-size 64 --time-budget 10m
     """
+    options = config_options(ctx, train_transformer, locals())
     from seqtool.training import transformer
 
-    options = shared.common_options(
-        ctx, valid=valid, valid_fraction=valid_fraction, tokenizer=tokenizer, kind=kind,
-        vocab_size=vocab_size, min_count=min_count, lowercase=lowercase, batch_size=batch_size, lr=lr,
-        optimizer=optimizer,
-        schedule=schedule, warmup=warmup, clip=clip, max_steps=max_steps, epochs=epochs,
-        time_budget=time_budget, eval_every=eval_every, patience=patience, seed=seed, device=device,
-        precision=precision, compile=compile, max_bad_steps=max_bad_steps)
     path = workspace or global_options(ctx).workspace
-    arch = arch or _arch_given_elsewhere(config, sets, Path(path) if path else None)
-    options.update({
-        "data.train": files or None, "data.block_size": block_size, "data.src": src, "data.tgt": tgt,
-        "data.tsv": tsv, "data.valid_src": valid_src, "data.valid_tgt": valid_tgt,
-        "data.valid_tsv": valid_tsv,
-        "data.max_len": max_len, "data.batch_tokens": batch_tokens, "tokenizer.joint": joint,
-        "model.arch": arch, "model.n_layers": layers, "model.n_heads": heads, "model.d_model": d_model,
-        "model.d_ff": d_ff, "model.dropout": dropout, "model.positions": positions,
-        "model.norm_first": norm_first, "model.activation": activation, "model.tie": tie,
-        "optim.label_smoothing": label_smoothing, "optim.accumulate": accumulate})
+    arch = options["model.arch"] = arch or _arch_given_elsewhere(config, sets, Path(path) if path else None)
     ws_kind = transformer.KIND_OF_ARCH.get(arch or "decoder", "transformer-lm")
-    job = shared.TrainJob(ws_kind, transformer.TransformerTrainConfig, transformer.data_fingerprints,
-                          transformer.build)
-    shared.run_training(ctx, job, workspace, config, options, sets, resume)
+    job = TrainJob(ws_kind, transformer.TransformerTrainConfig, transformer.data_fingerprints,
+                   transformer.build)
+    run_training(ctx, job, workspace, config, options, sets, resume)
 
 
 def _arch_given_elsewhere(config: Path | None, sets: list[str] | None, path: Path | None) -> str | None:

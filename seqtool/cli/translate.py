@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -25,8 +25,9 @@ def translate(
     max_len_a: Annotated[float, Opt(help="An output has at most a·|source tokens| + b tokens: a.")] = 1.5,
     max_len_b: Annotated[int, Opt(help="… and b.")] = 10,
     nbest: Annotated[int, Opt(help="Print the N best translations of each line (needs --beam ≥ N).")] = 1,
-    nbest_format: Annotated[str, Opt(help="With --nbest > 1 or --scores: tsv (line, rank, score, text) | "
-                                          "jsonl (one object per input line).")] = "tsv",
+    nbest_format: Annotated[Literal["tsv", "jsonl"], Opt(help="With --nbest > 1 or --scores: tsv (line, "
+                                                         "rank, score, text) | jsonl (one object per input "
+                                                         "line).")] = "tsv",
     scores: Annotated[bool, Opt("--scores", help="Print the score of each translation too.")] = False,
     batch_size: Annotated[int, Opt(help="Sentences decoded together.")] = 64,
     no_repeat_ngram: Annotated[int, Opt(help="Never repeat an n-gram of this size (0: off).")] = 0,
@@ -41,13 +42,10 @@ def translate(
     import sys
 
     from seqtool.data.io import iter_lines
-    from seqtool.errors import InputError
     from seqtool.training import runtime
     from seqtool.translation import TranslateConfig, Translator
 
     cfg = TranslateConfig(beam, length_penalty, max_len_a, max_len_b, nbest, batch_size, no_repeat_ngram)
-    if nbest_format not in ("tsv", "jsonl"):
-        raise InputError(f"--nbest-format must be tsv or jsonl, got {nbest_format!r}")
     translator = Translator.from_workspace(require_workspace(workspace, ctx),
                                            runtime.pick_device(pick(device, ctx, "device")), adapter)
     lines = iter_lines(input, encoding_errors=encoding_errors)
