@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -51,8 +51,8 @@ def generate(
                                        "encoder): the --top-k (default 5) candidates for each <mask> in "
                                        "this text.",
                                        show_default=False)] = None,
-    fmt: Annotated[str, Opt("--format", help="text (streamed) | jsonl (text, tokens, ids and per-token "
-                            "log-probabilities per sample).")] = "text",
+    fmt: Annotated[Literal["text", "jsonl"], Opt("--format", help="text (streamed) | jsonl (text, tokens, "
+                                                 "ids and per-token log-probs per sample).")] = "text",
     seed: Seed = None,
     adapter: Adapter = None,
     device: Device = None,
@@ -78,8 +78,6 @@ def generate(
     from seqtool.workspace import LM_KINDS
     from seqtool.workspace import Workspace as WS
 
-    if fmt not in ("text", "jsonl"):
-        raise InputError(f"--format must be text or jsonl, got {fmt!r}")
     if num_samples < 1:
         raise InputError(f"--num-samples must be ≥ 1, got {num_samples}")
     if prompt is not None and prompt_file is not None:
