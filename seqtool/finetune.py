@@ -184,6 +184,7 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     try:
         if dist.is_main:
             path.mkdir(parents=True, exist_ok=True)
+    trainer = None
             lock.acquire()
         previous = Workspace.open(path) if (path / META_FILE).exists() else None
         resuming = continues_round(cfg, previous, data_files, resume, report)
@@ -207,7 +208,8 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
             ws.update_status(promote_candidates=[])
     finally:
         lock.release()
-        runtime.shutdown_distributed()
+        # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
+        runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
     return summary
 
 

@@ -1,9 +1,14 @@
 """DDP on CPU (gloo): two processes launched by torchrun train the same global batches as one process
-and end with the same weights (up to float reduction order); only rank 0 writes the workspace."""
+and end with the same weights (up to float reduction order); only rank 0 writes the workspace. Under
+faults: torchrun forwarding SIGUSR1 as docs/operations.md says, a 2-process resume that is bit-identical,
+no rank exiting before rank 0 has saved, and an sbatch script that forgot srun."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,22 +17,53 @@ import pytest
 import torch
 from toytask import make_trainer
 
+from seqtool.errors import InputError
 from seqtool.training import runtime
 from seqtool.workspace import Workspace, load_tensors
 
 TESTS = Path(__file__).parent
+TRAIN = ["--cell", "gru", "--n-layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
+         "--set", "data.bptt=16", "--eval-every", "4", "--set", "run.checkpoint_every=4",
+         "--set", "run.log_every=1", "--device", "cpu", "--seed", "1", "--kind", "char"]
 
 
-def torchrun(nproc: int, *args: str, timeout: float = 50) -> subprocess.CompletedProcess:
-    """`python -m torch.distributed.run --standalone` (a free rendezvous port) on this machine's CPUs."""
+def clean_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
-                "SLURM_PROCID"):
+                "SLURM_PROCID", "SLURM_STEP_ID", "SLURM_STEPID", "SLURM_JOB_ID"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return {**env, **extra}
+
+
+def torchrun_cmd(nproc: int, *args: str) -> list[str]:
+    """`python -m torch.distributed.run --standalone` (a free rendezvous port) on this machine's CPUs."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(torchrun_cmd(nproc, *args), env=clean_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "red", "hat"]
+    path = tmp_path_factory.mktemp("data") / "train.txt"
+    path.write_text("".join(" ".join(rng.choice(words) for _ in range(8)) + "\n" for _ in range(100)))
+    return path
+
+
+def train_rnn(corpus: Path, ws: Path, steps: int) -> list[str]:
+    return [str(TESTS / "faulty_seqtool.py"), "--log-format", "json", "train-rnn", str(corpus), "-w", str(ws),
+            *TRAIN, "--max-steps", str(steps)]
+
+
+def weights(ws: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(Workspace.open(ws).latest_checkpoint() / "model.safetensors")
 
 
 def test_two_processes_match_one(tmp_path):
@@ -58,12 +94,14 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_dist_from_env_torchrun_and_slurm(monkeypatch):
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+                "SLURM_STEP_ID", "SLURM_STEPID"):
         monkeypatch.delenv(key, raising=False)
     assert runtime.dist_from_env() == runtime.Dist()
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # srun's tasks belong to a job step
     assert runtime.dist_from_env() == runtime.Dist(5, 8, 1)
     # torchrun inside an srun step (one task per node) wins over SLURM's task numbering
     monkeypatch.setenv("WORLD_SIZE", "16")
@@ -110,3 +148,107 @@ def test_shards_weight_their_loss_by_their_share_of_the_tokens():
             averaged = sum(p["loss_weight"] * float(net(p)[1]) for p in parts) / 2
             assert averaged == pytest.approx(whole, rel=1e-5)
             assert sum(p["ntokens"] for p in parts) == batch["ntokens"]
+
+
+# ---------------------------------------------------------------------------------------------
+# under faults
+
+
+def test_sbatch_script_without_srun_fails_at_once_with_a_hint(corpus, tmp_path, monkeypatch):
+    """`sbatch --ntasks 2` runs the script once, with SLURM_NTASKS=2 and SLURM_PROCID=0 but no step id
+    (only srun's tasks have one): rank 0 would wait for a rank 1 that never starts."""
+    batch_script = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                    "SLURM_JOB_NODELIST": "localhost"}
+    argv = ["train-rnn", str(corpus), "-w", str(tmp_path / "ws"), *TRAIN, "--max-steps", "2"]
+    result = subprocess.run([sys.executable, "-m", "seqtool", *argv], env=clean_env(**batch_script),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    error = result.stderr.splitlines()[0]
+    assert error.startswith("error: SLURM_NTASKS=2") and "srun seqtool" in error, result.stderr
+    assert "Traceback" not in result.stderr
+    for key, value in batch_script.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(InputError, match="batch script"):
+        runtime.dist_from_env()
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # the same variables in a task that srun started
+    assert runtime.dist_from_env() == runtime.Dist(0, 2, 0)
+
+
+def documented_torchrun() -> tuple[list[str], dict[str, str]]:
+    """The signal flags and the exported variables of the sbatch script that runs torchrun in
+    docs/operations.md."""
+    text = (TESTS.parent / "docs" / "operations.md").read_text()
+    blocks = [block.split("```")[0] for block in text.split("```bash")]
+    script = next(b for b in blocks if "#SBATCH" in b and "torchrun" in b)
+    exports = dict(re.findall(r"^export (\w+)=(\S+)", script, re.M))
+    flags = re.findall(r"(--signals-to-handle)[ =](\S+)", script)
+    return [f"{flag}={value}" for flag, value in flags], exports
+
+
+def kill_leftovers(marker: str) -> None:
+    """End the workers torchrun left running (they name `marker`, this test's workspace, in their argv)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_torchrun_as_documented_passes_sigusr1_on_and_the_workspace_says_preempted(corpus, tmp_path):
+    """SLURM's --signal=USR1@T reaches torchrun; the documented flags make it forward the signal, the
+    workers checkpoint and stop, and the documented check (`seqtool info --json`) reads `preempted`."""
+    from typer.testing import CliRunner
+
+    from seqtool.cli import app
+
+    flags, exports = documented_torchrun()
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen(torchrun_cmd(2, *flags, *train_rnn(corpus, ws, 100000)), env=clean_env(**exports),
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stderr:
+            if line.startswith("{") and json.loads(line).get("event") == "train":
+                break
+        proc.send_signal(signal.SIGUSR1)
+        log = proc.communicate(timeout=60)[1]  # orphaned workers would keep stderr open
+        assert proc.returncode == 1, log[-2000:]  # torchrun reports its workers' 75 as 1
+    finally:
+        proc.kill()
+        kill_leftovers(str(ws))
+    assert "stopped by SIGUSR1" in log
+    assert not (ws / ".lock").exists()  # both workers are gone and rank 0 let go of the workspace
+    result = CliRunner().invoke(app, ["info", "-w", str(ws), "--json"])
+    info = json.loads(result.stdout)
+    assert info["status"] == "preempted" and info["checkpoints"], result.output
+    resumed = subprocess.run([sys.executable, *train_rnn(corpus, ws, info["last_step"] + 2)],
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert Workspace.open(ws).status["state"] == "finished"
+
+
+def test_two_process_resume_is_bit_identical(corpus, tmp_path):
+    """Each rank carries its own BPTT state (its rows of the batch): the checkpoint must hold every
+    rank's, or rank 1 resumes with rank 0's."""
+    steps = 9
+    reference = torchrun(2, *train_rnn(corpus, tmp_path / "ref", steps))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    stopped = torchrun(2, *train_rnn(corpus, tmp_path / "ws", steps), FAULT_SIGTERM_AT_STEP="6")
+    assert "stopped by SIGTERM at step 6" in stopped.stderr, stopped.stderr[-2000:]
+    resumed = torchrun(2, *train_rnn(corpus, tmp_path / "ws", steps))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    one, two = weights(tmp_path / "ref"), weights(tmp_path / "ws")
+    assert one.keys() == two.keys()
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+
+
+def test_no_rank_exits_before_rank_0_has_saved_and_unlocked(corpus, tmp_path):
+    """Under `srun --kill-on-bad-exit` (and torchrun) the first rank to exit gets the others killed, so
+    after a signal every rank waits for rank 0's checkpoint, status and lock release. Rank 0 is slowed
+    down while it writes the status; every rank reports what it saw as it exited."""
+    result = torchrun(2, *train_rnn(corpus, tmp_path / "ws", 100000), FAULT_SIGTERM_AT_STEP="3",
+                      FAULT_SLOW_STATUS="1.5", FAULT_REPORT=str(tmp_path))
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0] == {"code": 75, "status": "preempted", "lock": False}, result.stderr[-2000:]
+    assert reports[1] == {"code": 75, "status": "preempted", "lock": False}

@@ -119,12 +119,13 @@ def main(argv: list[str]) -> None:
     tdist.barrier()
     if not dist.is_main:
         ws = Workspace.open(path)
+    trainer = make_trainer(ws, steps=steps, dropout=0.0, batch_size=8, dist=dist)
     try:
-        make_trainer(ws, steps=steps, dropout=0.0, batch_size=8, dist=dist).fit()
+        trainer.fit()
     finally:
         if lock is not None:
             lock.release()
-        runtime.shutdown_distributed()
+        runtime.shutdown_distributed(wait=bool(trainer.stopped_by))
 
 
 if __name__ == "__main__":

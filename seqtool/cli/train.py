@@ -40,9 +40,9 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
     from seqtool.workspace import WorkspaceLock
 
     report = reporter(ctx)
-    dist = runtime.dist_from_env()
-    report.rank = dist.rank
     with final_summary(report, workspace) as outcome:
+        dist = runtime.dist_from_env()
+        report.rank = dist.rank
         path = require_workspace(workspace, ctx)
         outcome.workspace = str(path)
         check_choice("--resume", resume, ("auto", "never"))
@@ -53,6 +53,7 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
         runtime.configure_cuda()
         lock = WorkspaceLock(path / ".lock")
         try:
+        trainer = None
             if dist.is_main:
                 _make_dir(path)
                 lock.acquire()
@@ -78,7 +79,7 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
                 after(summary)
         finally:
             lock.release()
-            runtime.shutdown_distributed()
+            runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
 
 
 def _make_dir(path: Path) -> None:

@@ -127,6 +127,14 @@ def dist_from_env() -> Dist:
     if "WORLD_SIZE" in env:
         return Dist(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        # The batch script of an `sbatch --ntasks N` job sees SLURM_NTASKS=N and SLURM_PROCID=0 too, but
+        # it is one process: only the tasks that srun starts carry a step id. Without this check rank 0
+        # would wait for ranks that never come.
+        if "SLURM_STEP_ID" not in env and "SLURM_STEPID" not in env:
+            raise InputError(
+                f"SLURM_NTASKS={env['SLURM_NTASKS']} but this process is the job's batch script, not one of "
+                "srun's tasks: the other processes it would wait for never start",
+                hint="start it with `srun seqtool ...` (or torchrun), or submit the job with --ntasks 1")
         return Dist(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
     return Dist()
 
@@ -165,11 +173,18 @@ def barrier(dist: Dist) -> None:
         tdist.barrier()
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group (if any), so the process exits without a warning."""
+def shutdown_distributed(wait: bool = False) -> None:
+    """Leave the process group (if any), so the process exits without a warning.
+
+    `wait`: meet every rank first. After a stop signal the callers pass it once rank 0 has written its
+    checkpoint and status and released the lock, so no rank exits 75 earlier: under
+    `srun --kill-on-bad-exit` (and under torchrun) the first rank to exit gets the others killed.
+    """
     import torch.distributed as tdist
 
     if tdist.is_available() and tdist.is_initialized():
+        if wait:
+            tdist.barrier()
         tdist.destroy_process_group()
 
 
@@ -207,7 +222,13 @@ class StopFlags:
         self.signal_name = name
 
     def restore(self) -> None:
+        """Put the previous handlers back. After SIGTERM/SIGUSR1 those two stay caught: the process is on
+        its way out with 75, and a second signal (SLURM's, or the launcher's when another rank exits)
+        must not turn that into 143 while it shuts down."""
+        stopping = self.signal_name in ("SIGTERM", "SIGUSR1")
         for sig, handler in self.previous.items():
+            if stopping and sig != signal.SIGINT:
+                continue
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, handler)
         self.previous.clear()

@@ -151,6 +151,8 @@ class Trainer:
         self.state = TrainState()
         self.carry: Any = None
         self._saved: tuple[int, str] = (-1, "")  # (step, finished) of the newest checkpoint written
+        self._ended = False  # rank 0 has written the run's end (status, summary event)
+        self.stopped_by = ""  # the signal that stopped the run, if one did
         self.time_budget = parse_duration(run.time_budget, "run.time_budget")
         steps_per_epoch = max(1, task.data.steps_per_epoch // max(1, optim.accumulate))
         epoch_steps = int(math.ceil(run.epochs * steps_per_epoch)) if run.epochs else None
@@ -187,12 +189,14 @@ class Trainer:
             self.scaler.load_state_dict(trainer_state["scaler"])
         self.state = TrainState(**trainer_state["train_state"])
         self._saved = (self.state.step, self.state.finished)
-        self.carry = _to_device(trainer_state.get("carry"), self.device)
-        # Each rank continues its own random stream (dropout differs per rank); a checkpoint written by
-        # a different number of processes falls back to rank 0's stream.
+        # Each rank continues its own random stream (dropout differs per rank) and its own carried BPTT
+        # state (its rows of the batch). A checkpoint written by a different number of processes falls
+        # back to rank 0's stream, and the carried state starts from zeros: its rows no longer match.
+        world, rank = self.dist.world_size, self.dist.rank
         per_rank = trainer_state.get("rng_ranks") or []
-        rng = per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else trainer_state["rng"]
-        runtime.set_rng_state(rng)
+        runtime.set_rng_state(per_rank[rank] if len(per_rank) == world else trainer_state["rng"])
+        carries = trainer_state.get("carry_ranks", [trainer_state.get("carry")])
+        self.carry = _to_device(carries[rank], self.device) if len(carries) == world else None
         self._note("info", f"resumed from {ckpt.name} (step {self.state.step})")
         return True
 
@@ -200,7 +204,8 @@ class Trainer:
         """Write checkpoints/step-N (rank 0) with every rank's RNG state; a collective under DDP."""
         if self._saved == (self.state.step, self.state.finished):
             return  # e.g. a signal right after a scheduled checkpoint
-        rng_ranks = self._gather(runtime.rng_state())
+        ranks = self._gather((runtime.rng_state(), _to_cpu(self.carry)))
+        rng_ranks, carry_ranks = [r[0] for r in ranks], [r[1] for r in ranks]
         rewrite = self._saved[0] == self.state.step  # the same step again, now marked finished
         self._saved = (self.state.step, self.state.finished)
         if not self.dist.is_main:
@@ -210,7 +215,8 @@ class Trainer:
             "train_state": vars(self.state).copy(),
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
-            "carry": _to_cpu(self.carry),
+            "carry": carry_ranks[0],
+            "carry_ranks": carry_ranks,
         }
         if self.scaler is not None:
             trainer_state["scaler"] = self.scaler.state_dict()
@@ -307,11 +313,7 @@ class Trainer:
             reason = self._loop(flags)
             return self._finish(reason)
         except BaseException as err:
-            status = _status_of(err)
-            if self.dist.is_main:
-                with contextlib.suppress(Exception):  # the disk may be full: the error matters more
-                    self.ws.update_status(state=status, step=self.state.step)
-                    self.emit({"event": "summary", **self.summary(status), "message": str(err)}, report=False)
+            self._record_end(err)
             raise
         finally:
             flags.restore()
@@ -320,6 +322,16 @@ class Trainer:
         s, run, accum = self.state, self.run_cfg, max(1, self.optim_cfg.accumulate)
         log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, time.time()
         segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
+    def _record_end(self, err: BaseException) -> None:
+        """Rank 0 writes how the run ended (status, summary event), once."""
+        if self._ended or not self.dist.is_main:
+            return
+        self._ended = True
+        status = _status_of(err)
+        with contextlib.suppress(Exception):  # the disk may be full: the error matters more
+            self.ws.update_status(state=status, step=self.state.step)
+            self.emit({"event": "summary", **self.summary(status), "message": str(err)}, report=False)
+
         while True:
             batches = self.task.data.batches(s.epoch, s.index)
             if s.index == 0:
@@ -491,14 +503,19 @@ class Trainer:
         s = self.state
         if reason.startswith("signal:"):
             self.checkpoint()
-            self._barrier()  # no rank exits (and gets the job step killed) before rank 0 has saved
-            name = reason.split(":", 1)[1]
             last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
+            # Rank 0 writes the checkpoint and the status here, before any rank leaves: the caller's
+            # shutdown_distributed(wait=True) holds every rank until rank 0 is done (and has unlocked).
+            self.stopped_by = name = reason.split(":", 1)[1]
             if name == "SIGINT":
-                raise SeqtoolError(f"interrupted by Ctrl-C at step {s.step}; checkpoint {last} written",
-                                   hint="continue with --resume auto", exit_code=EXIT_INTERRUPTED)
-            raise TemporaryFailure(f"stopped by {name} at step {s.step}; checkpoint {last} written",
-                                   hint="continue with --resume auto")
+                err: SeqtoolError = SeqtoolError(
+                    f"interrupted by Ctrl-C at step {s.step}; checkpoint {last} written",
+                    hint="continue with --resume auto", exit_code=EXIT_INTERRUPTED)
+            else:
+                err = TemporaryFailure(f"stopped by {name} at step {s.step}; checkpoint {last} written",
+                                       hint="continue with --resume auto")
+            self._record_end(err)
+            raise err
         if s.step == 0:
             raise RuntimeFailure("no training step was run",
                                  hint="check --max-steps / --time-budget / data size")
