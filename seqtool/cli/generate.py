@@ -13,8 +13,10 @@ from seqtool.cli.options import (
     Adapter,
     Device,
     EncodingErrors,
+    Key,
     Seed,
     Workspace,
+    config_options,
     pick,
     reporter,
     require_workspace,
@@ -31,14 +33,17 @@ def generate(
                                          "text).", show_default=False)] = None,
     prompt_file: Annotated[Optional[str], Opt(help="Continue each line of this file ('-': stdin) in turn.",
                                               show_default=False)] = None,
-    max_tokens: Annotated[int, Opt(help="New tokens per sample, at most.")] = 200,
+    max_tokens: Annotated[Optional[int], Opt(help="New tokens per sample, at most."), Key("max_tokens")] \
+        = None,
     num_samples: Annotated[int, Opt("--num-samples", "-n", help="Samples per prompt.")] = 1,
-    temperature: Annotated[float, Opt(help="Divide the logits by this; < 1 is more conservative, 0 is "
-                                      "greedy.")] = 1.0,
-    top_k: Annotated[int, Opt(help="Sample among the k most likely tokens only (0: all).")] = 0,
-    top_p: Annotated[float, Opt(help="Nucleus sampling: the smallest set of tokens holding this much "
-                                "probability (1: all).")] = 1.0,
-    greedy: Annotated[bool, Opt("--greedy", help="Always take the most likely token.")] = False,
+    temperature: Annotated[Optional[float], Opt(help="Divide the logits by this; < 1 is more conservative, "
+                                                "0 is greedy."), Key("temperature")] = None,
+    top_k: Annotated[Optional[int], Opt(help="Sample among the k most likely tokens only (0: all)."),
+                     Key("top_k")] = None,
+    top_p: Annotated[Optional[float], Opt(help="Nucleus sampling: the smallest set of tokens holding this "
+                                          "much probability (1: all)."), Key("top_p")] = None,
+    greedy: Annotated[bool, Opt("--greedy", help="Always take the most likely token."), Key("greedy")] \
+        = False,
     newline_prefix: Annotated[bool, Opt("--newline-prefix/--no-newline-prefix", help="Condition on a newline "
                                         "before the prompt, as the model read each line of its training "
                                         "text. --no-newline-prefix: the prompt's tokens alone, as "
@@ -65,10 +70,12 @@ def generate(
 
     Example: seqtool generate -w runs/recipes --prompt "Chocolate" --max-tokens 300 --temperature 0.7 --seed 1
     """
+    options = config_options(ctx, generate, locals())
     import random
 
     import torch
 
+    from seqtool.config import resolve
     from seqtool.data.io import iter_lines, open_output
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.decoding import DecodeConfig, TextStream
@@ -82,12 +89,11 @@ def generate(
         raise InputError(f"--num-samples must be ≥ 1, got {num_samples}")
     if prompt is not None and prompt_file is not None:
         raise InputError("give --prompt or --prompt-file, not both")
-    cfg = DecodeConfig(max_tokens=max_tokens, greedy=greedy, temperature=temperature, top_k=top_k,
-                       top_p=top_p)
+    cfg = resolve(DecodeConfig, options=options)
     report = reporter(ctx)
     path = require_workspace(workspace, ctx)
     if fill is not None or WS.open(path).kind == "transformer-mlm":
-        _fill(path, fill, top_k or 5, fmt, pick(device, ctx, "device"))
+        _fill(path, fill, cfg.top_k or 5, fmt, pick(device, ctx, "device"))
         return
     ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
     dev = runtime.pick_device(pick(device, ctx, "device"))

@@ -36,7 +36,9 @@ class Key:
 CONFIGS = {"train-rnn": "seqtool.training.lm:TrainRNNConfig",
            "train-seq2seq": "seqtool.training.seq2seq:Seq2SeqTrainConfig",
            "train-transformer": "seqtool.training.transformer:TransformerTrainConfig",
-           "finetune": "seqtool.training.finetune:FinetuneConfig"}
+           "finetune": "seqtool.training.finetune:FinetuneConfig",
+           "translate": "seqtool.translation:TranslateConfig",
+           "generate": "seqtool.decoding:DecodeConfig"}
 
 
 def complete_device(incomplete: str) -> list[str]:
@@ -149,18 +151,22 @@ def config_options(ctx: typer.Context, command: Callable, given: dict[str, Any])
 
 def show_config_defaults(name: str, command: Callable, params: list) -> None:
     """Add `[default: 256, from model.hidden]` to the help of each option of command `name` that sets a
-    config key (imports the command's core, so only --help calls this)."""
+    config key; the key only where --config/--set can set it too (this imports the command's core, so
+    only --help calls it)."""
     if name not in CONFIGS:
         return
     module, _, cls = CONFIGS[name].partition(":")
     config = getattr(importlib.import_module(module), cls)
     keys = config_keys(command)
+    settable = any(param.name == "sets" for param in params)
     for param in params:
         key = keys.get(param.name)
-        if key is None or "[default:" in (param.help or "") or "[from " in (param.help or ""):
+        if key is None or "  [" in (param.help or ""):  # (already shown)
             continue
         shown = _shown(param, config_default(config, key)) if param.show_default is not False else ""
-        param.help = f"{param.help or ''}  [{f'default: {shown}, ' if shown else ''}from {key}]"
+        notes = [f"default: {shown}"] * bool(shown) + [f"from {key}"] * settable
+        if notes:
+            param.help = f"{param.help or ''}  [{', '.join(notes)}]"
 
 
 def config_default(config: type, key: str) -> Any:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+import sys
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from seqtool.cli.options import Adapter, Device, EncodingErrors, Workspace, pick, require_workspace
+from seqtool.cli.options import (
+    Adapter,
+    Device,
+    EncodingErrors,
+    Key,
+    Workspace,
+    config_options,
+    pick,
+    require_workspace,
+)
 
 Opt = typer.Option
 
@@ -16,21 +26,25 @@ def translate(
     ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Source text, one sentence per line ('-': stdin).")] = "-",
     workspace: Workspace = None,
-    beam: Annotated[int, Opt("--beam", "-k", help="Beam size; 1 is greedy search.")] = 1,
-    length_penalty: Annotated[float, Opt(
+    beam: Annotated[Optional[int], Opt("--beam", "-k", help="Beam size; 1 is greedy search."), Key("beam")] \
+        = None,
+    length_penalty: Annotated[Optional[float], Opt(
         "--length-penalty", "-a",
         help="GNMT length penalty α: a finished hypothesis Y scores log P(Y|X) / lp(Y) with "
-             "lp(Y) = ((5 + |Y|) / 6)^α. Larger α favours longer outputs; 0 ranks by raw log-probability.")]
-    = 0.0,
-    max_len_a: Annotated[float, Opt(help="An output has at most a·|source tokens| + b tokens: a.")] = 1.5,
-    max_len_b: Annotated[int, Opt(help="… and b.")] = 10,
-    nbest: Annotated[int, Opt(help="Print the N best translations of each line (needs --beam ≥ N).")] = 1,
+             "lp(Y) = ((5 + |Y|) / 6)^α. Larger α favours longer outputs; 0 ranks by raw log-probability."),
+        Key("length_penalty")] = None,
+    max_len_a: Annotated[Optional[float], Opt(help="An output has at most a·|source tokens| + b tokens: a."),
+                         Key("max_len_a")] = None,
+    max_len_b: Annotated[Optional[int], Opt(help="… and b."), Key("max_len_b")] = None,
+    nbest: Annotated[Optional[int], Opt(help="Print the N best translations of each line (needs --beam "
+                                        "≥ N)."), Key("nbest")] = None,
     nbest_format: Annotated[Literal["tsv", "jsonl"], Opt(help="With --nbest > 1 or --scores: tsv (line, "
                                                          "rank, score, text) | jsonl (one object per input "
                                                          "line).")] = "tsv",
     scores: Annotated[bool, Opt("--scores", help="Print the score of each translation too.")] = False,
-    batch_size: Annotated[int, Opt(help="Sentences decoded together.")] = 64,
-    no_repeat_ngram: Annotated[int, Opt(help="Never repeat an n-gram of this size (0: off).")] = 0,
+    batch_size: Annotated[Optional[int], Opt(help="Sentences decoded together."), Key("batch_size")] = None,
+    no_repeat_ngram: Annotated[Optional[int], Opt(help="Never repeat an n-gram of this size (0: off)."),
+                               Key("no_repeat_ngram")] = None,
     adapter: Adapter = None,
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
@@ -39,17 +53,17 @@ def translate(
 
     Example: seqtool translate -w runs/enfr test.en --beam 5 --length-penalty 0.6 > test.hyp.fr
     """
-    import sys
-
+    options = config_options(ctx, translate, locals())
+    from seqtool.config import resolve
     from seqtool.data.io import iter_lines
     from seqtool.training import runtime
     from seqtool.translation import TranslateConfig, Translator
 
-    cfg = TranslateConfig(beam, length_penalty, max_len_a, max_len_b, nbest, batch_size, no_repeat_ngram)
+    cfg = resolve(TranslateConfig, options=options)
     translator = Translator.from_workspace(require_workspace(workspace, ctx),
                                            runtime.pick_device(pick(device, ctx, "device")), adapter)
     lines = iter_lines(input, encoding_errors=encoding_errors)
-    plain = nbest == 1 and not scores
+    plain = cfg.nbest == 1 and not scores
     out = sys.stdout
     for n, candidates in enumerate(translator.translate(lines, cfg), 1):
         if plain:
