@@ -181,10 +181,10 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     dist = runtime.dist_from_env()
     runtime.init_distributed(dist, device)
     lock = WorkspaceLock(path / ".lock")
+    trainer = None
     try:
         if dist.is_main:
             path.mkdir(parents=True, exist_ok=True)
-    trainer = None
             lock.acquire()
         previous = Workspace.open(path) if (path / META_FILE).exists() else None
         resuming = continues_round(cfg, previous, data_files, resume, report)

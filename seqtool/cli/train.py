@@ -52,8 +52,8 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
         runtime.init_distributed(dist, device)
         runtime.configure_cuda()
         lock = WorkspaceLock(path / ".lock")
-        try:
         trainer = None
+        try:
             if dist.is_main:
                 _make_dir(path)
                 lock.acquire()

@@ -201,7 +201,7 @@ class Trainer:
         return True
 
     def checkpoint(self) -> None:
-        """Write checkpoints/step-N (rank 0) with every rank's RNG state; a collective under DDP."""
+        """Write checkpoints/step-N (rank 0) with every rank's RNG and carried state (a DDP collective)."""
         if self._saved == (self.state.step, self.state.finished):
             return  # e.g. a signal right after a scheduled checkpoint
         ranks = self._gather((runtime.rng_state(), _to_cpu(self.carry)))
@@ -318,10 +318,6 @@ class Trainer:
         finally:
             flags.restore()
 
-    def _loop(self, flags: runtime.StopFlags) -> str:
-        s, run, accum = self.state, self.run_cfg, max(1, self.optim_cfg.accumulate)
-        log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, time.time()
-        segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
     def _record_end(self, err: BaseException) -> None:
         """Rank 0 writes how the run ended (status, summary event), once."""
         if self._ended or not self.dist.is_main:
@@ -332,6 +328,10 @@ class Trainer:
             self.ws.update_status(state=status, step=self.state.step)
             self.emit({"event": "summary", **self.summary(status), "message": str(err)}, report=False)
 
+    def _loop(self, flags: runtime.StopFlags) -> str:
+        s, run, accum = self.state, self.run_cfg, max(1, self.optim_cfg.accumulate)
+        log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, time.time()
+        segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
         while True:
             batches = self.task.data.batches(s.epoch, s.index)
             if s.index == 0:
@@ -502,11 +502,11 @@ class Trainer:
     def _finish(self, reason: str) -> dict[str, Any]:
         s = self.state
         if reason.startswith("signal:"):
-            self.checkpoint()
-            last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
             # Rank 0 writes the checkpoint and the status here, before any rank leaves: the caller's
             # shutdown_distributed(wait=True) holds every rank until rank 0 is done (and has unlocked).
             self.stopped_by = name = reason.split(":", 1)[1]
+            self.checkpoint()
+            last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
             if name == "SIGINT":
                 err: SeqtoolError = SeqtoolError(
                     f"interrupted by Ctrl-C at step {s.step}; checkpoint {last} written",
