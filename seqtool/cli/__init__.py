@@ -94,7 +94,7 @@ def _after_command(param: click.Parameter) -> click.Parameter:
         return value
 
     param = copy.copy(param)
-    param.expose_value, param.callback = False, store
+    param.expose_value, param.callback, param.help = False, store, f"{param.help} (a global option)"
     return param
 
 
