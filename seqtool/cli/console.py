@@ -22,7 +22,7 @@ from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
 
 @dataclass
 class GlobalOptions:
-    """Options given before the command name (`seqtool --quiet generate ...`)."""
+    """The global options, given before or after the command name (`seqtool --quiet generate ...`)."""
 
     workspace: str | None = None
     device: str = "auto"
