@@ -174,7 +174,7 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     Under torchrun/srun every rank trains its slice of each batch and rank 0 alone writes."""
     from seqtool.training import runtime
     from seqtool.training.trainer import Trainer
-    from seqtool.workspace import WorkspaceLock
+    from seqtool.workspace import WorkspaceLock, lock_workspace
 
     path = Path(ws_path)
     data_files = fingerprints(cfg)  # hashed once: for the decision and for seqtool.yaml
@@ -183,9 +183,8 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
     lock = WorkspaceLock(path / ".lock")
     trainer = None
     try:
-        if dist.is_main:
-            path.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
+        if dist.is_main:  # the same path as train-*: a stale lock is taken over with a warning
+            lock = lock_workspace(path, lambda message: report({"event": "warning", "message": message}))
         previous = Workspace.open(path) if (path / META_FILE).exists() else None
         resuming = continues_round(cfg, previous, data_files, resume, report)
         ws, task, baseline = prepare(cfg, path, previous, data_files, device, report, resuming, dist.is_main,
@@ -233,7 +232,7 @@ def continues_round(cfg: FinetuneConfig, old: Workspace | None, data_files: list
     changed = first_difference(before, dataclasses.asdict(cfg), FIXED_KEYS)
     recorded = {(f.get("role"), f.get("path")): f.get("sha256") for f in old.meta.get("data") or []}
     new_data = recorded != {(f["role"], f["path"]): f.get("sha256") for f in data_files}
-    if old.status.get("state") == "finished":
+    if old.finished_status() is not None:  # the final checkpoint says so, whatever a kill -9 left
         if changed or new_data:
             why = "new data" if new_data else changed
             report({"event": "info", "message": f"the last fine-tuning round here has finished; starting a "

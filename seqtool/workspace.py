@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -62,8 +64,10 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _os_error(err, path) from err
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if (failure := _write_failure(err, path)) is not None:
+            raise failure from err
         raise
 
 
@@ -91,13 +95,32 @@ def _apply_umask(path: Path) -> None:
 def _os_error(err: OSError, path: Path) -> RuntimeFailure:
     import errno
 
-    if err.errno == errno.ENOSPC:
-        return RuntimeFailure(f"disk full while writing {path}",
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+        return RuntimeFailure(f"{what} while writing {path}",
                               hint="free space; the previous files are intact")
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return RuntimeFailure(f"cannot write {path}: {err.strerror}",
                               hint="make the workspace writable; the previous files are intact")
     return RuntimeFailure(f"cannot write {path}: {err.strerror or err}")
+
+
+def _write_failure(err: BaseException, path: Path) -> RuntimeFailure | None:
+    """The user-facing error when a library's writer fails for want of disk (None: not such a failure).
+    safetensors names the OS error in its message; torch.save only says its stream came up short, which
+    a full disk (or quota) does once the temp file exists."""
+    text = str(err)
+    if type(err).__name__ == "SafetensorError" and (code := re.search(r"\(os error (\d+)\)", text)):
+        return _os_error(OSError(int(code[1]), os.strerror(int(code[1]))), path)
+    if isinstance(err, RuntimeError) and "inline_container" in text:
+        if "unexpected pos" in text or "file write failed" in text:
+            import errno
+
+            return _os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+        return RuntimeFailure(f"cannot write {path}: {text.splitlines()[0]}",
+                              hint="check the disk and that the workspace is writable; the previous files "
+                                   "are intact")
+    return None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -141,9 +164,17 @@ class WorkspaceLock:
                     f"{holder.get('host')}",
                     hint="wait for that run to finish, or delete the .lock file if that process is gone",
                 ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
+            except OSError as err:  # a read-only workspace fails here first
+                raise _os_error(err, self.path) from None
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(info, fh)
+            except OSError as err:
+                self.path.unlink(missing_ok=True)
+                raise _os_error(err, self.path) from None
             self.held = True
+            # Only the lock holder writes here, so seqtool's temp names are leftovers of killed writers.
+            self.warnings += remove_temp_files(self.path.parent)
             return self
         raise TemporaryFailure(f"could not lock workspace {self.path.parent}", hint="try again")
 
@@ -170,6 +201,49 @@ class WorkspaceLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_workspace(path: Path, warn: Callable[[str], None]) -> WorkspaceLock:
+    """Create the workspace directory if needed and take its writer lock, as train-* and finetune do
+    first; what the lock has to say (a stale lock taken over, a checkpoint put back) goes to `warn`."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"workspace {path} exists and is not a directory", hint="choose another -w")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create workspace {path}: {err.strerror}", hint="check -w") from None
+    lock = WorkspaceLock(path / ".lock").acquire()
+    for warning in lock.warnings:
+        warn(warning)
+    return lock
+
+
+# The temp files of atomic_write_with and the temp directories of save_checkpoint and save_tokenizers
+# (.NAME.XXXXXXXX.tmp: mkstemp's 8 random characters), and the copy a rewrite moves aside (.tmp.old).
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<old>\.old)?")
+# where train-* and finetune write; not attention/, which attention-map writes without the lock
+TEMP_DIRS = ("", "checkpoints", "tokenizer", "adapters", "plots", "samples", "data")
+
+
+def remove_temp_files(root: Path) -> list[str]:
+    """Remove what writers killed mid-write left in the workspace `root` (the caller holds its lock).
+    A copy moved aside whose replacement never arrived is put back instead; returns warnings saying so."""
+    said = []
+    for sub in TEMP_DIRS:
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        temps = [(p, m) for p in folder.iterdir() if (m := TEMP_NAME.fullmatch(p.name))]
+        for path, match in sorted(temps, key=lambda pm: not pm[1]["old"]):  # put back before removing
+            original = folder / match["name"]
+            if match["old"] and not original.exists():
+                os.replace(path, original)
+                said.append(f"put back {original}: a kill cut short the save that replaces it")
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    return said
 
 
 def _pid_alive(pid: int) -> bool:
@@ -287,6 +361,29 @@ class Workspace:
         self.status.update(values)
         self.write_meta()
 
+    def mark_finished(self, reason: str, step: int) -> None:
+        self.update_status(state="finished", finished=reason, step=step)
+
+    def finished_status(self, settle: bool = False) -> dict[str, Any] | None:
+        """The status of the run here when it has finished, else None.
+
+        The trainer notes the final step in the status, writes the final checkpoint (whose meta.json
+        says why the run ended), then the state `finished`. A kill -9 between the last two leaves the
+        state at `running`: that checkpoint then decides, and `settle` (the lock holder) writes the state.
+        Any other state was written by a run that ended knowing how.
+        """
+        state, final = self.status.get("state"), self.status.get("final_step")
+        if state == "finished":
+            return self.status
+        ckpt = self.latest_checkpoint() if state == "running" and final is not None else None
+        meta = _read_json(ckpt / "meta.json") if ckpt is not None else {}
+        if not meta.get("finished") or meta.get("step") != final:
+            return None
+        if settle:
+            self.mark_finished(meta["finished"], meta["step"])
+            return self.status
+        return {**self.status, "state": "finished", "finished": meta["finished"], "step": meta["step"]}
+
     def lock(self) -> WorkspaceLock:
         return WorkspaceLock(self.path / ".lock")
 
@@ -295,8 +392,12 @@ class Workspace:
 
     # -- metrics ------------------------------------------------------------------------------
     def append_metrics(self, event: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, default=float) + "\n")
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json_line(event, default=float) + "\n")
+        except OSError as err:
+            raise _os_error(err, path) from err
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -384,7 +485,7 @@ class Workspace:
             # The writer holds the lock, so temp dirs here are left over by a process killed mid-save.
             for stale in root.glob(".step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", dir=root))
+            tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", suffix=".tmp", dir=root))
         except OSError as err:
             raise _os_error(err, final) from err
         try:
@@ -548,6 +649,28 @@ def count_parameters(path: str | Path) -> int:
             n *= dim
         total += n
     return total
+
+
+def json_line(event: dict[str, Any], default: Callable[[Any], Any] = str) -> str:
+    """`event` as one line of strict JSON (metrics.jsonl, --log-format json): bare NaN and Infinity are not
+    JSON, so a non-finite number becomes null and KEY_nonfinite says which ("nan", "inf" or "-inf")."""
+    return json.dumps(_finite(event), default=default)
+
+
+def _finite(value: Any) -> Any:
+    def bad(x: Any) -> bool:
+        return isinstance(x, float) and not math.isfinite(x)
+
+    if isinstance(value, dict):
+        out = {}
+        for key, x in value.items():
+            out[key] = None if bad(x) else _finite(x)
+            if bad(x):
+                out[f"{key}_nonfinite"] = "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [None if bad(x) else _finite(x) for x in value]
+    return value
 
 
 @contextlib.contextmanager

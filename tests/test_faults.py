@@ -188,6 +188,45 @@ def test_second_concurrent_run_exits_75_naming_the_holder(corpus, tmp_path):
     assert_generates(ws)
 
 
+# seqtool, but it kill -9s itself where a run writes its `finished` status: after the final checkpoint,
+# before the status (sys.argv[1:] are seqtool's arguments).
+KILL_BEFORE_FINISHED_STATUS = """
+import os, signal, sys
+from seqtool import workspace
+from seqtool.cli import main
+write = workspace.Workspace.update_status
+def update_status(self, **values):
+    if values.get("state") == "finished":
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(self, **values)
+workspace.Workspace.update_status = update_status
+sys.argv[0] = "seqtool"
+main()
+"""
+
+
+def run_killed_before_finished_status(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILL_BEFORE_FINISHED_STATUS, *argv], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def test_kill_9_between_final_checkpoint_and_status_then_the_same_command_settles_it(
+        corpus, reference, tmp_path):
+    ws = tmp_path / "ws"
+    run_killed_before_finished_status(args(corpus, ws))
+    assert Workspace.open(ws).status["state"] == "running"
+    assert Workspace.open(ws).latest_checkpoint().name == f"step-{STEPS:07d}"
+    code, lines = run(args(corpus, ws))
+    assert code == 0 and summary(lines)["status"] == "already-finished", lines[-3:]
+    status = Workspace.open(ws).status
+    assert status["state"] == "finished" and status["finished"] == "max_steps" and status["step"] == STEPS
+    assert_same_weights(reference, ws)
+    # and more steps train on from there, as after any finished run
+    code, lines = run(args(corpus, ws, STEPS + 4))
+    assert code == 0 and summary(lines)["status"] == "finished" and summary(lines)["steps"] == STEPS + 4
+
+
 # ---------------------------------------------------------------------------------------------
 # in-process: stale lock, corrupt checkpoints, disks, data, divergence, pickles
 
@@ -253,6 +292,121 @@ def test_read_only_or_full_disk_while_saving_keeps_the_previous_checkpoint(
     assert summary(lines)["status"] == "failed"
     assert Workspace.open(ws).latest_checkpoint().name == "step-0000024"
     assert_generates(ws)
+
+
+@pytest.mark.parametrize("fault", ["torch.save", "safetensors", "lock"])
+def test_disk_full_or_read_only_inside_torch_or_safetensors_is_one_clear_line(
+        corpus, reference, tmp_path, monkeypatch, fault):
+    """The libraries do not raise OSError: torch.save on a full disk raises RuntimeError without an errno,
+    safetensors a SafetensorError naming the OS error (the messages below are the ones they gave on a
+    full and on a read-only tmpfs); a read-only workspace already fails to create .lock."""
+    from safetensors import SafetensorError
+
+    ws = copy_of(reference, tmp_path)
+    if fault == "torch.save":
+        real_save = torch.save
+
+        def save(obj, f, *a, **k):
+            if "step-0000028" in str(f):
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+            return real_save(obj, f, *a, **k)
+
+        monkeypatch.setattr(torch, "save", save)
+    elif fault == "safetensors":
+        import safetensors.torch
+
+        real_file = safetensors.torch.save_file
+
+        def save_file(tensors, filename, *a, **k):
+            if "step-0000028" in str(filename):
+                raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                                      "(os error 28)")
+            return real_file(tensors, filename, *a, **k)
+
+        monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    else:
+        real_open = os.open
+
+        def open_(path, flags, *a, **k):
+            if str(path).endswith(".lock") and flags & os.O_CREAT:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real_open(path, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", open_)
+    exit_code, lines = cli(args(corpus, ws, STEPS + 8))
+    monkeypatch.undo()
+    assert exit_code == 1, lines[-3:]
+    error = next(e["message"] for e in lines if e["event"] == "error")
+    assert "internal error" not in error and "intact" in error
+    assert ("Read-only file system" in error) if fault == "lock" else ("disk full" in error)
+    assert summary(lines)["status"] == "failed"
+    assert Workspace.open(ws).latest_checkpoint().name == "step-0000024"
+    assert not list((ws / "checkpoints").glob(".*"))
+    assert_generates(ws)
+
+
+def test_temp_files_of_killed_writers_are_removed_under_the_lock(corpus, reference, tmp_path):
+    """A kill -9 mid-write leaves seqtool's temp names behind; the next run holding the lock removes them,
+    and puts back what a kill between two renames had moved aside (a checkpoint, the tokenizer)."""
+    ws = copy_of(reference, tmp_path)
+    ckpts = ws / "checkpoints"
+    os.rename(ckpts / "step-0000024", ckpts / ".step-0000024.k1ll3d_x.tmp.old")  # moved aside, not back
+    (ckpts / ".step-0000024.b2ttt_yz.tmp").mkdir()  # the new copy, cut short
+    os.rename(ws / "tokenizer", ws / ".tokenizer.abc_1234.tmp.old")
+    temps = [ws / ".model.safetensors.a1b2c3d4.tmp", ws / ".seqtool.yaml.zz_9y8x7.tmp",
+             ws / "plots" / ".loss.png.q1w2e3r4.tmp"]
+    for path in temps:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    mine = [ws / "notes.tmp", ws / ".seqtool.yaml.backup", ws / "plots" / "my.png"]  # not seqtool's
+    for path in mine:
+        path.write_text("keep")
+    code, lines = cli(args(corpus, ws))
+    assert code == 0 and summary(lines)["status"] == "already-finished", lines[-3:]
+    assert not [p for p in temps if p.exists()]
+    assert all(p.read_text() == "keep" for p in mine)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000016", "step-0000020", "step-0000024"]
+    assert Workspace.open(ws).latest_checkpoint().name == "step-0000024"
+    assert not list(ws.glob(".tokenizer*")) and (ws / "tokenizer").is_dir()
+    assert any(e["event"] == "warning" and "step-0000024" in e["message"] for e in lines)
+    assert_generates(ws)
+
+
+def test_non_finite_numbers_are_null_in_json_logs_and_metrics(corpus, reference, tmp_path):
+    """Bare NaN/Infinity is not JSON: a strict parser must read every line of the log and of metrics.jsonl."""
+    def strict(line: str) -> dict:
+        def refuse(name):
+            raise ValueError(f"not JSON: {name}")
+
+        return json.loads(line, parse_constant=refuse)
+
+    from typer.testing import CliRunner
+
+    ws = copy_of(reference, tmp_path)
+    result = CliRunner().invoke(app, args(corpus, ws, STEPS + 20, "--lr", "1e38", "--max-bad-steps", "3"))
+    assert result.exit_code == 1
+    lines = [strict(line) for line in result.stderr.splitlines()]
+    events = [strict(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
+    skips = [e for e in lines + events if e["event"] == "skip"]
+    assert skips and all(
+        (e["loss"] is None) == (e.get("loss_nonfinite") in ("nan", "inf", "-inf")) for e in skips)
+    assert any(e["loss"] is None for e in skips)
+    # the same rule for any event and any number in it
+    from seqtool.cli.console import Reporter
+
+    Workspace.open(ws).append_metrics({"event": "valid", "loss": float("inf"), "ppl": float("nan"),
+                                       "step": 1})
+    last = strict((ws / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last == {"event": "valid", "loss": None, "loss_nonfinite": "inf", "ppl": None,
+                    "ppl_nonfinite": "nan", "step": 1}
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        Reporter(log_format="json").event({"event": "train", "loss": float("-inf"), "step": 2})
+    line = strict(err.getvalue())
+    assert line["loss"] is None and line["loss_nonfinite"] == "-inf"
 
 
 def test_data_deleted_between_runs_is_a_clear_error(reference, corpus, tmp_path):

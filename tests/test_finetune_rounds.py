@@ -174,3 +174,43 @@ def test_a_glob_of_data_files_is_recorded_and_new_files_start_a_round(cli, tmp_p
     assert [f["path"] for f in Workspace.open(tmp_path / "ft").meta["data"]] == [str(tmp_path / "day1.txt")]
     tmp_text(NEW, name="day2.txt")  # the cron job's next file
     assert "starting a new one (new data)" in ok(_finetune(cli, *args)).stderr
+
+
+def test_kill_9_before_the_finished_status_does_not_jam_the_nightly_rounds(cli, tmp_path, tmp_text):
+    """A round killed after its final checkpoint but before its status said `finished`: the same command
+    settles the status, and new data starts the next round (a real kill -9, see tests/test_faults.py)."""
+    from tests.test_faults import run_killed_before_finished_status
+
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    args = ["--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--promote-if-better", *COMMON]
+    run_killed_before_finished_status(["finetune", *map(str, args)])
+    assert Workspace.open(tmp_path / "ft").status["state"] == "running"
+    assert "nothing to do" in ok(_finetune(cli, *args)).stderr
+    assert Workspace.open(tmp_path / "ft").status["state"] == "finished"
+    # killed again at the end of the next night's round; the night after brings new data once more
+    new.write_text(NEW + "melt the butter\n" * 5, encoding="utf-8")
+    run_killed_before_finished_status(["finetune", *map(str, args)])
+    assert Workspace.open(tmp_path / "ft").status["state"] == "running"
+    new.write_text(NEW + "whisk the eggs\n" * 5, encoding="utf-8")
+    result = ok(_finetune(cli, *args))
+    assert "starting a new one (new data)" in result.stderr and "nothing to do" not in result.stderr
+    assert Workspace.open(tmp_path / "ft").status["state"] == "finished"
+    assert len(_events(tmp_path / "ft", "promote")) == 1  # the killed rounds never got to record theirs
+
+
+def test_finetune_takes_over_a_stale_lock_with_a_warning(cli, tmp_path, tmp_text):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / ".lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    result = ok(_finetune(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", *COMMON))
+    assert f"took over a stale lock of pid {dead}" in result.stderr
+    assert not (tmp_path / "ft" / ".lock").exists() and os.path.isdir(tmp_path / "ft" / "checkpoints")

@@ -121,3 +121,5 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypa
     model, trainer = final_state(ws)
     assert trainer["train_state"]["step"] == 4
     assert json.loads((ws.latest_checkpoint() / "meta.json").read_text())["step"] == 4
+    # step 4 finished the shorter run; the longer one that failed has not finished
+    assert ws.finished_status() is None and Workspace.open(ws.path).finished_status() is None

@@ -111,6 +111,18 @@ def test_lock_second_writer_and_stale_lock(tmp_path):
     lock.release()
 
 
+def test_temp_files_are_removed_only_by_the_lock_holder(tmp_path):
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    temp = ws.path / ".model.safetensors.a1b2c3d4.tmp"  # a writer's, in flight or killed
+    with ws.lock():
+        temp.write_bytes(b"half")
+        with pytest.raises(TemporaryFailure):
+            ws.lock().acquire()  # a second process must not touch the running writer's files
+        assert temp.exists()
+    with ws.lock():
+        assert not temp.exists()
+
+
 def test_tensors_tied_weights_round_trip(tmp_path):
     emb = torch.nn.Embedding(7, 4)
     out = torch.nn.Linear(4, 7)

@@ -7,7 +7,6 @@ lines (batch jobs, cron) or one JSON object per line (`--log-format json`).
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 import warnings
@@ -118,8 +117,10 @@ class Reporter:
             print_error(message)
 
     def _json(self, ev: dict[str, Any]) -> None:
+        from seqtool.workspace import json_line  # strict JSON: a NaN loss is null + loss_nonfinite
+
         ev = {"time": round(time.time(), 3), "rank": self.rank, **ev}
-        sys.stderr.write(json.dumps(ev, default=str) + "\n")
+        sys.stderr.write(json_line(ev) + "\n")
         sys.stderr.flush()
 
 

@@ -37,7 +37,7 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
     from seqtool.config import check_choice, resolve, to_dict
     from seqtool.training import runtime
     from seqtool.training.trainer import Trainer
-    from seqtool.workspace import WorkspaceLock
+    from seqtool.workspace import WorkspaceLock, lock_workspace
 
     report = reporter(ctx)
     with final_summary(report, workspace) as outcome:
@@ -55,11 +55,9 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
         trainer = None
         try:
             if dist.is_main:
-                _make_dir(path)
-                lock.acquire()
-                for warning in lock.warnings:
-                    report.warn(warning)
-            if saved is not None and to_dict(cfg) == saved and (done := _finished_status(path)) is not None:
+                lock = lock_workspace(path, report.warn)
+            if saved is not None and to_dict(cfg) == saved and (
+                    done := _finished_status(path, settle=dist.is_main)) is not None:
                 # The same command again on a finished run (cron, a requeued job): nothing to do, and
                 # the training data need not be there any more.
                 report.info("nothing to do: the run has finished (change a setting, or --resume never to "
@@ -82,23 +80,11 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
             runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
 
 
-def _make_dir(path: Path) -> None:
-    from seqtool.errors import InputError
-
-    if path.exists() and not path.is_dir():
-        raise InputError(f"workspace {path} exists and is not a directory", hint="choose another -w")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create workspace {path}: {err.strerror}", hint="check -w") from None
-
-
-def _finished_status(path: Path) -> dict[str, Any] | None:
-    """The workspace's status when its run has finished, else None."""
+def _finished_status(path: Path, settle: bool) -> dict[str, Any] | None:
+    """The workspace's status when its run has finished, else None (settled by the lock holder)."""
     from seqtool.workspace import Workspace as WS
 
-    status = WS.open(path).status
-    return status if status.get("state") == "finished" else None
+    return WS.open(path).finished_status(settle=settle)
 
 
 def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:

@@ -221,7 +221,8 @@ class Trainer:
         if self.scaler is not None:
             trainer_state["scaler"] = self.scaler.state_dict()
         path = self.ws.save_checkpoint(self.state.step, self._model_state(), trainer_state,
-                                       {"best_value": self.state.best_value, "metric": self.task.metric},
+                                       {"best_value": self.state.best_value, "metric": self.task.metric,
+                                        "finished": self.state.finished},  # Workspace.finished_status
                                        keep=self.run_cfg.keep_checkpoints)
         self.ws.update_status(step=self.state.step, last_checkpoint=path.name)
         if not rewrite:
@@ -300,13 +301,16 @@ class Trainer:
         if resume:
             self.resume()
         if self.state.finished and self._stop_reason():
+            if self.dist.is_main and self.ws.status.get("state") != "finished":
+                # a kill -9 between the final checkpoint and the status write left it at "running"
+                self.ws.mark_finished(self.state.finished, self.state.step)
             summary = self.summary("already-finished")
             self.emit({"event": "summary", **summary, "exit_code": 0,
                        "message": "nothing to do: the run has finished"})
             return summary
         self.state.finished = ""
         if self.dist.is_main:
-            self.ws.update_status(state="running")
+            self.ws.update_status(state="running", final_step=None)
         flags = runtime.StopFlags().install()
         self.model.train()
         try:
@@ -522,9 +526,11 @@ class Trainer:
         if s.best_step != s.step and s.step % self.run_cfg.eval_every:
             self.validate()  # the loop validated already when the last step was an eval step
         s.finished = reason
+        if self.dist.is_main:  # from here on a final checkpoint at this step ends the run (finished_status)
+            self.ws.update_status(final_step=s.step)
         self.checkpoint()
         if self.dist.is_main:
-            self.ws.update_status(state="finished", finished=reason, step=s.step)
+            self.ws.mark_finished(reason, s.step)
             self._plot()
         self._barrier()
         summary = self.summary("finished")
