@@ -95,7 +95,7 @@ def _apply_umask(path: Path) -> None:
 def _os_error(err: OSError, path: Path) -> RuntimeFailure:
     import errno
 
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):  # no EDQUOT on Windows
         what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
         return RuntimeFailure(f"{what} while writing {path}",
                               hint="free space; the previous files are intact")
