@@ -46,6 +46,28 @@ def torchrun(nproc: int, *args: str, timeout: float = 60, **env: str) -> subproc
                           timeout=timeout)
 
 
+def srun(ntasks: int, *args: str, logs: Path, **env: str) -> list[subprocess.CompletedProcess]:
+    """`srun --ntasks N python ARGS` on this machine: the variables srun gives each task, a free port, and
+    each task's stderr in a file under `logs` (a full pipe would block a task)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    step = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": str(ntasks), "SLURM_STEP_ID": "0",
+            "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(port), **env}
+    logs.mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for rank in range(ntasks):
+        task_env = clean_env(**step, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
+        with open(logs / f"task{rank}.log", "w") as log:
+            tasks.append(subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=log,
+                                          env=task_env))
+    codes = [task.wait(timeout=60) for task in tasks]
+    return [subprocess.CompletedProcess(task.args, code, "", (logs / f"task{rank}.log").read_text())
+            for rank, (task, code) in enumerate(zip(tasks, codes, strict=True))]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     import random
@@ -231,12 +253,15 @@ def test_two_process_resume_is_bit_identical(corpus, tmp_path):
     """Each rank carries its own BPTT state (its rows of the batch): the checkpoint must hold every
     rank's, or rank 1 resumes with rank 0's."""
     steps = 9
-    reference = torchrun(2, *train_rnn(corpus, tmp_path / "ref", steps))
-    assert reference.returncode == 0, reference.stderr[-2000:]
-    stopped = torchrun(2, *train_rnn(corpus, tmp_path / "ws", steps), FAULT_SIGTERM_AT_STEP="6")
-    assert "stopped by SIGTERM at step 6" in stopped.stderr, stopped.stderr[-2000:]
-    resumed = torchrun(2, *train_rnn(corpus, tmp_path / "ws", steps))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = srun(2, *train_rnn(corpus, tmp_path / "ref", steps), logs=tmp_path / "ref-logs")
+    assert [task.returncode for task in reference] == [0, 0], reference[0].stderr[-2000:]
+    # every task gets SIGTERM at step 6, as from srun --signal
+    stopped = srun(2, *train_rnn(corpus, tmp_path / "ws", steps), logs=tmp_path / "stop-logs",
+                   FAULT_SIGTERM_AT_STEP="6")
+    assert [task.returncode for task in stopped] == [75, 75], stopped[0].stderr[-2000:]
+    resumed = srun(2, *train_rnn(corpus, tmp_path / "ws", steps), logs=tmp_path / "resume-logs")
+    assert [task.returncode for task in resumed] == [0, 0], resumed[0].stderr[-2000:]
+    assert "resumed from step-0000006" in resumed[0].stderr
     one, two = weights(tmp_path / "ref"), weights(tmp_path / "ws")
     assert one.keys() == two.keys()
     for name in one:
