@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -23,6 +24,8 @@ T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_VOCAB = 10_000_000  # pieces: far above any real vocabulary, far below an embedding that cannot fit
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +55,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         check_choice("tokenizer.kind", self.kind, ("char", "word", "bpe", "unigram"))
-        check_positive("tokenizer.vocab_size", self.vocab_size)
+        check_vocab_size("tokenizer.vocab_size", self.vocab_size)
         check_positive("tokenizer.min_count", self.min_count)
 
 
@@ -77,10 +80,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("optim.schedule", self.schedule, SCHEDULES)
-        if self.lr <= 0:
-            raise InputError(f"optim.lr must be > 0, got {self.lr}")
-        if self.clip < 0:
-            raise InputError(f"optim.clip must be ≥ 0 (0 disables clipping), got {self.clip}")
+        check_positive("optim.lr", self.lr)
+        check_at_least("optim.clip", self.clip, 0, " (0 disables clipping)")
+        check_at_least("optim.weight_decay", self.weight_decay, 0)
+        check_at_least("optim.warmup_steps", self.warmup_steps, 0)
+        check_at_least("optim.min_lr", self.min_lr, 0)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise InputError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         check_positive("optim.accumulate", self.accumulate)
@@ -108,8 +112,21 @@ class RunConfig:
         check_positive("run.batch_size", self.batch_size)
         check_positive("run.eval_every", self.eval_every)
         check_positive("run.checkpoint_every", self.checkpoint_every)
+        check_positive("run.log_every", self.log_every)
+        check_at_least("run.max_steps", self.max_steps, 0, " (0: no step limit)")
+        check_at_least("run.epochs", self.epochs, 0, " (0: no epoch limit)")
+        check_at_least("run.eval_batches", self.eval_batches, 0, " (0: the whole validation set)")
+        check_at_least("run.keep_checkpoints", self.keep_checkpoints, 0)
+        check_at_least("run.patience", self.patience, 0, " (0 disables early stopping)")
+        check_at_least("run.max_bad_steps", self.max_bad_steps, 0)
+        check_seed("run.seed", self.seed)
         check_choice("run.precision", self.precision, PRECISIONS)
         parse_duration(self.time_budget, "run.time_budget")
+
+    def require_end(self) -> None:
+        """Refuse a run that nothing would stop (checked by the commands that train)."""
+        if not (self.max_steps or self.epochs or self.time_budget):
+            raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +139,24 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def check_positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise InputError(f"{key} must be > 0, got {value}")
+    if not 0 < value < math.inf:  # NaN fails every comparison
+        raise InputError(f"{key} must be a finite number > 0, got {value}")
+
+
+def check_at_least(key: str, value: float, low: float, note: str = "") -> None:
+    """`value` must be finite and ≥ `low`; `note` says what `low` means, e.g. " (0: no limit)"."""
+    if not low <= value < math.inf:
+        raise InputError(f"{key} must be a finite number ≥ {low}{note}, got {value}")
+
+
+def check_seed(key: str, seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{key} must be in [0, 2**64-1], got {seed}")
+
+
+def check_vocab_size(key: str, size: int) -> None:
+    if not 0 < size <= MAX_VOCAB:
+        raise InputError(f"{key} must be in [1, {MAX_VOCAB:,}], got {size:,}")
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")

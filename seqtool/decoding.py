@@ -9,6 +9,7 @@ Nothing here knows which model it drives. `state = model.start(src_ids, src_mask
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,9 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise InputError(f"--max-tokens must be ≥ 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise InputError(f"--temperature must be ≥ 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:  # NaN fails every comparison
+            raise InputError(f"--temperature must be a finite number ≥ 0 (0: greedy), "
+                             f"got {self.temperature}")
         if self.top_k < 0:
             raise InputError(f"--top-k must be ≥ 0 (0: off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # runtime failure: divergence, internal error
 EXIT_USAGE = 2  # bad option, missing/unreadable/invalid input, wrong workspace kind
@@ -44,3 +46,21 @@ class TemporaryFailure(SeqtoolError):
     """Workspace locked or run preempted; trying again later can succeed: exit 75."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+_OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
+_TRIED = re.compile(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMGT]i?B)", re.IGNORECASE)
+
+
+def out_of_memory(err: BaseException) -> RuntimeFailure | None:
+    """`err` as one line when it says memory ran out (Python's MemoryError, torch's CPU allocator or
+    CUDA), else None. By name and message, so that this module needs no torch."""
+    if not (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or (isinstance(err, RuntimeError) and _OOM.search(str(err)))):
+        return None
+    asked = ""
+    if m := _TRIED.search(str(err)):
+        amount = f"{float(m[1]) / 2**30:,.1f} GiB" if m[2] == "bytes" else f"{m[1]} {m[2]}"
+        asked = f" (asked for {amount} at once)"
+    return RuntimeFailure(f"out of memory{asked}",
+                          hint="use smaller sizes: --hidden or --d-model, --n-layers, batch, vocabulary")

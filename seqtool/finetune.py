@@ -168,15 +168,18 @@ def freeze(model: nn.Module, specs: list[str]) -> None:
 
 
 def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
-                 resume: str = "auto", on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                 resume: str = "auto", on_trainer: Callable[[Any], None] | None = None,
+                 force: bool = False) -> dict[str, Any]:
     """Fine-tune into `ws_path` under its lock; returns the trainer's summary (plus the promotion).
     `on_trainer` is handed the Trainer before it starts (the CLI takes its summary for every exit path).
+    `force` lets it write over a workspace that holds another run's model (check_target).
     Under torchrun/srun every rank trains its slice of each batch and rank 0 alone writes."""
     from seqtool.training import runtime
     from seqtool.training.trainer import Trainer
     from seqtool.workspace import WorkspaceLock, lock_workspace
 
     path = Path(ws_path)
+    check_target(cfg, path, force)
     data_files = fingerprints(cfg)  # hashed once: for the decision and for seqtool.yaml
     dist = runtime.dist_from_env()
     runtime.init_distributed(dist, device)
@@ -210,6 +213,33 @@ def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, repor
         # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
         runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
     return summary
+
+
+def check_target(cfg: FinetuneConfig, target: Path, force: bool) -> None:
+    """Refuse to fine-tune over the source itself (unless --promote-if-better, which replaces its model
+    only by a better one), and (unless `force`) over a workspace holding a model that is not an earlier
+    round from the same source: either would lose a model the user had."""
+    from seqtool.models.gpt2 import is_hf_source
+
+    itself = not is_hf_source(cfg.source) and Path(cfg.source).resolve() == target.resolve()
+    if itself and not cfg.promote_if_better:
+        raise InputError(f"-w {target} is the source workspace: fine-tuning into it would replace the model "
+                         "it starts from", hint="pass a new -w directory, or --promote-if-better to replace "
+                         "its model only by a better one")
+    if itself or force or not (target / META_FILE).exists():
+        return
+    old = Workspace.open(target)
+    before = (old.config.get("finetune") or {}).get("source")
+    if before is not None and _same_path(before, cfg.source):
+        return  # the next round of the same fine-tuning
+    if old.has_weights() or old.checkpoint_dirs():
+        what = f"fine-tuned from {before}" if before is not None else f"a trained {old.kind} model"
+        raise InputError(f"workspace {target} holds another run ({what}); fine-tuning from {cfg.source} "
+                         "would replace it", hint="pass a new -w directory, or --force to replace it")
+
+
+def _same_path(a: str, b: str) -> bool:
+    return a == b or Path(a).resolve() == Path(b).resolve()
 
 
 def continues_round(cfg: FinetuneConfig, old: Workspace | None, data_files: list[dict[str, Any]],
@@ -283,9 +313,10 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
         src = extend_vocab(src, new_symbols(unknown))
         report({"event": "info", "message": "vocabulary extended: " + ", ".join(
             f"{s or 'tokenizer'} {t.vocab_size}" for s, t in src.tokenizers.items())})
-    incumbent = None
-    if cfg.promote_if_better and not resuming and previous is not None and previous.has_weights():
-        incumbent = _incumbent(cfg, previous, src)
+    # --promote-if-better into a workspace that publishes weights keeps them (and its tokenizer, the
+    # same) byte for byte until better ones are found: the incumbent (full), or the same base (LoRA)
+    keeps = cfg.promote_if_better and not resuming and previous is not None and previous.has_weights()
+    incumbent = _incumbent(cfg, previous, src) if keeps else None
 
     sync()
     config = {"finetune": dataclasses.asdict(cfg), "source_config": src.config}
@@ -303,8 +334,8 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
             shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)
             report({"event": "info", "message": f"starting a new fine-tuning round in {target}: removed the "
                     "earlier run's checkpoints (its published weights and metrics stay)"})
-        save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
-        if incumbent is None:
+        if not keeps:
+            save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
     if src.kind in MT_KINDS:
         src_tok, tgt_tok = side_tokenizers(src)
@@ -417,11 +448,19 @@ def promotion_event(baseline: float, values: list[float], summary: dict[str, Any
 # merging
 
 
-def merge_adapter(ws_path: Path, adapter: str, out_path: Path) -> Workspace:
-    """Write a workspace at `out_path` whose weights are the base with adapters/NAME merged in."""
+def merge_adapter(ws_path: Path, adapter: str, out_path: Path, force: bool = False) -> Workspace:
+    """Write a workspace at `out_path` whose weights are the base with adapters/NAME merged in; one that
+    holds another model is replaced only with `force` (an earlier merge of the same adapter always)."""
     ws = Workspace.open(ws_path, kinds=TRAINABLE_KINDS, purpose="merging an adapter")
     if Path(out_path).resolve() == ws.path.resolve():
         raise InputError("--merge writes a new workspace", hint="pass -o DIR different from -w")
+    if not force and (Path(out_path) / META_FILE).exists():
+        old = Workspace.open(out_path)
+        merged = old.config.get("merged_adapter") or {}
+        again = merged.get("adapter") == adapter and _same_path(str(merged.get("workspace")), str(ws.path))
+        if not again and (old.has_weights() or old.checkpoint_dirs()):
+            raise InputError(f"-o {out_path} holds a trained {old.kind} model; merging would replace it",
+                             hint="pass a new -o directory, or --force to replace it")
     model = load_published(ws, adapter=adapter)
     lora.strip_lora(model)
     config = {**ws.config, "merged_adapter": {"workspace": str(ws.path), "adapter": adapter}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 import sys
 import traceback
@@ -15,7 +16,7 @@ import typer.core
 from seqtool import __version__
 from seqtool.cli.console import GlobalOptions, print_error
 from seqtool.cli.options import complete_device, show_config_defaults
-from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
+from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, RuntimeFailure, SeqtoolError, out_of_memory
 
 
 class SeqtoolCommand(typer.core.TyperCommand):
@@ -66,6 +67,9 @@ class SeqtoolGroup(typer.core.TyperGroup):
             raise typer.Exit(0) from None
         except Exception as err:  # noqa: BLE001 - last resort: never a bare traceback for users
             _maybe_traceback(ctx)
+            if (known := out_of_memory(err)) is not None:
+                print_error(str(known))
+                raise typer.Exit(known.exit_code) from None
             print_error(f"internal error: {type(err).__name__}: {err} "
                         "(run again with --debug for a traceback, and please report it)")
             raise typer.Exit(EXIT_FAILURE) from None
@@ -96,6 +100,19 @@ def _after_command(param: click.Parameter) -> click.Parameter:
     param = copy.copy(param)
     param.expose_value, param.callback, param.help = False, store, f"{param.help} (a global option)"
     return param
+
+
+class ClosedStdout(io.TextIOBase):
+    """sys.stdout of a process started with stdout closed (`>&-`, where Python sets it to None): a
+    command that writes data fails with one line, one that writes none runs as usual."""
+
+    def write(self, text: str) -> int:
+        raise RuntimeFailure("cannot write the output: stdout is closed",
+                             hint="redirect it to a file or a pipe, e.g. > out.txt")
+
+    @property
+    def buffer(self):  # open_output("-") writes bytes
+        return self.write("")
 
 
 def _silence_stdout() -> None:
@@ -195,6 +212,8 @@ for _name, _fn in COMMANDS:
 
 def main() -> None:
     """Console-script entry point."""
+    if sys.stdout is None:
+        sys.stdout = ClosedStdout()
     try:
         app(prog_name="seqtool")
     except BrokenPipeError:

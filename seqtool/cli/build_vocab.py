@@ -53,6 +53,8 @@ def build_vocab(
     ] = False,
     encoding_errors: EncodingErrors = "strict",
     max_line_chars: MaxLineChars = 1_000_000,
+    force: Annotated[bool, typer.Option("--force", help="Replace the tokenizer of a trained workspace (its "
+                                        "model will no longer match it).")] = False,
     as_json: Json = False,
 ) -> None:
     """Learn a tokenizer from a corpus and save it to a directory (or a workspace's tokenizer/).
@@ -68,7 +70,7 @@ def build_vocab(
         raise InputError(f"unknown --kind {kind!r}", hint=f"choose one of {', '.join(KINDS)}")
     check_encoding_errors(encoding_errors)
     sides = _sides(corpus, src, tgt, joint)
-    target, ws = _target(ctx, output, workspace)
+    target, ws = _target(ctx, output, workspace, force)
     rep = reporter(ctx)
     if min_count is not None and kind in ("bpe", "unigram"):
         rep.warn("--min-count applies to char and word tokenizers only; ignored")
@@ -115,8 +117,13 @@ def _sides(corpus: list[str] | None, src: str | None, tgt: str | None, joint: bo
     return {"": corpus}
 
 
-def _target(ctx: typer.Context, output: Path | None, workspace: Path | None) -> tuple[Path, Path | None]:
+def _target(ctx: typer.Context, output: Path | None, workspace: Path | None,
+            force: bool) -> tuple[Path, Path | None]:
+    """(the tokenizer directory to write, the workspace it belongs to or None). A trained workspace's
+    tokenizer is replaced only with --force: its model would no longer match the new vocabulary."""
     from seqtool.errors import InputError
+    from seqtool.workspace import META_FILE
+    from seqtool.workspace import Workspace as WS
 
     ws = pick(workspace, ctx, "workspace")
     if output is not None and ws is not None:
@@ -124,7 +131,19 @@ def _target(ctx: typer.Context, output: Path | None, workspace: Path | None) -> 
     if output is None and ws is None:
         raise InputError("no output directory",
                          hint="pass -o DIR, or -w WORKSPACE to write WORKSPACE/tokenizer/")
-    return (Path(output), None) if output is not None else (Path(ws) / "tokenizer", Path(ws))
+    if output is not None and (Path(output) / META_FILE).exists():
+        raise InputError(f"-o {output} is a workspace, not a tokenizer directory",
+                         hint=f"pass -w {output} to write its tokenizer/, or a new -o directory")
+    if output is not None and Path(output).name == "tokenizer" and (Path(output).parent / META_FILE).exists():
+        ws = Path(output).parent  # -o WS/tokenizer: the same as -w WS
+    if ws is None:
+        return Path(output), None
+    if not force and (Path(ws) / META_FILE).exists() and ((run := WS.open(ws)).has_weights()
+                                                          or run.checkpoint_dirs()):
+        raise InputError(f"workspace {ws} holds a trained {run.kind} model: a new tokenizer would no longer "
+                         "match it", hint="write to a new -o directory and train with -t DIR, or pass "
+                         "--force to replace it anyway")
+    return Path(ws) / "tokenizer", Path(ws)
 
 
 def _workspace_lock(ws: Path | None):

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError
+from seqtool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, SeqtoolError, out_of_memory
 
 
 @dataclass
@@ -230,6 +230,10 @@ def final_summary(reporter: Reporter, workspace: Any = None) -> Iterator[RunOutc
         summarize(EXIT_INTERRUPTED, "interrupted by Ctrl-C")
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     except Exception as err:
-        summarize(EXIT_FAILURE, f"internal error: {type(err).__name__}: {err}")
-        raise
+        if (known := out_of_memory(err)) is None:
+            summarize(EXIT_FAILURE, f"internal error: {type(err).__name__}: {err}")
+            raise
+        reporter.error(str(known))
+        summarize(known.exit_code, known.message)
+        raise click.exceptions.Exit(known.exit_code) from None
     summarize(0, "")

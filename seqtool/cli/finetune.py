@@ -59,6 +59,8 @@ def finetune(
     merge: Annotated[bool, Opt("--merge", help="Merge -w's --adapter into a new workspace -o.")] = False,
     adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge (default: default).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="--merge: the new workspace.")] = None,
+    force: Annotated[bool, Opt("--force", help="Write over a workspace (-w, or --merge's -o) that holds "
+                               "another run's model; it is lost.")] = False,
     lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4; with LoRA 1e-3).",
                                        show_default=False), Key("optim.lr")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Rows per batch."), Key("run.batch_size")] = None,
@@ -94,7 +96,7 @@ def finetune(
         path = require_workspace(workspace, ctx)
         if output is None:
             raise InputError("--merge needs -o/--output DIR for the merged workspace")
-        merge_adapter(path, adapter or "default", output)
+        merge_adapter(path, adapter or "default", output, force)
         report.info(f"merged adapter {adapter or 'default'!r} of {path} into {output}")
         return
     with final_summary(report, workspace) as outcome:
@@ -110,15 +112,14 @@ def finetune(
         options["freeze"] = _split(freeze)
         options["lora.targets"] = _split([lora_targets]) if lora_targets else None
         cfg = resolve(FinetuneConfig, config, options, sets)
-        if not (cfg.run.max_steps or cfg.run.epochs or cfg.run.time_budget):
-            raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
+        cfg.run.require_end()
         dev = runtime.pick_device(cfg.run.device)
         report.rank = runtime.dist_from_env().rank  # under torchrun/srun only rank 0 speaks
 
         def started(trainer: Any) -> None:
             outcome.summary = trainer.summary
 
-        summary = run_finetune(cfg, path, dev, report.event, resume=resume, on_trainer=started)
+        summary = run_finetune(cfg, path, dev, report.event, resume=resume, on_trainer=started, force=force)
         if summary.get("status") == "finished":
             use = f"--adapter {cfg.adapter_name} " if cfg.lora is not None else ""
             best = f"{summary['best_metric']} {summary['best_value']} at step {summary['best_step']}"

@@ -75,7 +75,7 @@ def generate(
 
     import torch
 
-    from seqtool.config import resolve
+    from seqtool.config import check_seed, resolve
     from seqtool.data.io import iter_lines, open_output
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.decoding import DecodeConfig, TextStream
@@ -101,6 +101,7 @@ def generate(
     tok = load_tokenizer(ws.sub("tokenizer"))
     seed = pick(seed, ctx, "seed")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    check_seed("--seed", seed)
     generator = torch.Generator(device=dev).manual_seed(seed)
     stops = [unescape(s) for s in stop or []]
     prompts = iter_lines(prompt_file, encoding_errors) if prompt_file is not None else [prompt or ""]

@@ -48,6 +48,7 @@ def run_training(ctx: typer.Context, job: TrainJob, workspace: Path | None, conf
         check_choice("--resume", resume, ("auto", "never"))
         saved = _saved_config(path, job.kind) if resume == "auto" else None
         cfg = resolve(job.config_cls, config_file, options, sets, base=saved)
+        cfg.run.require_end()
         device = runtime.pick_device(cfg.run.device)
         runtime.init_distributed(dist, device)
         runtime.configure_cuda()

@@ -99,6 +99,8 @@ def _display(path: str) -> str:
 @contextlib.contextmanager
 def _open_binary(path: str) -> Iterator[BinaryIO]:
     if path == STDIN:
+        if sys.stdin is None:  # started with stdin closed (`<&-`): Python then has no sys.stdin
+            raise InputError("no input: stdin is closed", hint="pass a file, or pipe text in")
         yield sys.stdin.buffer
         return
     try:

@@ -34,7 +34,10 @@ def read_parallel(src: str | None = None, tgt: str | None = None, tsv: str | Non
             if "\t" not in line:
                 raise InputError(f"{tsv}:{n}: no tab between source and target",
                                  hint="a TSV line is source<TAB>target")
-            s, t = line.split("\t", 2)[:2]
+            if (columns := line.count("\t") + 1) > 2:
+                raise InputError(f"{tsv}:{n}: {columns} tab-separated columns, not 2",
+                                 hint="a TSV line is source<TAB>target; remove the extra tabs")
+            s, t = line.split("\t")
             pairs_src.append(s.strip())
             pairs_tgt.append(t.strip())
         return ParallelText(pairs_src, pairs_tgt, tsv)

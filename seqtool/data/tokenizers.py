@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from seqtool.config import check_vocab_size
 from seqtool.data.io import batches, sample_lines
-from seqtool.errors import InputError
+from seqtool.errors import InputError, RuntimeFailure, SeqtoolError
 
 KINDS = ("char", "word", "bpe", "unigram")
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")  # ids 0..4 in every kind
@@ -267,6 +268,8 @@ def train_tokenizer(
         raise InputError(f"unknown tokenizer kind {kind!r}", hint=f"choose one of {', '.join(KINDS)}")
     if min_count < 1:
         raise InputError(f"--min-count must be at least 1, not {min_count}")
+    if vocab_size is not None:
+        check_vocab_size("--vocab-size", vocab_size)
     if not 0.0 < character_coverage <= 1.0:
         raise InputError(f"--character-coverage must be in (0, 1], not {character_coverage}",
                          hint="1.0 keeps every character; 0.9995 is usual for large character sets")
@@ -375,8 +378,11 @@ def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer])
     if target.exists() and not is_tokenizer_dir(target) and (not target.is_dir() or any(target.iterdir())):
         raise InputError(f"refusing to replace {target}: it exists and is not a tokenizer directory",
                          hint="choose a new or empty output directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise _cannot_write(target, err) from None
     try:
         mask = os.umask(0)
         os.umask(mask)
@@ -390,6 +396,18 @@ def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer])
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise _cannot_write(target, err) from None
         raise
+
+
+def _cannot_write(target: Path, err: OSError) -> SeqtoolError:
+    """One line for a tokenizer directory that cannot be written (nothing there was changed)."""
+    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return InputError(f"cannot write {target}: {blocker} is a file, not a directory",
+                          hint="choose another output directory")
+    return RuntimeFailure(f"cannot write {target}: {err.strerror or err}",
+                          hint="choose a writable output directory; the previous files are intact")

@@ -77,8 +77,7 @@ class Seq2SeqTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if not (self.run.max_steps or self.run.epochs or self.run.time_budget):
-            raise InputError("the run has no end", hint="pass --max-steps, --epochs or --time-budget")
+        self.run.require_end()
 
 
 # ---------------------------------------------------------------------------------------------
