@@ -4,6 +4,7 @@ batched greedy or beam search, detokenised output, and attention weights for `at
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,12 @@ class TranslateConfig:
                              hint="raise --beam to get more candidates")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}")
-        if self.max_len_a < 0 or self.max_len_b < 0 or (self.max_len_a == 0 and self.max_len_b < 1):
-            raise InputError(f"--max-len-a/--max-len-b must allow at least one token "
-                             f"(got a={self.max_len_a}, b={self.max_len_b})")
+        if not math.isfinite(self.length_penalty):
+            raise InputError(f"--length-penalty must be a finite number, got {self.length_penalty}")
+        a, b = self.max_len_a, self.max_len_b
+        if not (0 <= a < math.inf and b >= 0) or (a == 0 and b < 1):  # (NaN fails every comparison)
+            raise InputError(f"--max-len-a and --max-len-b must be finite numbers ≥ 0 that allow at least "
+                             f"one token (got a={a}, b={b})")
         if self.no_repeat_ngram < 0:
             raise InputError(f"--no-repeat-ngram must be ≥ 0, got {self.no_repeat_ngram}")
 

@@ -41,12 +41,15 @@ def invoke(argv: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    """rnn, rnn2 (two unrelated char RNN LMs), tlm (a Transformer LM) and ft (a LoRA round on tlm)."""
+    """rnn, rnn2 (two unrelated char RNN LMs), tlm (a Transformer LM), ft (a LoRA round on tlm) and s2s
+    (an RNN seq2seq)."""
     root = tmp_path_factory.mktemp("base")
     rng = random.Random(0)
     (root / "train.txt").write_text("".join(" ".join(rng.choice(WORDS) for _ in range(6)) + "\n"
                                             for _ in range(60)))
     (root / "bad.tsv").write_text("the cat\tle chat\nred hat\tchapeau\trouge\n")
+    (root / "pairs.tsv").write_text("".join(f"{a} {b}\t{b} {a}\n" for a in WORDS for b in WORDS[:4]))
+    (root / "bad.yaml").write_text("run:\n  max_steps: -1\n")
     (root / "plain").write_text("a file, not a directory\n")
     cwd = os.getcwd()
     os.chdir(root)
@@ -57,7 +60,9 @@ def base(tmp_path_factory) -> Path:
                      "--d-ff 16 --block-size 8 --batch-size 4 --max-steps 4 --eval-every 4 --device cpu "
                      "--kind char",
                      "finetune --from tlm -w ft --data train.txt --lora-rank 2 --lr 0.05 --max-steps 8 "
-                     "--eval-every 4 --device cpu --seed 1"):
+                     "--eval-every 4 --device cpu --seed 1",
+                     "train-seq2seq -w s2s --tsv pairs.tsv --kind word --hidden 8 --embedding 8 --n-layers 1 "
+                     "--max-steps 2 --eval-every 2 --device cpu"):
             code, err = invoke(argv)
             assert code == 0, err
     finally:
@@ -136,6 +141,17 @@ BAD_VALUES = {  # exit 2, one line naming the option and its valid range, before
     "generate --seed 2**70": Case(f"generate -w rnn --seed {2**70}", 2, r"--seed must be in \[0, 2\*\*64"),
     "build-vocab --vocab-size 10**12": Case(f"build-vocab train.txt -o new --vocab-size {10**12}", 2,
                                             r"--vocab-size must be in \[1, 10,000,000\]"),
+    "--set optim.lr=.nan (YAML NaN)": Case(f"{TRAIN} --max-steps 2 --set optim.lr=.nan", 2,
+                                           r"optim\.lr must be a finite number > 0"),
+    "--config with run.max_steps -1": Case(f"{TRAIN} --config bad.yaml", 2, r"run\.max_steps must be"),
+    "translate --max-len-a nan": Case("translate -w s2s pairs.tsv --max-len-a nan", 2,
+                                      r"--max-len-a and --max-len-b must be finite numbers ≥ 0"),
+    "translate --length-penalty nan": Case("translate -w s2s pairs.tsv --length-penalty nan", 2,
+                                           r"--length-penalty must be a finite number"),
+    "evaluate --add-k nan": Case("evaluate -w rnn --baseline ngram --smoothing addk --add-k nan", 2,
+                                 r"--add-k must be a finite number > 0"),
+    "finetune --lora-alpha nan": Case("finetune --from tlm -w new --data train.txt --lora-alpha nan "
+                                      "--max-steps 2", 2, r"--lora-alpha must be a finite number"),
     "train-seq2seq --tsv with 3 columns": Case(
         "train-seq2seq -w new --tsv bad.tsv --kind word --hidden 8 --embedding 8 --n-layers 1 --max-steps 2 "
         "--device cpu", 2, r"bad\.tsv:2: 3 tab-separated columns, not 2"),
@@ -170,6 +186,9 @@ BROKEN_ENVIRONMENT = {
                                       damage=set_json("rnn/model.json", hidden="big")),
     "model.json not an object": Case("generate -w rnn", 2, r"workspace rnn is damaged", ("rnn",),
                                      damage=write("rnn/model.json", "[1, 2]")),
+    "seq2seq model.json of wrong values": Case("translate -w s2s pairs.tsv", 2,
+                                               r"workspace s2s is damaged: model\.json: model\.attention",
+                                               ("s2s",), damage=set_json("s2s/model.json", attention=5)),
     "weights of another architecture": Case("evaluate -w rnn --data train.txt", 2,
                                             r"workspace rnn is damaged: the weights do not fit", ("rnn",),
                                             damage=copy("tlm/model.safetensors", "rnn/model.safetensors")),

@@ -48,6 +48,8 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise InputError(f"--lora-rank must be ≥ 1, got {self.rank}")
+        if not math.isfinite(self.alpha):
+            raise InputError(f"--lora-alpha must be a finite number, got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"--lora-dropout must be in [0, 1), got {self.dropout}")
         if not self.targets:

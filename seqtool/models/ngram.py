@@ -25,8 +25,8 @@ class NGramLM:
             raise InputError(f"--order must be ≥ 1, got {order}")
         if smoothing not in SMOOTHINGS:
             raise InputError(f"--smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
-        if smoothing == "addk" and k <= 0:
-            raise InputError(f"--add-k must be > 0, got {k}")
+        if smoothing == "addk" and not 0 < k < float("inf"):  # (NaN fails every comparison)
+            raise InputError(f"--add-k must be a finite number > 0, got {k}")
         self.order, self.vocab_size, self.smoothing, self.k = order, vocab_size, smoothing, k
         # per order n (1..order): gram → count, context → total count, context → distinct next tokens
         self.counts: list[dict[Gram, int]] = [{} for _ in range(order + 1)]
