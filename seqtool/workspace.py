@@ -27,7 +27,7 @@ import yaml
 
 from seqtool import __version__
 from seqtool.config import upgrade_keys
-from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
+from seqtool.errors import InputError, RuntimeFailure, SeqtoolError, TemporaryFailure
 
 FORMAT_VERSION = 1
 KINDS = ("rnn-lm", "seq2seq", "transformer-lm", "transformer-mt", "transformer-mlm")
@@ -51,8 +51,11 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Let `writer` fill a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _os_error(err, path) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -92,9 +95,12 @@ def _apply_umask(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _os_error(err: OSError, path: Path) -> RuntimeFailure:
+def _os_error(err: OSError, path: Path) -> SeqtoolError:
     import errno
 
+    if blocker := next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None):
+        return InputError(f"cannot write {path}: {blocker} is a file, not a directory",
+                          hint="choose another path")
     if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):  # no EDQUOT on Windows
         what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
         return RuntimeFailure(f"{what} while writing {path}",
@@ -105,7 +111,7 @@ def _os_error(err: OSError, path: Path) -> RuntimeFailure:
     return RuntimeFailure(f"cannot write {path}: {err.strerror or err}")
 
 
-def _write_failure(err: BaseException, path: Path) -> RuntimeFailure | None:
+def _write_failure(err: BaseException, path: Path) -> SeqtoolError | None:
     """The user-facing error when a library's writer fails for want of disk (None: not such a failure).
     safetensors names the OS error in its message; torch.save only says its stream came up short, which
     a full disk (or quota) does once the temp file exists."""
