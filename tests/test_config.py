@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -109,3 +110,23 @@ def test_durations(text, seconds):
 def test_bad_duration():
     with pytest.raises(InputError, match="duration"):
         parse_duration("ten minutes")
+
+
+@pytest.mark.parametrize("item, key", [("optim.lr=.nan", "optim.lr"), ("optim.lr=.inf", "optim.lr"),
+                                       ("optim.clip=.nan", "optim.clip"), ("run.epochs=.nan", "run.epochs"),
+                                       ("run.epochs=-1", "run.epochs"), ("run.max_steps=-1", "run.max_steps"),
+                                       ("run.patience=-1", "run.patience"),
+                                       ("run.max_bad_steps=-1", "run.max_bad_steps"),
+                                       ("run.log_every=0", "run.log_every"),
+                                       (f"run.seed={2**64}", "run.seed"),
+                                       (f"tokenizer.vocab_size={10**12}", "tokenizer.vocab_size")])
+def test_meaningless_values_name_the_key_and_the_valid_range(item, key):
+    with pytest.raises(InputError, match=rf"^{re.escape(key)} must be .*[0-9]"):
+        resolve(Cfg, sets=[item])
+
+
+def test_a_run_with_no_end_is_refused():
+    with pytest.raises(InputError, match="no end"):
+        RunConfig().require_end()
+    for end in ({"max_steps": 1}, {"epochs": 0.5}, {"time_budget": "1m"}):
+        RunConfig(**end).require_end()
