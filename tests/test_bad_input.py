@@ -170,6 +170,7 @@ BROKEN_ENVIRONMENT = {
                                                    shell="<&-"),
     "tokenize, stdout closed": Case("tokenize -t rnn train.txt", 1, r"stdout is closed", shell=">&-"),
     "generate, stdout closed": Case("generate -w rnn --max-tokens 5", 1, r"stdout is closed", shell=">&-"),
+    "--version, stdout closed": Case("--version", 1, r"stdout is closed", shell=">&-"),
     "train-rnn -, stdout closed": Case(f"train-rnn - -w new {RNN} --max-steps 2", 0, r"status finished",
                                        shell="<train.txt >&-"),
     "build-vocab -o under a file": Case("build-vocab train.txt -o plain/tok --kind char", 2,

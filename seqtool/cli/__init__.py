@@ -219,3 +219,6 @@ def main() -> None:
     except BrokenPipeError:
         _silence_stdout()
         sys.exit(0)
+    except SeqtoolError as err:  # raised outside a command, e.g. --version with stdout closed
+        print_error(str(err))
+        sys.exit(err.exit_code)
