@@ -28,8 +28,8 @@ class TranslateConfig:
     no_repeat_ngram: int = 0
 
     def __post_init__(self) -> None:
-        if self.beam < 1:
-            raise InputError(f"--beam must be ≥ 1, got {self.beam}")
+        if not 1 <= self.beam <= 10_000:
+            raise InputError(f"--beam must be between 1 and 10,000, got {self.beam}")
         if not 1 <= self.nbest <= self.beam:
             raise InputError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}",
                              hint="raise --beam to get more candidates")

@@ -148,6 +148,8 @@ BAD_VALUES = {  # exit 2, one line naming the option and its valid range, before
                                       r"--max-len-a and --max-len-b must be finite numbers ≥ 0"),
     "translate --length-penalty nan": Case("translate -w s2s pairs.tsv --length-penalty nan", 2,
                                            r"--length-penalty must be a finite number"),
+    "translate --beam 10**30": Case(f"translate -w s2s pairs.tsv --beam {10**30}", 2,
+                                    r"--beam must be between 1 and 10,000"),
     "evaluate --add-k nan": Case("evaluate -w rnn --baseline ngram --smoothing addk --add-k nan", 2,
                                  r"--add-k must be a finite number > 0"),
     "finetune --lora-alpha nan": Case("finetune --from tlm -w new --data train.txt --lora-alpha nan "
