@@ -26,6 +26,7 @@ SCHEDULES = ("constant", "step", "plateau", "cosine", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_VOCAB = 10_000_000  # pieces: far above any real vocabulary, far below an embedding that cannot fit
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
+MAX_LAYERS = 1_000  # far deeper than anything trained here; building 10**30 layers would never end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +153,11 @@ def check_at_least(key: str, value: float, low: float, note: str = "") -> None:
 def check_seed(key: str, seed: int) -> None:
     if not 0 <= seed <= MAX_SEED:
         raise InputError(f"{key} must be in [0, 2**64-1], got {seed}")
+
+
+def check_layers(key: str, n: int) -> None:
+    if not 0 < n <= MAX_LAYERS:
+        raise InputError(f"{key} must be in [1, {MAX_LAYERS:,}], got {n:,}")
 
 
 def check_vocab_size(key: str, size: int) -> None:

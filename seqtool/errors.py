@@ -49,12 +49,17 @@ class TemporaryFailure(SeqtoolError):
 
 
 _OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
+_OVERFLOW = re.compile(r"Overflow when unpacking long long|int too big to convert")  # a size past int64
 _TRIED = re.compile(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMGT]i?B)", re.IGNORECASE)
 
 
 def out_of_memory(err: BaseException) -> RuntimeFailure | None:
     """`err` as one line when it says memory ran out (Python's MemoryError, torch's CPU allocator or
-    CUDA), else None. By name and message, so that this module needs no torch."""
+    CUDA) or a tensor size overflowed, else None. By name and message, so that this module needs no
+    torch."""
+    if isinstance(err, (TypeError, ValueError, RuntimeError, OverflowError)) and _OVERFLOW.search(str(err)):
+        return RuntimeFailure("out of memory: a tensor size does not even fit in 64 bits",
+                              hint="an option is far too large: --hidden, --d-model, --embedding, …")
     if not (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
             or (isinstance(err, RuntimeError) and _OOM.search(str(err)))):
         return None

@@ -160,8 +160,12 @@ BAD_VALUES = {  # exit 2, one line naming the option and its valid range, before
 }
 for _case in BAD_VALUES.values():
     _case.absent = () if "seq2seq" in _case.argv else ("new",)  # (train-seq2seq reads the data later)
+BAD_VALUES["--n-layers 10**30"] = Case(f"{TRAIN} --max-steps 2 --n-layers {10**30}", 2,
+                                       r"model\.n_layers must be in \[1, 1,000\]", process=True)
 BAD_VALUES["--hidden too large to allocate"] = Case(f"{TRAIN} --max-steps 2 --hidden {10**10}", 1,
                                                     r"^error: out of memory")
+BAD_VALUES["--hidden past 64 bits"] = Case(f"{TRAIN} --max-steps 2 --hidden {10**30}", 1,
+                                           r"^error: out of memory: a tensor size does not even fit")
 
 BROKEN_ENVIRONMENT = {
     "tokenize, stdin closed": Case("tokenize -t rnn", 2, r"no input: stdin is closed", shell="<&-"),

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqtool.config import check_layers
 from seqtool.decoding import reorder_state
 from seqtool.errors import InputError
 
@@ -35,9 +36,9 @@ class RNNLMConfig:
         if self.cell not in CELLS:
             raise InputError(f"model.cell must be one of {', '.join(CELLS)}; got {self.cell!r}",
                              hint="e.g. --cell lstm")
-        for key in ("n_layers", "hidden"):
-            if getattr(self, key) <= 0:
-                raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        check_layers("model.n_layers", self.n_layers)
+        if self.hidden <= 0:
+            raise InputError(f"model.hidden must be > 0, got {self.hidden}")
         if self.embedding < 0:
             raise InputError(f"model.embedding must be ≥ 0 (0: same as hidden), got {self.embedding}")
         if not 0.0 <= self.dropout < 1.0:

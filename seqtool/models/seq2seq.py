@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqtool.config import check_layers
 from seqtool.errors import InputError
 
 CELLS = ("lstm", "gru")
@@ -41,7 +42,8 @@ class Seq2SeqConfig:
         if self.attention not in ATTENTIONS:
             raise InputError(f"model.attention must be one of {', '.join(ATTENTIONS)}; "
                              f"got {self.attention!r}")
-        for key in ("embedding", "hidden", "n_layers", "max_source_positions"):
+        check_layers("model.n_layers", self.n_layers)
+        for key in ("embedding", "hidden", "max_source_positions"):
             if getattr(self, key) <= 0:
                 raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqtool.config import check_layers
 from seqtool.errors import InputError
 
 ARCHS = ("encoder-decoder", "decoder", "encoder")
@@ -49,7 +50,8 @@ class TransformerConfig:
             if getattr(self, key) not in allowed:
                 raise InputError(f"model.{key} must be one of {', '.join(allowed)}; "
                                  f"got {getattr(self, key)!r}")
-        for key in ("n_layers", "n_heads", "d_model", "d_ff", "max_len"):
+        check_layers("model.n_layers", self.n_layers)
+        for key in ("n_heads", "d_model", "d_ff", "max_len"):
             if getattr(self, key) <= 0:
                 raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
         if self.d_model % self.n_heads:
