@@ -152,6 +152,8 @@ BAD_VALUES = {  # exit 2, one line naming the option and its valid range, before
                                     r"--beam must be between 1 and 10,000"),
     "evaluate --add-k nan": Case("evaluate -w rnn --baseline ngram --smoothing addk --add-k nan", 2,
                                  r"--add-k must be a finite number > 0"),
+    "finetune --context -1": Case("finetune --from rnn -w new --data train.txt --context -1 --max-steps 2", 2,
+                                  r"data\.context must be a finite number ≥ 0"),
     "finetune --lora-alpha nan": Case("finetune --from tlm -w new --data train.txt --lora-alpha nan "
                                       "--max-steps 2", 2, r"--lora-alpha must be a finite number"),
     "train-seq2seq --tsv with 3 columns": Case(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqtool.config import OptimConfig, RunConfig
+from seqtool.config import OptimConfig, RunConfig, check_at_least, check_choice
 from seqtool.errors import InputError
 from seqtool.models import lora
 from seqtool.training.trainer import TrainTask
@@ -38,6 +38,12 @@ class FinetuneData:
     valid_fraction: float = 0.05  # held out from the end of the data (first run only; then kept fixed)
     context: int = 0  # tokens per training row (bptt / block size); 0: the source's, else 64
     encoding_errors: str = "strict"
+
+    def __post_init__(self) -> None:
+        check_at_least("data.context", self.context, 0, " (0: the source's, else 64)")
+        if not 0.0 <= self.valid_fraction < 0.5:
+            raise InputError(f"data.valid_fraction must be in [0, 0.5), got {self.valid_fraction}")
+        check_choice("data.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
 
 
 @dataclass
