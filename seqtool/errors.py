@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-EXIT_OK = 0
 EXIT_FAILURE = 1  # runtime failure: divergence, internal error
 EXIT_USAGE = 2  # bad option, missing/unreadable/invalid input, wrong workspace kind
 EXIT_TEMPFAIL = 75  # interrupted but resumable, or workspace locked by a live process

@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -678,9 +678,3 @@ def _finite(value: Any) -> Any:
         return [None if bad(x) else _finite(x) for x in value]
     return value
 
-
-@contextlib.contextmanager
-def locked(ws: Workspace) -> Iterator[WorkspaceLock]:
-    lock = ws.lock()
-    with lock:
-        yield lock

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from seqtool.data.recipes import parse_recipes
+from recipes_format import parse_recipes
 
 DATA = Path(__file__).resolve().parents[1] / "recipes_data"
 HEADER = "  Amount  Measure       Ingredient -- Preparation Method"

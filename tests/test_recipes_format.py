@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from recipes_format import Recipe, format_recipe, format_recipes, parse_recipes
 
-from seqtool.data.recipes import Recipe, format_recipe, format_recipes, parse_recipes
 from seqtool.errors import InputError
 
 GOLDEN = """\

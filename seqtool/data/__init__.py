@@ -1,1 +1,1 @@
-"""The data layer: reading corpora (io), tokenizers, and the recipe-file format (recipes)."""
+"""The data layer: reading corpora (io), tokenizers, batching and masking."""

@@ -1,4 +1,7 @@
-"""The recipe-file format of the lecture's data set: parse it into `Recipe`s and write it back.
+"""The recipe-file format of recipes_data/recipes.txt: parse it into `Recipe`s and write it back.
+
+No command reads this format (the models train on the plain text), so it lives beside its users:
+test_recipes_format.py checks the parser, test_recipes_data.py checks the shipped corpus with it.
 
     <title centred in 72 columns>
       Amount  Measure       Ingredient -- Preparation Method
