@@ -33,9 +33,14 @@ FORMAT_VERSION = 1
 KINDS = ("rnn-lm", "seq2seq", "transformer-lm", "transformer-mt", "transformer-mlm")
 LM_KINDS = ("rnn-lm", "transformer-lm")
 MT_KINDS = ("seq2seq", "transformer-mt")
+# The layout: the names here and the Workspace properties below are the only places that spell it.
 META_FILE = "seqtool.yaml"
 WEIGHTS_FILE = "model.safetensors"
 ARCH_FILE = "model.json"
+METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +189,11 @@ class WorkspaceLock:
             return self
         raise TemporaryFailure(f"could not lock workspace {self.path.parent}", hint="try again")
 
+    @classmethod
+    def of(cls, root: str | Path) -> WorkspaceLock:
+        """The lock of the workspace directory `root` (not yet acquired)."""
+        return cls(Path(root) / LOCK_FILE)
+
     def release(self) -> None:
         if self.held:
             with contextlib.suppress(FileNotFoundError):
@@ -218,7 +228,7 @@ def lock_workspace(path: Path, warn: Callable[[str], None]) -> WorkspaceLock:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create workspace {path}: {err.strerror}", hint="check -w") from None
-    lock = WorkspaceLock(path / ".lock").acquire()
+    lock = WorkspaceLock.of(path).acquire()
     for warning in lock.warnings:
         warn(warning)
     return lock
@@ -228,7 +238,7 @@ def lock_workspace(path: Path, warn: Callable[[str], None]) -> WorkspaceLock:
 # (.NAME.XXXXXXXX.tmp: mkstemp's 8 random characters), and the copy a rewrite moves aside (.tmp.old).
 TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<old>\.old)?")
 # where train-* and finetune write; not attention/, which attention-map writes without the lock
-TEMP_DIRS = ("", "checkpoints", "tokenizer", "adapters", "plots", "samples", "data")
+TEMP_DIRS = ("", CHECKPOINTS_DIR, TOKENIZER_DIR, "adapters", "plots", "samples", "data")
 
 
 def remove_temp_files(root: Path) -> list[str]:
@@ -272,6 +282,11 @@ def _pid_alive(pid: int) -> bool:
 # the workspace
 
 
+def is_workspace(path: str | Path) -> bool:
+    """Whether `path` is a workspace already (it holds a seqtool.yaml)."""
+    return (Path(path) / META_FILE).exists()
+
+
 @dataclass
 class Workspace:
     """An opened workspace directory and its seqtool.yaml metadata."""
@@ -289,7 +304,7 @@ class Workspace:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InputError(f"workspace {path} exists and is not a directory", hint="choose another -w")
-        if (path / META_FILE).exists():
+        if is_workspace(path):
             old = cls.open(path)
             if old.kind != kind:
                 raise InputError(f"workspace {path} holds a {old.kind} model, not {kind}",
@@ -391,14 +406,50 @@ class Workspace:
         return {**self.status, "state": "finished", "finished": meta["finished"], "step": meta["step"]}
 
     def lock(self) -> WorkspaceLock:
-        return WorkspaceLock(self.path / ".lock")
+        return WorkspaceLock.of(self.path)
 
     def sub(self, *parts: str) -> Path:
+        """Deprecated: use the layout properties below (kept until the last callers move to them)."""
         return self.path.joinpath(*parts)
+
+    # -- layout: where each part of a workspace lives -----------------------------------------
+    @property
+    def tokenizer_dir(self) -> Path:
+        """tokenizer/: the tokenizer files (src/ and tgt/ inside for a translation pair)."""
+        return self.path / TOKENIZER_DIR
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step:07d}"
+
+    def fixed_data(self, name: str) -> Path:
+        """data/NAME: the validation lines a run fixed at its start (valid.txt, valid.src, valid.tgt)."""
+        return self.path / "data" / name
+
+    def sample_file(self, step: int) -> Path:
+        return self.path / "samples" / f"step-{step:07d}.txt"
+
+    def plot_file(self, name: str) -> Path:
+        return self.path / "plots" / name
+
+    @property
+    def attention_dir(self) -> Path:
+        return self.path / "attention"
+
+    def adapter_file(self, name: str, suffix: str = ".safetensors") -> Path:
+        """adapters/NAME.safetensors (the LoRA weights) or, with suffix ".json", its config."""
+        return self.path / "adapters" / f"{name}{suffix}"
 
     # -- metrics ------------------------------------------------------------------------------
     def append_metrics(self, event: dict[str, Any]) -> None:
-        path = self.path / "metrics.jsonl"
+        path = self.path / METRICS_FILE
         try:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json_line(event, default=float) + "\n")
@@ -406,7 +457,7 @@ class Workspace:
             raise _os_error(err, path) from err
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
+        path = self.path / METRICS_FILE
         if not path.exists():
             return []
         events = []
@@ -419,12 +470,12 @@ class Workspace:
     def publish(self, state: dict[str, Any], arch: dict[str, Any],
                 note: dict[str, Any] | None = None) -> None:
         """Write the published weights (model.safetensors) and the architecture (model.json)."""
-        save_tensors(self.path / WEIGHTS_FILE, state)
+        save_tensors(self.weights_file, state)
         atomic_write(self.path / ARCH_FILE, json.dumps({**arch, **({"published": note} if note else {})},
                                                        indent=2))
 
     def has_weights(self) -> bool:
-        return (self.path / WEIGHTS_FILE).exists() and (self.path / ARCH_FILE).exists()
+        return self.weights_file.exists() and (self.path / ARCH_FILE).exists()
 
     def load_published(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(state_dict, architecture) of the published model."""
@@ -432,7 +483,7 @@ class Workspace:
             raise InputError(f"workspace {self.path} has no trained model yet ({WEIGHTS_FILE} missing)",
                              hint="train into it first, or resume the run with --resume auto")
         arch = _read_arch(self.path / ARCH_FILE)
-        return load_tensors(self.path / WEIGHTS_FILE), arch
+        return load_tensors(self.weights_file), arch
 
     def architecture(self) -> dict[str, Any]:
         return _read_arch(self.path / ARCH_FILE)
@@ -440,8 +491,8 @@ class Workspace:
     # -- LoRA adapters (finetune --lora): adapters/NAME.safetensors + NAME.json ---------------
     def publish_adapter(self, name: str, state: dict[str, Any], config: dict[str, Any],
                         note: dict[str, Any] | None = None) -> None:
-        save_tensors(self.path / "adapters" / f"{name}.safetensors", state)
-        atomic_write(self.path / "adapters" / f"{name}.json",
+        save_tensors(self.adapter_file(name), state)
+        atomic_write(self.adapter_file(name, ".json"),
                      json.dumps({**config, **({"published": note} if note else {})}, indent=2))
 
     def adapters(self) -> list[str]:
@@ -449,18 +500,18 @@ class Workspace:
 
     def load_adapter(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(adapter weights, adapter config) of adapters/NAME."""
-        if not (self.path / "adapters" / f"{name}.safetensors").exists():
+        if not self.adapter_file(name).exists():
             names = ", ".join(self.adapters()) or "none"
             raise InputError(f"workspace {self.path} has no adapter {name!r} (adapters: {names})",
                              hint="train one with seqtool finetune --lora-rank R --adapter-name NAME")
-        config = _read_json(self.path / "adapters" / f"{name}.json")
-        return load_tensors(self.path / "adapters" / f"{name}.safetensors"), config
+        config = _read_json(self.adapter_file(name, ".json"))
+        return load_tensors(self.adapter_file(name)), config
 
     def clear_run(self) -> bool:
         """Remove an earlier run's results (checkpoints, weights, metrics, plots, samples, tokenizer)
         before training afresh here; True when there was something to remove."""
         found = False
-        names = ("checkpoints", WEIGHTS_FILE, ARCH_FILE, "metrics.jsonl", "plots", "samples", "tokenizer")
+        names = (CHECKPOINTS_DIR, WEIGHTS_FILE, ARCH_FILE, METRICS_FILE, "plots", "samples", TOKENIZER_DIR)
         for name in names:
             target = self.path / name
             if target.is_dir():
@@ -473,8 +524,12 @@ class Workspace:
         return found
 
     # -- checkpoints --------------------------------------------------------------------------
+    def clear_checkpoints(self) -> None:
+        """Drop every checkpoint, as a new fine-tuning round does (it starts from the published weights)."""
+        shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+
     def checkpoint_dirs(self) -> list[Path]:
-        root = self.path / "checkpoints"
+        root = self.checkpoints_dir
         if not root.is_dir():
             return []
         return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
@@ -484,8 +539,7 @@ class Workspace:
         """Write checkpoints/step-N/ atomically (temp dir + rename) and keep the last `keep`."""
         import torch
 
-        root = self.path / "checkpoints"
-        final = root / f"step-{step:07d}"
+        root, final = self.checkpoints_dir, self.checkpoint_dir(step)
         try:
             root.mkdir(parents=True, exist_ok=True)
             # The writer holds the lock, so temp dirs here are left over by a process killed mid-save.
