@@ -49,10 +49,9 @@ def describe(ws: Any) -> dict[str, Any]:
         "torch_version": ws.meta.get("torch_version"),
         "created": ws.meta.get("created"),
     }
-    out["tokenizer"] = _tokenizers(ws.path / "tokenizer")
-    weights = ws.path / "model.safetensors"
-    if weights.exists():
-        out["parameters"] = count_parameters(weights)
+    out["tokenizer"] = _tokenizers(ws.tokenizer_dir)
+    if ws.weights_file.exists():
+        out["parameters"] = count_parameters(ws.weights_file)
         arch = ws.architecture()
         out["model"] = {k: v for k, v in arch.items() if k != "published"}
     else:
@@ -64,14 +63,14 @@ def describe(ws: Any) -> dict[str, Any]:
     if "best_value" in status:
         out["best"] = {"metric": status.get("best_metric"), "value": status.get("best_value"),
                        "step": status.get("best_step")}
-    out["status"] = status.get("state", "untrained" if not weights.exists() else "trained")
+    out["status"] = status.get("state", "trained" if ws.weights_file.exists() else "untrained")
     tuned = ws.config.get("finetune")
     if tuned:  # a fine-tuned workspace: where it came from, and how
         lora = tuned.get("lora")
         out["finetuned_from"] = {"source": tuned.get("source"),
                                  "method": f"LoRA rank {lora['rank']}" if lora else "full",
                                  "promote_if_better": bool(tuned.get("promote_if_better"))}
-    adapters = [_adapter(path) for path in sorted((ws.path / "adapters").glob("*.safetensors"))]
+    adapters = [_adapter(ws.adapter_file(name)) for name in ws.adapters()]
     if adapters:
         out["adapters"] = adapters
     return out
