@@ -89,8 +89,8 @@ class Translator:
 
         ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
         model = load_published(ws, device, adapter)
-        src_tok = load_tokenizer(ws.path / "tokenizer", side="src")
-        tgt_tok = load_tokenizer(ws.path / "tokenizer", side="tgt")
+        src_tok = load_tokenizer(ws.tokenizer_dir, side="src")
+        tgt_tok = load_tokenizer(ws.tokenizer_dir, side="tgt")
         return cls(model, src_tok, tgt_tok, device)
 
     # -- decoding -------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def text_attention(path: str | Path, device: torch.device, adapter: str | None =
         raise InputError(f"workspace {ws.path} holds an RNN language model, which has no attention",
                          hint="attention maps need a Transformer or a translation model with attention")
     model = load_published(ws, device, adapter)
-    tok = load_tokenizer(ws.sub("tokenizer"))
+    tok = load_tokenizer(ws.tokenizer_dir)
 
     @torch.no_grad()
     def attention(text: str) -> AttentionMap:

@@ -98,7 +98,7 @@ def generate(
     ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
     dev = runtime.pick_device(pick(device, ctx, "device"))
     model = load_published(ws, dev, adapter)
-    tok = load_tokenizer(ws.sub("tokenizer"))
+    tok = load_tokenizer(ws.tokenizer_dir)
     seed = pick(seed, ctx, "seed")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     check_seed("--seed", seed)
@@ -148,7 +148,7 @@ def _fill(path, text: str | None, top_k: int, fmt: str, device: str | None) -> N
         raise InputError(f"workspace {path} holds a masked language model (a BERT-like encoder), which fills "
                          "in masked tokens rather than generating text left to right",
                          hint=f'use: seqtool generate -w {path} --fill "the students opened their <mask>"')
-    tok = load_tokenizer(ws.sub("tokenizer"))
+    tok = load_tokenizer(ws.tokenizer_dir)
     masks = fill_masks(load_published(ws, runtime.pick_device(device)), tok, text, top_k)
     parts = text.split(MASK_TEXT)
     filled = parts[0] + "".join(c[0][0].replace("▁", " ") + part
