@@ -68,7 +68,8 @@ def attention_map(
         raise InputError("--grid draws every head; leave out --head")
     ws_path = require_workspace(workspace, ctx)
     dev = runtime.pick_device(pick(device, ctx, "device"))
-    translating = WS.open(ws_path).kind in MT_KINDS
+    ws = WS.open(ws_path)
+    translating = ws.kind in MT_KINDS
     if translating:
         attention = attention or "cross"
         if attention == "self":
@@ -95,7 +96,7 @@ def attention_map(
         if head is not None and not 0 <= head < amap.weights.shape[1]:
             raise InputError(f"--head {head}: the model has {amap.weights.shape[1]} head(s)")
         matrices = list(amap.weights[layer]) if grid else [amap.matrix(layer, head)]  # each (rows, columns)
-        base = _path(output, ws_path, n, len(sentences), fmt if fmt != "terminal" else "png")
+        base = _path(output, ws.attention_dir, n, len(sentences), fmt if fmt != "terminal" else "png")
         if fmt == "terminal":
             for h, matrix in enumerate(matrices):
                 if grid:
@@ -113,9 +114,9 @@ def attention_map(
             report.info(f"wrote {_dump(amap, base.with_suffix('.' + dump), dump)}")
 
 
-def _path(output: Path | None, ws: Path, n: int, total: int, fmt: str) -> Path:
+def _path(output: Path | None, folder: Path, n: int, total: int, fmt: str) -> Path:
     if output is None:
-        return ws / "attention" / f"attention-{n:03d}.{fmt}"
+        return folder / f"attention-{n:03d}.{fmt}"
     output = output if output.suffix else output.with_suffix("." + fmt)
     return output if total == 1 else output.with_name(f"{output.stem}-{n:03d}{output.suffix}")
 
