@@ -122,7 +122,7 @@ def _target(ctx: typer.Context, output: Path | None, workspace: Path | None,
     """(the tokenizer directory to write, the workspace it belongs to or None). A trained workspace's
     tokenizer is replaced only with --force: its model would no longer match the new vocabulary."""
     from seqtool.errors import InputError
-    from seqtool.workspace import META_FILE
+    from seqtool.workspace import TOKENIZER_DIR, is_workspace
     from seqtool.workspace import Workspace as WS
 
     ws = pick(workspace, ctx, "workspace")
@@ -131,30 +131,29 @@ def _target(ctx: typer.Context, output: Path | None, workspace: Path | None,
     if output is None and ws is None:
         raise InputError("no output directory",
                          hint="pass -o DIR, or -w WORKSPACE to write WORKSPACE/tokenizer/")
-    if output is not None and (Path(output) / META_FILE).exists():
+    if output is not None and is_workspace(output):
         raise InputError(f"-o {output} is a workspace, not a tokenizer directory",
                          hint=f"pass -w {output} to write its tokenizer/, or a new -o directory")
-    if output is not None and Path(output).name == "tokenizer" and (Path(output).parent / META_FILE).exists():
+    if output is not None and Path(output).name == TOKENIZER_DIR and is_workspace(Path(output).parent):
         ws = Path(output).parent  # -o WS/tokenizer: the same as -w WS
     if ws is None:
         return Path(output), None
-    if not force and (Path(ws) / META_FILE).exists() and ((run := WS.open(ws)).has_weights()
-                                                          or run.checkpoint_dirs()):
+    if not force and is_workspace(ws) and ((run := WS.open(ws)).has_weights() or run.checkpoint_dirs()):
         raise InputError(f"workspace {ws} holds a trained {run.kind} model: a new tokenizer would no longer "
                          "match it", hint="write to a new -o directory and train with -t DIR, or pass "
                          "--force to replace it anyway")
-    return Path(ws) / "tokenizer", Path(ws)
+    return Path(ws) / TOKENIZER_DIR, Path(ws)
 
 
 def _workspace_lock(ws: Path | None):
     """Hold the workspace's lock while its tokenizer is replaced, if it is a workspace already."""
     import contextlib
 
-    from seqtool.workspace import META_FILE, WorkspaceLock
+    from seqtool.workspace import WorkspaceLock, is_workspace
 
-    if ws is None or not (ws / META_FILE).exists():
+    if ws is None or not is_workspace(ws):
         return contextlib.nullcontext()
-    return WorkspaceLock(ws / ".lock")
+    return WorkspaceLock.of(ws)
 
 
 def _check_parallel(stats: dict, rep) -> None:
