@@ -299,9 +299,11 @@ def upgrade_keys(data: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file. A workspace's seqtool.yaml (or the workspace dir) yields its `config:`."""
+    from seqtool.workspace import META_FILE, is_workspace
+
     path = Path(path)
-    if path.is_dir() and (path / "seqtool.yaml").exists():
-        path = path / "seqtool.yaml"
+    if path.is_dir() and is_workspace(path):
+        path = path / META_FILE
     if not path.exists():
         raise InputError(f"config file {path} does not exist", hint="check the --config path")
     if path.is_dir():

@@ -302,6 +302,8 @@ def _check_user_symbols(symbols: Sequence[str]) -> list[str]:
 def find_tokenizer_dir(path: str | os.PathLike, side: str | None = None) -> Path:
     """The tokenizer directory meant by `path`: a tokenizer directory itself, or a workspace (its
     tokenizer/), or a parallel one with src/ and tgt/ (then `side` picks one)."""
+    from seqtool.workspace import TOKENIZER_DIR
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"tokenizer directory {path} does not exist",
@@ -316,8 +318,8 @@ def find_tokenizer_dir(path: str | os.PathLike, side: str | None = None) -> Path
         if side not in ("src", "tgt"):
             raise InputError(f"--side must be src or tgt, not {side!r}")
         return find_tokenizer_dir(path / side)
-    if (path / "tokenizer").is_dir():
-        return find_tokenizer_dir(path / "tokenizer", side)
+    if (path / TOKENIZER_DIR).is_dir():
+        return find_tokenizer_dir(path / TOKENIZER_DIR, side)
     raise InputError(f"{path} is not a tokenizer directory: {CONFIG_FILE} is missing",
                      hint=f"build one with: seqtool build-vocab CORPUS -o {path}")
 
