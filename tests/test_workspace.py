@@ -16,8 +16,10 @@ from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
 from seqtool.workspace import (
     FORMAT_VERSION,
     Workspace,
+    WorkspaceLock,
     atomic_write,
     count_parameters,
+    is_workspace,
     load_tensors,
     save_tensors,
 )
@@ -30,6 +32,24 @@ def test_create_and_open(tmp_path):
     assert again.meta["format_version"] == FORMAT_VERSION
     with pytest.raises(InputError, match="holds a rnn-lm model"):
         Workspace.open(ws.path, kinds=("seq2seq",), purpose="translate")
+
+
+def test_layout_is_the_documented_one(tmp_path):
+    """DESIGN.md's layout, spelled by the Workspace alone (every command finds its files through it)."""
+    ws = Workspace.create(tmp_path / "ws", "seq2seq", {})
+    root = ws.path
+    assert (ws.tokenizer_dir, ws.weights_file, ws.checkpoints_dir) == (
+        root / "tokenizer", root / "model.safetensors", root / "checkpoints")
+    assert ws.checkpoint_dir(42) == root / "checkpoints" / "step-0000042"
+    assert ws.fixed_data("valid.src") == root / "data" / "valid.src"
+    assert ws.sample_file(7) == root / "samples" / "step-0000007.txt"
+    assert (ws.plot_file("loss.png"), ws.attention_dir) == (root / "plots" / "loss.png", root / "attention")
+    assert ws.adapter_file("a", ".json") == root / "adapters" / "a.json"
+    assert ws.lock().path == WorkspaceLock.of(root).path == root / ".lock"
+    assert is_workspace(root) and not is_workspace(tmp_path)
+    ws.save_checkpoint(1, {"w": torch.zeros(1)}, {}, {})
+    ws.clear_checkpoints()
+    assert ws.checkpoint_dirs() == [] and ws.has_weights() is False
 
 
 def test_open_errors(tmp_path):
