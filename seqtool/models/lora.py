@@ -18,24 +18,12 @@ from torch.nn import functional as F
 
 from seqtool.errors import InputError
 
-# Short target names (--lora-targets q,k,v,o,mlp) → the linear layers they select in each model
-# family: (module-name ending, chunk, chunks). A fused projection holds several outputs side by side
-# (the Transformer's self-attention `qkv` is query, key, value: chunk 0, 1, 2 of 3, as GPT-2's
-# c_attn), so "q" adapts only the query rows of it and "q,v" gives query and value their own adapters.
+# Each model class names its LoRA targets in `lora_targets`: short names (--lora-targets q,k,v,o,mlp) →
+# the linear layers they select, as (module-name ending, chunk, chunks). A fused projection holds several
+# outputs side by side (the Transformer's self-attention `qkv` is query, key, value: chunk 0, 1, 2 of 3,
+# as GPT-2's c_attn), so "q" adapts only the query rows of it and "q,v" gives query and value their own
+# adapters.
 Target = tuple[str, int, int]
-TARGETS: dict[str, dict[str, tuple[Target, ...]]] = {
-    "seq2seq": {  # the RNN encoder-decoder: attention query/key layers, attentional combination, output
-        "q": (("w_query", 0, 1),), "k": (("w_key", 0, 1),), "o": (("combine", 0, 1),),
-        "out": (("out", 0, 1),),
-    },
-    "transformer": {
-        "q": (("qkv", 0, 3), ("query", 0, 1)),  # self-attention; cross-attention's query
-        "k": (("qkv", 1, 3), ("key_value", 0, 2)),
-        "v": (("qkv", 2, 3), ("key_value", 1, 2)),
-        "o": (("out", 0, 1),),
-        "mlp": (("up", 0, 1), ("down", 0, 1)),
-    },
-}
 
 
 @dataclass
@@ -122,10 +110,13 @@ class LoRALinear(nn.Module):
 
 def resolve_targets(family: str, targets: list[str]) -> tuple[Target, ...]:
     """The (module-name ending, chunk, chunks) selected by the short names `targets` in a `family`."""
-    table = TARGETS.get(family)
-    if table is None:
+    from seqtool.models import MODELS
+
+    table = getattr(MODELS.get(family), "lora_targets", None)
+    if not table:
+        able = ", ".join(name for name, model in MODELS.items() if model.lora_targets)
         raise InputError(f"LoRA is not available for {family} models",
-                         hint=f"LoRA works on {', '.join(TARGETS)} models; use full fine-tuning")
+                         hint=f"LoRA works on {able} models; use full fine-tuning")
     chosen: list[Target] = []
     for name in targets:
         if name not in table:

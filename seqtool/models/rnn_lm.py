@@ -102,6 +102,8 @@ class RNNLM(nn.Module):
     """Called on a batch {"inputs": (B, T), "targets": (B, T)} with `state` → (logits (B, T, V), loss,
     state) for truncated BPTT; on a window batch with "targets" (B,) → (logits (B, V), loss)."""
 
+    lora_targets: dict = {}  # no LoRA: the recurrent weights are not nn.Linear layers
+
     def __init__(self, cfg: RNNLMConfig, vocab_size: int):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size

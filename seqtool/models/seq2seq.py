@@ -147,6 +147,11 @@ def _per_layer(hidden: list[Tensor]) -> list[tuple[Tensor, ...]]:
 class Seq2Seq(nn.Module):
     """Called on {"src", "src_mask", "tgt_in", "tgt_out"} → (logits (B, T, V), loss)."""
 
+    lora_targets = {  # --lora-targets (see lora.py): attention query/key, attentional combination, output
+        "q": (("w_query", 0, 1),), "k": (("w_key", 0, 1),), "o": (("combine", 0, 1),),
+        "out": (("out", 0, 1),),
+    }
+
     def __init__(self, cfg: Seq2SeqConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0,
                  label_smoothing: float = 0.0, teacher_forcing: TeacherForcing | None = None):
         super().__init__()

@@ -288,6 +288,14 @@ class Transformer(nn.Module):
     """encoder-decoder: batch {src, tgt_in, tgt_out} · decoder: {inputs, targets} · encoder: {inputs,
     targets} with targets = pad_id where nothing is predicted. `model(batch)` → (logits, loss)."""
 
+    lora_targets = {  # --lora-targets (see lora.py) → (module-name ending, chunk of the fused layer, chunks)
+        "q": (("qkv", 0, 3), ("query", 0, 1)),  # self-attention; cross-attention's query
+        "k": (("qkv", 1, 3), ("key_value", 0, 2)),
+        "v": (("qkv", 2, 3), ("key_value", 1, 2)),
+        "o": (("out", 0, 1),),
+        "mlp": (("up", 0, 1), ("down", 0, 1)),
+    }
+
     def __init__(self, cfg: TransformerConfig, label_smoothing: float = 0.0):
         super().__init__()
         if cfg.vocab_size <= 0:
