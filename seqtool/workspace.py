@@ -30,9 +30,30 @@ from seqtool.config import upgrade_keys
 from seqtool.errors import InputError, RuntimeFailure, SeqtoolError, TemporaryFailure
 
 FORMAT_VERSION = 1
-KINDS = ("rnn-lm", "seq2seq", "transformer-lm", "transformer-mt", "transformer-mlm")
-LM_KINDS = ("rnn-lm", "transformer-lm")
-MT_KINDS = ("seq2seq", "transformer-mt")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a workspace of this kind holds: a model of `family` (models.MODELS) trained for `task`."""
+
+    family: str
+    task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation"
+
+
+# The one table of workspace kinds (seqtool.yaml's `kind`). It stays here, free of torch, because
+# build-vocab and info open workspaces without importing the models; the family's facts (its LoRA
+# targets, ...) sit on its model class.
+KINDS = {
+    "rnn-lm": Kind("rnn-lm", "lm"),
+    "seq2seq": Kind("seq2seq", "translation"),
+    "transformer-lm": Kind("transformer", "lm"),
+    "transformer-mt": Kind("transformer", "translation"),
+    "transformer-mlm": Kind("transformer", "mlm"),
+}
+LM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "lm")
+MLM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "mlm")
+MT_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "translation")
+
 # The layout: the names here and the Workspace properties below are the only places that spell it.
 META_FILE = "seqtool.yaml"
 WEIGHTS_FILE = "model.safetensors"

@@ -15,6 +15,7 @@ import torch
 from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
 from seqtool.workspace import (
     FORMAT_VERSION,
+    KINDS,
     Workspace,
     WorkspaceLock,
     atomic_write,
@@ -50,6 +51,13 @@ def test_layout_is_the_documented_one(tmp_path):
     ws.save_checkpoint(1, {"w": torch.zeros(1)}, {}, {})
     ws.clear_checkpoints()
     assert ws.checkpoint_dirs() == [] and ws.has_weights() is False
+
+
+def test_every_kind_names_a_model_family():
+    from seqtool.models import MODELS
+
+    assert {kind.family for kind in KINDS.values()} <= set(MODELS)
+    assert {kind.task for kind in KINDS.values()} == {"lm", "mlm", "translation"}
 
 
 def test_open_errors(tmp_path):

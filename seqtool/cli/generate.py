@@ -82,7 +82,7 @@ def generate(
     from seqtool.errors import InputError
     from seqtool.models import load_published
     from seqtool.training import runtime
-    from seqtool.workspace import LM_KINDS
+    from seqtool.workspace import LM_KINDS, MLM_KINDS
     from seqtool.workspace import Workspace as WS
 
     if num_samples < 1:
@@ -92,7 +92,7 @@ def generate(
     cfg = resolve(DecodeConfig, options=options)
     report = reporter(ctx)
     path = require_workspace(workspace, ctx)
-    if fill is not None or WS.open(path).kind == "transformer-mlm":
+    if fill is not None or WS.open(path).kind in MLM_KINDS:
         _fill(path, fill, cfg.top_k or 5, fmt, pick(device, ctx, "device"))
         return
     ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
@@ -138,10 +138,11 @@ def _fill(path, text: str | None, top_k: int, fmt: str, device: str | None) -> N
     from seqtool.errors import InputError
     from seqtool.models import load_published
     from seqtool.training import runtime
+    from seqtool.workspace import MLM_KINDS
     from seqtool.workspace import Workspace as WS
 
     ws = WS.open(path)
-    if ws.kind != "transformer-mlm":
+    if ws.kind not in MLM_KINDS:
         raise InputError(f"--fill needs a masked language model; workspace {path} holds a {ws.kind} model",
                          hint="train one with: seqtool train-transformer --arch encoder")
     if text is None:
