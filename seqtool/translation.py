@@ -156,6 +156,7 @@ class Translator:
         import math
 
         from seqtool.data.parallel import ParallelBatches, ParallelText, encode_pairs
+        from seqtool.evaluation import translation_nll
         from seqtool.metrics import corpus_bleu
 
         hyps = [c[0].text for c in self.translate(sources, cfg or TranslateConfig())]
@@ -168,10 +169,7 @@ class Translator:
             tok = self.tgt_tok
             batches = ParallelBatches(pairs, max(2048, longest), tok.pad_id, tok.bos_id, tok.eos_id,
                                       shuffle=False)
-            for batch in batches.batches(0, 0):
-                batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-                total += float(self.model(batch)[1]) * batch["ntokens"]
-                tokens += batch["ntokens"]
+            total, tokens = translation_nll(self.model, batches.batches(0, 0), self.device)
         loss = total / tokens if tokens else float("nan")
         return {"bleu": bleu.score, "signature": bleu.signature, "loss": loss,
                 "ppl": math.exp(min(loss, 700.0)) if tokens else float("nan"), "sentences": len(hyps),

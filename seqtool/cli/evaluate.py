@@ -59,7 +59,7 @@ def evaluate(
 
     Example: seqtool evaluate -w runs/recipes --baseline ngram --order 3
     """
-    from seqtool.config import from_dict
+    from seqtool import evaluation
     from seqtool.data.io import describe, iter_lines, require_nonempty
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.errors import InputError
@@ -90,21 +90,14 @@ def evaluate(
         raise InputError(f"workspace {ws.path} was validated on its training text (nothing held out)",
                          hint="pass held-out text with --data FILE")
     ids = lm.encode(tok, lines)
-    char_level = tok.kind == "char"
-    if ws.kind == "rnn-lm":
-        objective = from_dict(lm.LMDataConfig, ws.config.get("data") or {}, "data.")
-        rows = batch_size or (1 if objective.objective == "bptt" else 64)
-        scores = lm.score_ids(model, ids, objective, rows, char_level)
-    else:  # Transformers read the text in blocks of their positions, as in validation
-        from seqtool.training.transformer import score_text
-
-        scores = score_text(model, tok, ids, batch_size or 16)
+    reading, context, rows = evaluation.workspace_reading(ws.kind, ws.config, model)
+    scores = evaluation.text_scores(model, tok, ids, reading, context, batch_size or rows)
     result = {"data": describe(data) if data else "validation text of the run", "tokenizer": tok.kind,
               "model": scores}
     if baseline:
         train = lm.text_lines(ws, baseline_train) if baseline_train else corpus.train
-        n = order or (5 if char_level else 3)
-        result["baseline"] = lm.ngram_scores(tok, train, ids, n, smoothing, add_k)
+        n = order or (5 if tok.kind == "char" else 3)
+        result["baseline"] = evaluation.ngram_scores(tok, train, ids, n, smoothing, add_k)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return

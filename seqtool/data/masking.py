@@ -28,6 +28,13 @@ def mask_tokens(ids: Tensor, *, mask_id: int, pad_id: int, vocab_size: int, spec
     return inputs, targets
 
 
+def masking_options(tok: Any) -> dict[str, Any]:
+    """mask_tokens' keyword arguments for a tokenizer: its mask and pad ids, vocabulary, and the
+    special ids that are never selected."""
+    return dict(mask_id=tok.mask_id, pad_id=tok.pad_id, vocab_size=tok.vocab_size,
+                special_ids=(tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id))
+
+
 class MaskedBatches:
     """Wraps a language-model batch source: each batch's `inputs` (B, T) become masked inputs and their
     targets. The mask of batch i of epoch e depends only on (seed, e, i), so a resumed run and every

@@ -137,11 +137,10 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
     on the stream of the new text `lines`, in rows of `context` tokens (default: the source's
     bptt/block size)."""
-    from seqtool.data.batching import BlockBatches, StreamBatches, stream_eval_batches
-    from seqtool.data.masking import MaskedBatches
-    from seqtool.metrics import lm_nll, lm_scores
+    from seqtool.data.batching import BlockBatches, StreamBatches
+    from seqtool.data.masking import MaskedBatches, masking_options
+    from seqtool.evaluation import check_length, text_validation
     from seqtool.training.lm import encode
-    from seqtool.training.transformer import masking_options, mlm_scores
 
     train, valid = lm_text(cfg, ws, lines, is_main)
     data_cfg = source_config.get("data", {})
@@ -150,23 +149,14 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
         context = min(context, model.cfg.max_len)
     B, rnn = cfg.run.batch_size, kind == "rnn-lm"
     train_ids, valid_ids = encode(tok, train), encode(tok, valid)
-    if valid_ids.numel() < 2:
-        raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
-                         hint="pass a longer --valid file")
+    reading = "bptt" if rnn else "masked" if kind == "transformer-mlm" else "block"
+    check_length(valid_ids, reading, context, "the validation text is too short",
+                 hint="pass a longer --valid file")
     batches: Any = StreamBatches(train_ids, B, context) if rnn else BlockBatches(train_ids, B, context,
                                                                                   cfg.run.seed)
-    if kind == "transformer-mlm":
-        masking = masking_options(tok)
-        batches = MaskedBatches(batches, seed=cfg.run.seed, **masking)
-
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            eval_batches = stream_eval_batches(valid_ids, B, context)
-            return mlm_scores(m, eval_batches, masking, cfg.run.eval_batches)
-    else:
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            eval_batches = stream_eval_batches(valid_ids, B, context)
-            return lm_scores(*lm_nll(m, eval_batches, rnn, cfg.run.eval_batches), tok.kind == "char")
-
+    if reading == "masked":
+        batches = MaskedBatches(batches, seed=cfg.run.seed, **masking_options(tok))
+    evaluate = text_validation(tok, valid_ids, reading, context, B, cfg.run.eval_batches)
     return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), carries_state=rnn)
 
 
@@ -180,7 +170,8 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
     """Continued training of a translation model on the new pairs `train` (a ParallelText), validated
     by loss and BLEU as in training (the source run's max_len, batch_tokens and validation settings)."""
     from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
-    from seqtool.training.seq2seq import ParallelDataConfig, Seq2SeqTrainConfig, ValidConfig, make_evaluate
+    from seqtool.evaluation import translation_validation
+    from seqtool.training.seq2seq import ParallelDataConfig, ValidConfig
 
     d = cfg.data
     fixed_src, fixed_tgt = ws.sub("data", "valid.src"), ws.sub("data", "valid.tgt")
@@ -198,7 +189,6 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
     if positions and not 0 < data_cfg.max_len < positions:
         data_cfg.max_len = positions - 1  # room for <s> or </s>
     valid_cfg = ValidConfig(**source_config.get("valid", {})) if "valid" in source_config else ValidConfig()
-    s2s = Seq2SeqTrainConfig(data=data_cfg, valid=valid_cfg, run=cfg.run)
     train_pairs = encode_pairs(train, src_tok, tgt_tok, data_cfg.max_len)
     valid_pairs = encode_pairs(valid, src_tok, tgt_tok, data_cfg.max_len)
     for line in train_pairs.report(train.where):
@@ -208,10 +198,8 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
                          hint=f"pairs longer than {data_cfg.max_len} tokens are skipped; check the data")
     batches = ParallelBatches(train_pairs, data_cfg.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id,
                               tgt_tok.eos_id, seed=cfg.run.seed)
-    evaluate = make_evaluate(valid, valid_pairs, src_tok, tgt_tok, s2s, device)
-    metric, mode = ("bleu", "max") if valid_cfg.bleu else ("loss", "min")
-    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
-                     mode=mode)
+    return TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
+        valid, valid_pairs, src_tok, tgt_tok, valid_cfg, data_cfg.batch_tokens, cfg.run.eval_batches, device))
 
 
 def store_fixed(ws: Workspace, files: dict[str, list[str]]) -> None:

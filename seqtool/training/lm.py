@@ -18,7 +18,7 @@ from seqtool.data.io import describe, expand_paths, file_fingerprint, iter_lines
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, save_tokenizers, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
-from seqtool.metrics import lm_nll, lm_scores
+from seqtool.evaluation import check_length, text_validation
 from seqtool.models.rnn_lm import RNNLMConfig
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace, atomic_write
@@ -121,41 +121,17 @@ def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
 # the task handed to the trainer
 
 
-def eval_batches(ids: torch.Tensor, data: LMDataConfig, batch_size: int) -> Any:
-    """Held-out batches for data.objective: every token predicted once, in order."""
-    if data.objective == "bptt":
-        return batching.stream_eval_batches(ids, batch_size, data.bptt)
-    return batching.window_eval_batches(ids, batch_size, data.window)
-
-
-def score_ids(model: Any, ids: torch.Tensor, data: LMDataConfig, batch_size: int, char_level: bool,
-              max_batches: int = 0) -> dict[str, float]:
-    """loss, ppl (and bpc) of `model` on a token stream, read as it was trained (data.objective)."""
-    if ids.numel() < (2 if data.objective == "bptt" else data.window + 1):
-        raise InputError(f"the text is too short to score: {ids.numel()} tokens",
-                         hint="pass a longer text" + ("" if data.objective == "bptt" else " (longer than the "
-                                                      "window)"))
-    nll, ntokens = lm_nll(model, eval_batches(ids, data, batch_size), data.objective == "bptt", max_batches)
-    return {**lm_scores(nll, ntokens, char_level), "tokens": ntokens}
-
-
-def lm_task(model: Any, train_ids: torch.Tensor, valid_ids: torch.Tensor, data: LMDataConfig, run: RunConfig,
-            char_level: bool) -> TrainTask:
+def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, data: LMDataConfig,
+            run: RunConfig) -> TrainTask:
     """Batches for data.objective and an evaluate() giving validation loss, ppl (and bpc)."""
     if data.objective == "bptt":
         source: Any = batching.StreamBatches(train_ids, run.batch_size, data.bptt)
     else:
         source = batching.WindowBatches(train_ids, run.batch_size, data.window, run.seed)
-    if valid_ids.numel() < (2 if data.objective == "bptt" else data.window + 1):
-        raise InputError(f"the validation text is too short: {valid_ids.numel()} tokens",
-                         hint="pass a longer --valid file, or --valid-fraction 0 to validate on the "
-                              "training text")
-
-    def evaluate(m: Any) -> dict[str, float]:
-        scores = score_ids(m, valid_ids, data, run.batch_size, char_level, run.eval_batches)
-        del scores["tokens"]
-        return scores
-
+    context = data.bptt if data.objective == "bptt" else data.window
+    check_length(valid_ids, data.objective, context, "the validation text is too short",
+                 hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
+    evaluate = text_validation(tok, valid_ids, data.objective, context, run.batch_size, run.eval_batches)
     return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
                      carries_state=data.objective == "bptt")
 
@@ -194,7 +170,7 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     params = sum(p.numel() for p in model.parameters())
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
-    task = lm_task(model, train_ids, valid_ids, cfg.data, cfg.run, char_level=tok.kind == "char")
+    task = lm_task(model, tok, train_ids, valid_ids, cfg.data, cfg.run)
 
     def after(summary: dict) -> None:
         path = write_sample(ws, RNNLM(cfg.model, tok.vocab_size).to(device), tok, cfg.run.seed,
@@ -205,7 +181,7 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
 
 
 # ---------------------------------------------------------------------------------------------
-# evaluate: perplexity on held-out text, beside an n-gram baseline
+# evaluate: the run's own text, for the held-out lines and an n-gram baseline
 
 
 def _recorded_data(ws: Workspace) -> LMDataConfig:
@@ -249,13 +225,3 @@ def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
         return Corpus(train, valid, f"validation text: {fixed}")
     return read_corpus(data)
 
-
-def ngram_scores(tok: Tokenizer, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float
-                 ) -> dict[str, Any]:
-    """Perplexity (and bpc) on the token stream `ids` of an n-gram model trained on `train`."""
-    from seqtool.models.ngram import NGramLM
-
-    model = NGramLM(order, tok.vocab_size, smoothing, k).fit(encode(tok, train).tolist())
-    nll, ntokens = model.nll(ids.tolist())
-    return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens, "order": order,
-            "smoothing": smoothing, "train_lines": len(train)}

@@ -4,7 +4,6 @@ shared trainer runs (batches, model, and a validation that reports loss and gree
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,6 @@ import torch
 
 from seqtool.config import OptimConfig, RunConfig, TokenizerConfig, check_choice, check_positive
 from seqtool.data.parallel import (
-    EncodedPairs,
     ParallelBatches,
     ParallelText,
     encode_pairs,
@@ -22,6 +20,7 @@ from seqtool.data.parallel import (
     split_off,
 )
 from seqtool.errors import InputError
+from seqtool.evaluation import translation_validation
 from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace
@@ -131,47 +130,6 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
 
 
 # ---------------------------------------------------------------------------------------------
-# validation
-
-
-def make_evaluate(valid_text: ParallelText, valid: EncodedPairs, src_tok: Any, tgt_tok: Any,
-                  cfg: Seq2SeqTrainConfig, device: torch.device
-                  ) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """Validation loss per target token, and corpus BLEU of greedy translations (detokenised,
-    sacrebleu) against the raw reference lines."""
-    from seqtool.metrics import corpus_bleu
-    from seqtool.translation import TranslateConfig, Translator
-
-    batches = ParallelBatches(valid, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
-                              shuffle=False)
-    rows = range(len(valid_text.src))
-    if cfg.valid.max_sentences:
-        rows = rows[: cfg.valid.max_sentences]
-    sources = [valid_text.src[i] for i in rows]
-    references = [valid_text.tgt[i] for i in rows]
-    decode = TranslateConfig(max_len_a=cfg.valid.max_len_a, max_len_b=cfg.valid.max_len_b)
-
-    def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        total, tokens = 0.0, 0
-        for i, batch in enumerate(batches.batches(0, 0)):
-            if cfg.run.eval_batches and i >= cfg.run.eval_batches:
-                break
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            _, loss = model(batch)
-            total += float(loss) * batch["ntokens"]
-            tokens += batch["ntokens"]
-        loss = total / max(tokens, 1)
-        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-        if cfg.valid.bleu:
-            translator = Translator(model, src_tok, tgt_tok, device)
-            hyps = [c[0].text for c in translator.translate(sources, decode)]
-            metrics["bleu"] = corpus_bleu(hyps, [references], tokenize=cfg.valid.bleu_tokenize).score
-        return metrics
-
-    return evaluate
-
-
-# ---------------------------------------------------------------------------------------------
 # the task
 
 
@@ -209,10 +167,8 @@ def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.
     note(f"seq2seq ({cfg.model.encoder_cell}→{cfg.model.decoder_cell}, attention {cfg.model.attention}): "
          f"{params:,} parameters; {src_tok.kind} vocabularies of {src_tok.vocab_size:,} → "
          f"{tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
-    evaluate = make_evaluate(valid_text, valid, src_tok, tgt_tok, cfg, device)
-    metric, mode = ("bleu", "max") if cfg.valid.bleu else ("loss", "min")
-    task = TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), metric=metric,
-                     mode=mode)
+    task = TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
+        valid_text, valid, src_tok, tgt_tok, cfg.valid, cfg.data.batch_tokens, cfg.run.eval_batches, device))
 
     def after(summary: dict) -> None:
         best = summary.get("best_value")
