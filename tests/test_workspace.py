@@ -13,17 +13,8 @@ import pytest
 import torch
 
 from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
-from seqtool.workspace import (
-    FORMAT_VERSION,
-    KINDS,
-    Workspace,
-    WorkspaceLock,
-    atomic_write,
-    count_parameters,
-    is_workspace,
-    load_tensors,
-    save_tensors,
-)
+from seqtool.storage import atomic_write, count_parameters, load_tensors, save_tensors
+from seqtool.workspace import FORMAT_VERSION, KINDS, Workspace, WorkspaceLock, is_workspace
 
 
 def test_create_and_open(tmp_path):

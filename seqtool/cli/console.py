@@ -117,7 +117,7 @@ class Reporter:
             print_error(message)
 
     def _json(self, ev: dict[str, Any]) -> None:
-        from seqtool.workspace import json_line  # strict JSON: a NaN loss is null + loss_nonfinite
+        from seqtool.storage import json_line  # strict JSON: a NaN loss is null + loss_nonfinite
 
         ev = {"time": round(time.time(), 3), "rank": self.rank, **ev}
         sys.stderr.write(json_line(ev) + "\n")

@@ -38,7 +38,7 @@ def info(ctx: typer.Context, workspace: Workspace = None, as_json: Json = False)
 
 
 def describe(ws: Any) -> dict[str, Any]:
-    from seqtool.workspace import count_parameters
+    from seqtool.storage import count_parameters
 
     status = ws.status
     out: dict[str, Any] = {
@@ -78,7 +78,7 @@ def describe(ws: Any) -> dict[str, Any]:
 
 def _adapter(path: Path) -> dict[str, Any]:
     """An adapter's name, LoRA settings, trainable parameters, file size and published metric."""
-    from seqtool.workspace import count_parameters
+    from seqtool.storage import count_parameters
 
     try:
         config = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
