@@ -8,7 +8,7 @@ import typer
 
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options
-from seqtool.cli.train import TrainJob, run_training
+from seqtool.cli.train import run_command
 
 Opt = typer.Option
 # as in models.seq2seq (here so that --help and completion need no torch)
@@ -96,8 +96,9 @@ def train_seq2seq(
     """
     options = config_options(ctx, train_seq2seq, locals())
     from seqtool.training import seq2seq
+    from seqtool.training.run import Job
 
     # A seq2seq batch is a token budget (data.batch_tokens), so run.batch_size does not bind a resume.
-    job = TrainJob("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: seq2seq.data_fingerprints(cfg.data),
-                   seq2seq.build, fixed=("data", "tokenizer", "model", "run.seed"))
-    run_training(ctx, job, workspace, config, options, sets, resume)
+    job = Job("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: seq2seq.data_fingerprints(cfg.data),
+              seq2seq.build, fixed=("data", "tokenizer", "model", "run.seed"))
+    run_command(ctx, job, workspace, config, options, sets, resume)

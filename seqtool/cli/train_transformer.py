@@ -10,7 +10,7 @@ import typer
 
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, global_options
-from seqtool.cli.train import TrainJob, run_training
+from seqtool.cli.train import run_command
 
 Opt = typer.Option
 # as in models.transformer (here so that --help and completion need no torch)
@@ -98,13 +98,13 @@ def train_transformer(
     """
     options = config_options(ctx, train_transformer, locals())
     from seqtool.training import transformer
+    from seqtool.training.run import Job
 
     path = workspace or global_options(ctx).workspace
     arch = options["model.arch"] = arch or _arch_given_elsewhere(config, sets, Path(path) if path else None)
     ws_kind = transformer.KIND_OF_ARCH.get(arch or "decoder", "transformer-lm")
-    job = TrainJob(ws_kind, transformer.TransformerTrainConfig, transformer.data_fingerprints,
-                   transformer.build)
-    run_training(ctx, job, workspace, config, options, sets, resume)
+    job = Job(ws_kind, transformer.TransformerTrainConfig, transformer.data_fingerprints, transformer.build)
+    run_command(ctx, job, workspace, config, options, sets, resume)
 
 
 def _arch_given_elsewhere(config: Path | None, sets: list[str] | None, path: Path | None) -> str | None:

@@ -1,0 +1,172 @@
+"""One training run for every job: rank and device, the workspace lock, the resume / nothing-to-do /
+new-round decision, seeding, building the task, the Trainer, and the shutdown order after a stop signal.
+
+A job (train-rnn, train-seq2seq, train-transformer, finetune) is data: its workspace kind, config class,
+data fingerprints, task builder and the settings a resume must keep. Finetune adds its round rule
+(`Rounds`): it decides itself whether a run continues, and sets up its workspace from a source model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqtool.config import check_choice, first_difference, resolve, to_dict
+from seqtool.errors import InputError
+from seqtool.training import runtime
+from seqtool.training.trainer import Trainer, TrainTask
+from seqtool.workspace import META_FILE, Workspace, WorkspaceLock, lock_workspace
+
+Report = Callable[[dict[str, Any]], None]
+After = Callable[[dict[str, Any]], None]  # rank 0, once a run has finished (a sample, a promotion)
+Summary = Callable[[str], dict[str, Any]]
+
+
+@dataclass
+class Prepared:
+    """A workspace ready to train in, and the task to train."""
+
+    ws: Workspace
+    task: TrainTask
+    resuming: bool
+    after: After | None = None
+    best_value: float | None = None  # what a new round must beat to publish (finetune --promote-if-better)
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The round rule of a job that starts from a source model (finetune). `check` refuses a target
+    before anything is locked; `continues` decides whether this run continues the round in the
+    workspace (else a new round starts); `prepare` sets up the workspace and builds the task."""
+
+    check: Callable[[Any, Path], None]  # (cfg, path)
+    continues: Callable[[Any, Workspace | None, list[dict], str, Report], bool]
+    prepare: Callable[..., Prepared]  # (cfg, path, previous, data_files, resuming, device, dist, report)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a training command runs; see the module docstring."""
+
+    kind: str  # the workspace kind, e.g. rnn-lm (a Rounds job takes its source's)
+    config_cls: type  # the command's config dataclass (sections data, ..., optim, run)
+    fingerprints: Callable[[Any], list[dict]]  # config → the data files to record
+    # (cfg, ws, resuming, device, is_main, note) → (task, after); a Rounds job builds in its prepare
+    build: Callable[..., tuple[TrainTask, After | None]] | None = None
+    fixed: tuple[str, ...] = ("data", "tokenizer", "model", "run.batch_size", "run.seed")  # resume must match
+    rounds: Rounds | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the config comes from: defaults < file < options < --set (config.resolve)."""
+
+    config_file: Path | None
+    options: dict[str, Any] = field(default_factory=dict)
+    sets: list[str] | None = None
+
+
+def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
+        on_rank: Callable[[int], None] = lambda rank: None,
+        on_summary: Callable[[Summary], None] = lambda summary: None) -> dict[str, Any]:
+    """Resolve the config, lock the workspace, train, and return the summary. `on_rank` learns this
+    process's rank before anything is reported; `on_summary` gets what the summary would say if the
+    run ended now (the CLI's last line on every exit path). Under torchrun/srun every rank trains its
+    slice of each batch and rank 0 alone writes."""
+    dist = runtime.dist_from_env()
+    on_rank(dist.rank)
+    check_choice("--resume", resume, ("auto", "never"))
+    saved = _saved_config(path, job.kind) if resume == "auto" and job.rounds is None else None
+    cfg = resolve(job.config_cls, settings.config_file, settings.options, settings.sets, base=saved)
+    cfg.run.require_end()
+    device = runtime.pick_device(cfg.run.device)
+    data_files: list[dict] = []
+    if job.rounds is not None:
+        job.rounds.check(cfg, path)
+        data_files = job.fingerprints(cfg)  # hashed once: for the round rule and for seqtool.yaml
+    runtime.init_distributed(dist, device)
+    runtime.configure_cuda()
+    lock = WorkspaceLock(path / ".lock")
+    trainer = None
+    try:
+        if dist.is_main:
+            lock = lock_workspace(path, lambda message: report({"event": "warning", "message": message}))
+        if job.rounds is None:
+            if saved is not None and to_dict(cfg) == saved and (
+                    done := Workspace.open(path).finished_status(settle=dist.is_main)) is not None:
+                # The same command again on a finished run (cron, a requeued job): nothing to do, and
+                # the training data need not be there any more.
+                report({"event": "info", "message": "nothing to do: the run has finished (change a "
+                        "setting, or --resume never to train afresh)"})
+                on_summary(lambda status: {"status": "already-finished", "steps": done.get("step", 0),
+                                           "best_value": done.get("best_value"), "workspace": str(path)})
+                return {"status": "already-finished"}
+            data_files = job.fingerprints(cfg)
+        # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
+        runtime.seed_everything(cfg.run.seed)
+        if job.rounds is not None:
+            previous = Workspace.open(path) if (path / META_FILE).exists() else None
+            resuming = job.rounds.continues(cfg, previous, data_files, resume, report)
+            prep = job.rounds.prepare(cfg, path, previous, data_files, resuming, device, dist, report)
+        else:
+            prep = _open_run(job, cfg, path, data_files, resume, device, dist, report)
+        trainer = Trainer(prep.ws, prep.task, cfg.optim, cfg.run, report, device, dist)
+        on_summary(trainer.summary)
+        if prep.best_value is not None and not prep.resuming:
+            trainer.state.best_value = prep.best_value
+        summary = trainer.fit(resume=prep.resuming)
+        if prep.after is not None and dist.is_main and summary.get("status") == "finished":
+            prep.after(summary)
+        return summary
+    finally:
+        lock.release()
+        # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
+        runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
+
+
+def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:
+    """The config of the run in `path` to continue, or None when there is none to resume."""
+    if not (path / META_FILE).exists():
+        return None
+    ws = Workspace.open(path, kinds=(kind,), purpose=f"training a {kind} model (use a new -w)")
+    return ws.config if ws.checkpoint_dirs() else None
+
+
+def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: str, device: torch.device,
+              dist: runtime.Dist, report: Report) -> Prepared:
+    """The run in `path` reopened (resume auto and a checkpoint exists), or a new workspace (an
+    earlier run's results removed first); then the job's task."""
+    assert job.build is not None
+    config = to_dict(cfg)
+    old = Workspace.open(path, kinds=(job.kind,)) if (path / META_FILE).exists() else None
+    resuming = old is not None and resume == "auto" and bool(old.checkpoint_dirs())
+    if resuming:
+        assert old is not None
+        if changed := first_difference(old.config, config, job.fixed):
+            raise InputError(f"workspace {path} holds a run with {changed}",
+                             hint="continue it with the same settings, start afresh with --resume never, "
+                                  "or use a new -w")
+        recorded = {(f["role"], f["path"]): f.get("sha256") for f in old.meta.get("data", [])}
+        for f in data_files:
+            if recorded.get((f["role"], f["path"]), f.get("sha256")) != f.get("sha256"):
+                report({"event": "warning", "message": f"{f['path']} changed since this run began; "
+                        "continuing on the new contents"})
+        ws = old
+        if dist.is_main:
+            ws.meta["config"] = config  # e.g. a raised --max-steps
+            ws.meta["data"] = data_files
+            ws.write_meta()
+    elif not dist.is_main:
+        ws = Workspace(path, {"kind": job.kind, "config": config})
+    else:
+        if old is not None and old.clear_run():
+            report({"event": "info", "message": f"starting afresh in {path}: removed the earlier run's "
+                    "checkpoints and results"})
+        ws = Workspace.create(path, job.kind, config, data_files)
+    note = lambda message: report({"event": "info", "message": message})  # noqa: E731
+    task, after = job.build(cfg, ws, resuming, device, dist.is_main, note)
+    return Prepared(ws, task, resuming, after)
