@@ -2,9 +2,10 @@
 LoRA adapters, and merge adapters back into a workspace of plain weights.
 
 The new workspace starts as a copy of the source (same kind, tokenizer and published weights), so it
-is usable from the first second; the one trainer then runs as for any model (the tasks are built in
-training/finetune.py). Text the source tokenizer cannot represent is counted, and `extend_vocab` grows
-char/word vocabularies and the embeddings (and tied output layer) for it.
+is usable from the first second; fine-tuning is then a job of the one training run (training/run.py),
+which it hands its round rule (the tasks are built in training/finetune.py). Text the source tokenizer
+cannot represent is counted, and `extend_vocab` grows char/word vocabularies and the embeddings (and
+tied output layer) for it.
 
 A fine-tuning *round* runs from the source to a stop condition. `resume="auto"` continues an
 interrupted round; a finished round followed by new data or new settings starts the next round (a
@@ -31,6 +32,7 @@ from seqtool.config import first_difference
 from seqtool.errors import InputError
 from seqtool.models import load_published, lora
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, fingerprints, lm_task, mt_task, read_lines
+from seqtool.training.run import Job, Prepared, Rounds
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import LM_KINDS, META_FILE, MT_KINDS, Workspace
 
@@ -167,52 +169,39 @@ def freeze(model: nn.Module, specs: list[str]) -> None:
 # the run
 
 
-def run_finetune(cfg: FinetuneConfig, ws_path: Path, device: torch.device, report: Report,
-                 resume: str = "auto", on_trainer: Callable[[Any], None] | None = None,
-                 force: bool = False) -> dict[str, Any]:
-    """Fine-tune into `ws_path` under its lock; returns the trainer's summary (plus the promotion).
-    `on_trainer` is handed the Trainer before it starts (the CLI takes its summary for every exit path).
-    `force` lets it write over a workspace that holds another run's model (check_target).
-    Under torchrun/srun every rank trains its slice of each batch and rank 0 alone writes."""
-    from seqtool.training import runtime
-    from seqtool.training.trainer import Trainer
-    from seqtool.workspace import WorkspaceLock, lock_workspace
+def job(force: bool = False) -> Job:
+    """finetune as a job of the one training run (training/run.py): its round rule and its set-up from
+    the source model. `force` lets it write over a workspace that holds another run's model."""
+    return Job("finetune", FinetuneConfig, fingerprints, rounds=Rounds(
+        check=lambda cfg, target: check_target(cfg, target, force), continues=continues_round,
+        prepare=start_round))
 
-    path = Path(ws_path)
-    check_target(cfg, path, force)
-    data_files = fingerprints(cfg)  # hashed once: for the decision and for seqtool.yaml
-    dist = runtime.dist_from_env()
-    runtime.init_distributed(dist, device)
-    lock = WorkspaceLock(path / ".lock")
-    trainer = None
-    try:
-        if dist.is_main:  # the same path as train-*: a stale lock is taken over with a warning
-            lock = lock_workspace(path, lambda message: report({"event": "warning", "message": message}))
-        previous = Workspace.open(path) if (path / META_FILE).exists() else None
-        resuming = continues_round(cfg, previous, data_files, resume, report)
-        ws, task, baseline = prepare(cfg, path, previous, data_files, device, report, resuming, dist.is_main,
-                                     sync=lambda: runtime.barrier(dist))
-        values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
-        if baseline is not None:
-            task.evaluate = _recording(task.evaluate, task.metric, values, ws if dist.is_main else None)
-        trainer = Trainer(ws, task, cfg.optim, cfg.run, report, device, dist)
-        if on_trainer is not None:
-            on_trainer(trainer)
-        if baseline is not None and not resuming:
-            trainer.state.best_value = baseline  # publish only weights that beat the current ones
-        summary = trainer.fit(resume=resuming)
-        if baseline is not None and summary.get("status") != "already-finished" and dist.is_main:
-            event = promotion_event(baseline, values, summary, task.metric, task.mode)
-            ws.append_metrics(event)
-            report({**event, "event": "info", "message": (
-                f"{event['decision']}: {task.metric} {event['candidate']} vs {baseline} before")})
-            summary["promotion"] = event
-            ws.update_status(promote_candidates=[])
-    finally:
-        lock.release()
-        # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
-        runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
-    return summary
+
+def start_round(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_files: list[dict],
+                resuming: bool, device: torch.device, dist: Any, report: Report) -> Prepared:
+    """The workspace and task of this round (`prepare`); with --promote-if-better also the value to beat,
+    every validation value recorded, and the decision written once the round has finished (rank 0)."""
+    from seqtool.training import runtime
+
+    ws, task, baseline = prepare(cfg, target, previous, data_files, device, report, resuming, dist.is_main,
+                                 sync=lambda: runtime.barrier(dist))
+    values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
+    if baseline is not None:
+        task.evaluate = _recording(task.evaluate, task.metric, values, ws if dist.is_main else None)
+
+    def finished(summary: dict[str, Any]) -> None:
+        if cfg.lora is not None:
+            summary["adapter"] = cfg.adapter_name  # for the command's closing hint
+        if baseline is None:
+            return
+        event = promotion_event(baseline, values, summary, task.metric, task.mode)
+        ws.append_metrics(event)
+        report({**event, "event": "info", "message": (
+            f"{event['decision']}: {task.metric} {event['candidate']} vs {baseline} before")})
+        summary["promotion"] = event
+        ws.update_status(promote_candidates=[])
+
+    return Prepared(ws, task, resuming, after=finished, best_value=baseline)
 
 
 def check_target(cfg: FinetuneConfig, target: Path, force: bool) -> None:
@@ -221,6 +210,8 @@ def check_target(cfg: FinetuneConfig, target: Path, force: bool) -> None:
     round from the same source: either would lose a model the user had."""
     from seqtool.models.gpt2 import is_hf_source
 
+    if not cfg.source:
+        raise InputError("no source model", hint="pass --from WS or --from hf:DIR")
     itself = not is_hf_source(cfg.source) and Path(cfg.source).resolve() == target.resolve()
     if itself and not cfg.promote_if_better:
         raise InputError(f"-w {target} is the source workspace: fine-tuning into it would replace the model "

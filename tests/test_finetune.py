@@ -92,6 +92,34 @@ def test_freeze_keeps_the_named_parameters(cli, tmp_path, tmp_text):
     assert result.exit_code == 2 and "--freeze" in result.stderr
 
 
+def test_seed_controls_the_lora_matrices(cli, tmp_path, tmp_text):
+    """--seed decides the adapters' random A matrices, as it decides a trained model's initial weights."""
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+
+    def adapter(name, seed):
+        _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / name, "--lora-rank", 2,
+             "--seed", seed, *COMMON[:1], 1, *COMMON[2:])
+        return Workspace.open(tmp_path / name).load_adapter("default")[0]
+
+    first, again, other = adapter("a", 7), adapter("b", 7), adapter("c", 8)
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first if k.endswith("lora_a"))
+
+
+def test_optimizer_schedule_clip_and_precision_options_reach_the_config(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW, name="new.txt")
+    _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", "--optimizer", "sgd",
+         "--schedule", "cosine", "--warmup", 2, "--clip", 0.5, "--precision", "fp32", "--patience", 3,
+         *COMMON[:1], 2, *COMMON[2:])
+    config = Workspace.open(tmp_path / "ft").config["finetune"]
+    assert config["optim"] | {"optimizer": "sgd", "schedule": "cosine", "warmup_steps": 2, "clip": 0.5} \
+        == config["optim"]
+    assert config["run"]["precision"] == "fp32" and config["run"]["patience"] == 3
+
+
 def test_lora_adapter_resume_and_merge(cli, tmp_path, tmp_text):
     _lm_workspace(tmp_path / "base")
     new = tmp_text(NEW, name="new.txt")

@@ -64,17 +64,25 @@ def finetune(
     lr: Annotated[Optional[float], Opt(help="Learning rate (default 1e-4; with LoRA 1e-3).",
                                        show_default=False), Key("optim.lr")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Rows per batch."), Key("run.batch_size")] = None,
+    optimizer: o.Optimizer = None,
+    schedule: o.Schedule = None,
+    warmup: o.Warmup = None,
+    clip: o.Clip = None,
     max_steps: o.MaxSteps = None,
     epochs: o.Epochs = None,
     time_budget: o.TimeBudget = None,
     eval_every: o.EvalEvery = None,
     checkpoint_every: o.CheckpointEvery = None,
+    patience: o.Patience = None,
+    max_bad_steps: o.MaxBadSteps = None,
     resume: Annotated[Literal["auto", "never"], Opt(
         help="auto: continue an interrupted fine-tuning run from its last checkpoint (a finished one starts "
              "a new round when the data or settings changed, else does nothing) | never: start a new "
              "round.")] = "auto",
     seed: o.RunSeed = None,
     device: o.RunDevice = None,
+    precision: o.Precision = None,
+    compile: o.Compile = None,
     sets: o.Sets = None,
 ) -> None:
     """Fine-tune a trained model on new data, fully or with LoRA adapters.
@@ -86,44 +94,30 @@ def finetune(
     Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
     """
     options = config_options(ctx, finetune, locals())
-    from seqtool.cli.console import final_summary
-    from seqtool.errors import InputError
+    from seqtool.cli.train import run_command
 
-    report = reporter(ctx)
     if merge:
+        from seqtool.errors import InputError
         from seqtool.finetune import merge_adapter
 
         path = require_workspace(workspace, ctx)
         if output is None:
             raise InputError("--merge needs -o/--output DIR for the merged workspace")
         merge_adapter(path, adapter or "default", output, force)
-        report.info(f"merged adapter {adapter or 'default'!r} of {path} into {output}")
+        reporter(ctx).info(f"merged adapter {adapter or 'default'!r} of {path} into {output}")
         return
-    with final_summary(report, workspace) as outcome:
-        path = require_workspace(workspace, ctx)
-        outcome.workspace = str(path)
-        if source is None:
-            raise InputError("no source model", hint="pass --from WS or --from hf:DIR")
-        from seqtool.config import resolve
-        from seqtool.finetune import run_finetune
-        from seqtool.training import runtime
-        from seqtool.training.finetune import FinetuneConfig
+    from seqtool.finetune import job
 
-        options["freeze"] = _split(freeze)
-        options["lora.targets"] = _split([lora_targets]) if lora_targets else None
-        cfg = resolve(FinetuneConfig, config, options, sets)
-        cfg.run.require_end()
-        dev = runtime.pick_device(cfg.run.device)
-        report.rank = runtime.dist_from_env().rank  # under torchrun/srun only rank 0 speaks
+    options["freeze"] = _split(freeze)
+    options["lora.targets"] = _split([lora_targets]) if lora_targets else None
 
-        def started(trainer: Any) -> None:
-            outcome.summary = trainer.summary
+    def finished(report: Any, summary: dict[str, Any]) -> None:
+        use = f"--adapter {summary['adapter']} " if summary.get("adapter") else ""
+        best = f"{summary['best_metric']} {summary['best_value']} at step {summary['best_step']}"
+        report.info(f"best {best}; use it with: seqtool generate -w {summary['workspace']} {use}"
+                    "(or translate, evaluate)")
 
-        summary = run_finetune(cfg, path, dev, report.event, resume=resume, on_trainer=started, force=force)
-        if summary.get("status") == "finished":
-            use = f"--adapter {cfg.adapter_name} " if cfg.lora is not None else ""
-            best = f"{summary['best_metric']} {summary['best_value']} at step {summary['best_step']}"
-            report.info(f"best {best}; use it with: seqtool generate -w {path} {use}(or translate, evaluate)")
+    run_command(ctx, job(force), workspace, config, options, sets, resume, finished)
 
 
 def _split(values: list[str] | None) -> list[str] | None:
