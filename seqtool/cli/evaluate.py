@@ -79,7 +79,7 @@ def evaluate(
         raise InputError("--baseline ngram compares left-to-right language models; this is a masked LM",
                          hint="leave out --baseline")
     model = load_published(ws, dev, adapter)
-    tok = load_tokenizer(ws.sub("tokenizer"))
+    tok = load_tokenizer(ws.tokenizer_dir)
     # The run's own text is read once, for the validation lines and/or the baseline's training lines.
     corpus = lm.recorded_corpus(ws, report.warn) if not data or (baseline and not baseline_train) else None
     if data:

@@ -115,7 +115,7 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str], is_main: bool 
             ) -> tuple[list[str], list[str]]:
     """(train, valid) lines of the new `train` text; the validation lines are kept in WS/data/valid.txt
     after the first run."""
-    fixed = ws.sub("data", "valid.txt")
+    fixed = ws.fixed_data("valid.txt")
     if not train:
         raise InputError("no training text", hint="pass --data FILE")
     if cfg.data.valid:
@@ -174,7 +174,7 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
     from seqtool.training.seq2seq import ParallelDataConfig, ValidConfig
 
     d = cfg.data
-    fixed_src, fixed_tgt = ws.sub("data", "valid.src"), ws.sub("data", "valid.tgt")
+    fixed_src, fixed_tgt = ws.fixed_data("valid.src"), ws.fixed_data("valid.tgt")
     if d.valid_src or d.valid_tgt:
         valid = read_parallel(d.valid_src, d.valid_tgt, None, d.encoding_errors)
     elif fixed_src.is_file():
@@ -207,5 +207,5 @@ def store_fixed(ws: Workspace, files: dict[str, list[str]]) -> None:
     from seqtool.workspace import atomic_write
 
     for name, lines in files.items():
-        if not ws.sub("data", name).is_file():
-            atomic_write(ws.sub("data", name), "\n".join(lines))
+        if not ws.fixed_data(name).is_file():
+            atomic_write(ws.fixed_data(name), "\n".join(lines))

@@ -147,7 +147,7 @@ def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int
     cfg = DecodeConfig(max_tokens=max_tokens, temperature=temperature)
     stream = TextStream(model, tok, "", cfg, generator)
     text = "".join(stream)
-    path = ws.sub("samples", f"step-{step:07d}.txt")
+    path = ws.sample_file(step)
     atomic_write(path, text + "\n")
     if on_text is not None:
         on_text(text)
@@ -161,7 +161,7 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
 
     corpus = read_corpus(cfg.data)
     if resuming:
-        tok = load_tokenizer(ws.sub("tokenizer"))
+        tok = load_tokenizer(ws.tokenizer_dir)
     else:
         tok = prepare_tokenizer(cfg.tokenizer, corpus.train, ws.path if is_main else None)
     train_ids = encode(tok, corpus.train)
@@ -216,7 +216,7 @@ def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
             warn(f"{f['path']} changed since training; using its current contents")
     data.train = [f["path"] for f in recorded if f["role"] == "train"]
     data.valid = [f["path"] for f in recorded if f["role"] == "valid"]
-    fixed = ws.sub("data", "valid.txt")
+    fixed = ws.fixed_data("valid.txt")
     if "finetune" in ws.config and fixed.is_file():  # fine-tuning keeps its validation set here
         valid = fixed.read_text(encoding="utf-8").split("\n")
         train = read_corpus(replace(data, valid=[], valid_fraction=0.0)).train

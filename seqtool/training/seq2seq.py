@@ -106,15 +106,15 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
     so every rank gets the same tokenizers."""
     from seqtool.data.tokenizers import load_tokenizer, save_tokenizers, train_tokenizer
 
-    if reuse and ws.sub("tokenizer").is_dir():
-        return _load_pair(ws.sub("tokenizer"))
+    if reuse and ws.tokenizer_dir.is_dir():
+        return _load_pair(ws.tokenizer_dir)
     if cfg.path:
         src_tok, tgt_tok = load_tokenizer(cfg.path, side="src"), load_tokenizer(cfg.path, side="tgt")
         if not save:
             return src_tok, tgt_tok
-        save_tokenizers(ws.sub("tokenizer"), {"": src_tok} if src_tok is tgt_tok else
+        save_tokenizers(ws.tokenizer_dir, {"": src_tok} if src_tok is tgt_tok else
                         {"src": src_tok, "tgt": tgt_tok})
-        return _load_pair(ws.sub("tokenizer"))
+        return _load_pair(ws.tokenizer_dir)
     options = dict(vocab_size=cfg.vocab_size, min_count=cfg.min_count, lowercase=cfg.lowercase)
     if cfg.joint:
         joint = train_tokenizer(cfg.kind, [*train.src, *train.tgt], **options)
@@ -125,7 +125,7 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
         tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
         tokenizers = {"src": src_tok, "tgt": tgt_tok}
     if save:
-        save_tokenizers(ws.sub("tokenizer"), tokenizers)
+        save_tokenizers(ws.tokenizer_dir, tokenizers)
     return src_tok, tgt_tok
 
 

@@ -61,10 +61,6 @@ class TransformerTrainConfig:
                              hint="pass the text as FILES, or use --arch encoder-decoder for translation")
 
 
-def kind_of(cfg: TransformerTrainConfig) -> str:
-    return KIND_OF_ARCH[cfg.model.arch]
-
-
 def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
           note: Note) -> tuple[TrainTask, Callable[[dict], None] | None]:
     """Read the data, learn or load the tokenizer(s), build the model and its task (cli/train.py's
@@ -82,10 +78,6 @@ def data_fingerprints(cfg: TransformerTrainConfig) -> list[dict[str, Any]]:
     return lm.fingerprints(cfg.data)
 
 
-def config_dict(cfg: TransformerTrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 # ---------------------------------------------------------------------------------------------
 # decoder (causal LM) and encoder (masked LM) on a token stream
 
@@ -97,7 +89,7 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
 
     corpus = lm.read_corpus(cfg.data)
     if resuming:
-        tok = load_tokenizer(ws.sub("tokenizer"))
+        tok = load_tokenizer(ws.tokenizer_dir)
     else:
         tok = lm.prepare_tokenizer(cfg.tokenizer, corpus.train, ws.path if is_main else None)
     train_ids = lm.encode(tok, corpus.train)
