@@ -108,6 +108,19 @@ def test_seed_controls_the_lora_matrices(cli, tmp_path, tmp_text):
     assert not all(torch.equal(first[k], other[k]) for k in first if k.endswith("lora_a"))
 
 
+def test_seed_controls_the_grown_vocabulary_rows(cli, tmp_path, tmp_text):
+    _lm_workspace(tmp_path / "base")
+    new = tmp_text(NEW + "zesty jam!\n" * 10, name="new.txt")
+
+    def weights(name):
+        _run(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / name, "--extend-vocab",
+             "--seed", 7, *COMMON[:1], 1, *COMMON[2:])
+        return Workspace.open(tmp_path / name).load_published()[0]
+
+    first, again = weights("a"), weights("b")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_optimizer_schedule_clip_and_precision_options_reach_the_config(cli, tmp_path, tmp_text):
     _lm_workspace(tmp_path / "base")
     new = tmp_text(NEW, name="new.txt")
