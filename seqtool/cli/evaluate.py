@@ -65,17 +65,17 @@ def evaluate(
     from seqtool.errors import InputError
     from seqtool.models import load_published
     from seqtool.training import lm, runtime
-    from seqtool.workspace import LM_KINDS, MT_KINDS
+    from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS
     from seqtool.workspace import Workspace as WS
 
     report = reporter(ctx)
-    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, "transformer-mlm", *MT_KINDS),
+    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, *MLM_KINDS, *MT_KINDS),
                  purpose="evaluation")
     dev = runtime.pick_device(pick(device, ctx, "device"))
     if ws.kind in MT_KINDS:
         _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors, adapter)
         return
-    if baseline and ws.kind == "transformer-mlm":
+    if baseline and ws.kind in MLM_KINDS:
         raise InputError("--baseline ngram compares left-to-right language models; this is a masked LM",
                          hint="leave out --baseline")
     model = load_published(ws, dev, adapter)
