@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from seqtool.config import first_difference
+from seqtool.data.io import data_fingerprints
 from seqtool.errors import InputError
 from seqtool.models import load_published, lora
-from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, fingerprints, lm_task, mt_task, read_lines
+from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import LM_KINDS, META_FILE, MT_KINDS, Workspace
@@ -172,7 +173,7 @@ def freeze(model: nn.Module, specs: list[str]) -> None:
 def job(force: bool = False) -> Job:
     """finetune as a job of the one training run (training/run.py): its round rule and its set-up from
     the source model. `force` lets it write over a workspace that holds another run's model."""
-    return Job("finetune", FinetuneConfig, fingerprints, rounds=Rounds(
+    return Job("finetune", FinetuneConfig, lambda cfg: data_fingerprints(cfg.data), rounds=Rounds(
         check=lambda cfg, target: check_target(cfg, target, force), continues=continues_round,
         prepare=start_round))
 

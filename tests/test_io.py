@@ -143,6 +143,22 @@ def test_file_fingerprint(tmp_text):
     assert fp == {"path": str(path), "bytes": 6, "sha256": hashlib.sha256(b"hello\n").hexdigest()}
 
 
+def test_data_fingerprints_record_text_globs_then_parallel_files_and_stdin_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    for name in ("a2.txt", "a1.txt", "src.txt"):
+        (tmp_path / name).write_text(name)
+    data = SimpleNamespace(train=[str(tmp_path / "a*.txt")], valid=["-"], src=str(tmp_path / "src.txt"),
+                           tgt=str(tmp_path / "missing.txt"), valid_src="-")
+    got = [(f["role"], f["path"].rsplit("/", 1)[-1], f.get("bytes")) for f in dio.data_fingerprints(data)]
+    # tgt is missing: a parallel file is left to its reader, which names it
+    assert got == [("train", "a1.txt", 6), ("train", "a2.txt", 6), ("valid", "-", None),
+                   ("train", "src.txt", 7), ("valid", "-", None)]
+    assert dio.data_fingerprints(data, dio.PARALLEL_FILES)[0]["path"] == str((tmp_path / "src.txt").resolve())
+    with pytest.raises(InputError, match="file not found"):
+        dio.data_fingerprints(SimpleNamespace(train=[str(tmp_path / "gone.txt")]))
+
+
 def test_open_output_is_atomic(tmp_path):
     target = tmp_path / "out.txt"
     with open_output(target) as out:

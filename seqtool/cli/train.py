@@ -98,8 +98,9 @@ def train_rnn(
     Example: seqtool train-rnn recipes_data/recipes.txt -w runs/char --hidden 256 --time-budget 10m
     """
     options = config_options(ctx, train_rnn, locals())
+    from seqtool.data.io import data_fingerprints
     from seqtool.training import lm
     from seqtool.training.run import Job
 
-    job = Job("rnn-lm", lm.TrainRNNConfig, lambda cfg: lm.fingerprints(cfg.data), lm.build_rnn_lm)
+    job = Job("rnn-lm", lm.TrainRNNConfig, lambda cfg: data_fingerprints(cfg.data), lm.build_rnn_lm)
     run_command(ctx, job, workspace, config, options, sets, resume)

@@ -95,10 +95,11 @@ def train_seq2seq(
     Example: seqtool train-seq2seq -w runs/enfr --src train.en --tgt train.fr --time-budget 10m
     """
     options = config_options(ctx, train_seq2seq, locals())
+    from seqtool.data.io import data_fingerprints
     from seqtool.training import seq2seq
     from seqtool.training.run import Job
 
     # A seq2seq batch is a token budget (data.batch_tokens), so run.batch_size does not bind a resume.
-    job = Job("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: seq2seq.data_fingerprints(cfg.data),
+    job = Job("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: data_fingerprints(cfg.data),
               seq2seq.build, fixed=("data", "tokenizer", "model", "run.seed"))
     run_command(ctx, job, workspace, config, options, sets, resume)

@@ -97,13 +97,15 @@ def train_transformer(
     Example: seqtool train-transformer input.txt -w runs/gpt --arch decoder --block-size 64 --time-budget 10m
     """
     options = config_options(ctx, train_transformer, locals())
+    from seqtool.data.io import data_fingerprints
     from seqtool.training import transformer
     from seqtool.training.run import Job
 
     path = workspace or global_options(ctx).workspace
     arch = options["model.arch"] = arch or _arch_given_elsewhere(config, sets, Path(path) if path else None)
     ws_kind = transformer.KIND_OF_ARCH.get(arch or "decoder", "transformer-lm")
-    job = Job(ws_kind, transformer.TransformerTrainConfig, transformer.data_fingerprints, transformer.build)
+    job = Job(ws_kind, transformer.TransformerTrainConfig,
+              lambda cfg: data_fingerprints(cfg.data, transformer.data_fields(cfg)), transformer.build)
     run_command(ctx, job, workspace, config, options, sets, resume)
 
 

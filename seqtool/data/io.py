@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import gzip
-import hashlib
 import io
 import itertools
 import os
@@ -251,15 +250,38 @@ def two_passes(
 
 def file_fingerprint(path: PathLike) -> dict:
     """{path, bytes, sha256} of a data file, recorded in the workspace to identify its data."""
+    from seqtool.storage import sha256_file  # the one checksum: data files here, checkpoints there
+
     path = str(path)
     _check_readable(path)
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return {"path": path, "bytes": size, "sha256": digest.hexdigest()}
+    return {"path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+# (role, field) of the data files a config's data section may name: lists of text files and globs,
+# then single parallel files (line-aligned src/tgt or one TSV)
+TEXT_FILES = (("train", "train"), ("valid", "valid"))
+PARALLEL_FILES = (("train", "src"), ("train", "tgt"), ("train", "tsv"),
+                  ("valid", "valid_src"), ("valid", "valid_tgt"), ("valid", "valid_tsv"))
+
+
+def data_fingerprints(data: object, fields: Sequence[tuple[str, str]] = TEXT_FILES + PARALLEL_FILES
+                      ) -> list[dict]:
+    """{role, path (absolute), bytes, sha256} of every data file that `fields` of a config's data
+    section name, as seqtool.yaml records them; stdin as path '-'. Text globs are expanded and a
+    missing text file is an error here; a missing parallel file is left to the data's reader."""
+    out = []
+    for role, name in fields:
+        value = getattr(data, name, None)
+        if (role, name) in TEXT_FILES:
+            paths = expand_paths(value) if value else []
+        else:
+            paths = [value] if value == STDIN or (value and os.path.isfile(value)) else []
+        for path in paths:
+            if path == STDIN:
+                out.append({"role": role, "path": STDIN})
+            else:
+                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
+    return out
 
 
 @contextlib.contextmanager

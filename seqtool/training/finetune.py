@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,19 +85,6 @@ class FinetuneConfig:
 # settings a resumed fine-tuning run must share with the run it continues
 FIXED_KEYS = ("source", "extend_vocab", "freeze", "lora", "adapter_name", "data.context", "run.batch_size",
               "run.seed")
-
-
-def fingerprints(cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    """{role, path, bytes, sha256} of every data file, as recorded in seqtool.yaml: the text files (and
-    globs) as train-* records them, then the parallel files."""
-    from seqtool.data.io import file_fingerprint
-    from seqtool.training import lm
-
-    d = cfg.data
-    parallel = (("train", d.src), ("train", d.tgt), ("train", d.tsv), ("valid", d.valid_src),
-                ("valid", d.valid_tgt))
-    return lm.fingerprints(d) + [{"role": role, **file_fingerprint(str(Path(p).resolve()))}
-                                 for role, p in parallel if p and p != "-" and Path(p).is_file()]
 
 
 # ---------------------------------------------------------------------------------------------

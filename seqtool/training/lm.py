@@ -14,7 +14,12 @@ import torch
 
 from seqtool.config import DataConfig, OptimConfig, RunConfig, TokenizerConfig, check_choice, check_positive
 from seqtool.data import batching
-from seqtool.data.io import describe, expand_paths, file_fingerprint, iter_lines, require_nonempty
+from seqtool.data.io import (
+    describe,
+    file_fingerprint,
+    iter_lines,
+    require_nonempty,
+)
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, save_tokenizers, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
@@ -82,18 +87,6 @@ def read_corpus(data: DataConfig) -> Corpus:
     return Corpus(train[:-held_out], train[-held_out:],
                   f"validation text: the last {held_out:,} of {len(train):,} lines (valid_fraction "
                   f"{data.valid_fraction})")
-
-
-def fingerprints(data: DataConfig) -> list[dict[str, Any]]:
-    """{role, path (absolute), bytes, sha256} of every data file, as recorded in seqtool.yaml."""
-    out = []
-    for role, paths in (("train", data.train), ("valid", data.valid)):
-        for path in expand_paths(paths) if paths else []:
-            if path == "-":
-                out.append({"role": role, "path": "-"})
-            else:
-                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
-    return out
 
 
 def prepare_tokenizer(cfg: TokenizerConfig, lines: list[str], ws_dir: Path | None) -> Tokenizer:

@@ -178,17 +178,3 @@ def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.
 
     return task, after
 
-
-def data_fingerprints(cfg: ParallelDataConfig) -> list[dict[str, Any]]:
-    """{role, path (absolute), bytes, sha256} of every parallel data file, as recorded in seqtool.yaml."""
-    from seqtool.data.io import file_fingerprint
-
-    out = []
-    for role, paths in (("train", (cfg.src, cfg.tgt, cfg.tsv)),
-                        ("valid", (cfg.valid_src, cfg.valid_tgt, cfg.valid_tsv))):
-        for path in paths:
-            if path == "-":
-                out.append({"role": role, "path": "-"})
-            elif path and Path(path).is_file():
-                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
-    return out

@@ -70,12 +70,11 @@ def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: to
     return _language_model_task(cfg, ws, device, note, resuming, is_main)
 
 
-def data_fingerprints(cfg: TransformerTrainConfig) -> list[dict[str, Any]]:
-    from seqtool.training import lm, seq2seq
+def data_fields(cfg: TransformerTrainConfig) -> tuple[tuple[str, str], ...]:
+    """The data files an arch reads (data.io's (role, field) pairs): parallel text or a text corpus."""
+    from seqtool.data.io import PARALLEL_FILES, TEXT_FILES
 
-    if cfg.model.arch == "encoder-decoder":
-        return seq2seq.data_fingerprints(cfg.data)
-    return lm.fingerprints(cfg.data)
+    return PARALLEL_FILES if cfg.model.arch == "encoder-decoder" else TEXT_FILES
 
 
 # ---------------------------------------------------------------------------------------------
