@@ -35,7 +35,7 @@ from seqtool.models import load_published, lora
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import LM_KINDS, META_FILE, MT_KINDS, Workspace
+from seqtool.workspace import LM_KINDS, MT_KINDS, Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]
 TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, "transformer-mlm")
@@ -66,7 +66,7 @@ def open_source(source: str) -> Source:
         return Source("transformer-lm", model, {"": tok}, {})
     ws = Workspace.open(source, kinds=TRAINABLE_KINDS, purpose="fine-tuning")
     model = load_published(ws).train()
-    root = ws.sub("tokenizer")
+    root = ws.tokenizer_dir
     sides = ["src", "tgt"] if (root / "src").is_dir() else [""]
     config = ws.config
     while "source_config" in config:  # a fine-tuned workspace: the original run's settings
@@ -218,7 +218,7 @@ def check_target(cfg: FinetuneConfig, target: Path, force: bool) -> None:
         raise InputError(f"-w {target} is the source workspace: fine-tuning into it would replace the model "
                          "it starts from", hint="pass a new -w directory, or --promote-if-better to replace "
                          "its model only by a better one")
-    if itself or force or not (target / META_FILE).exists():
+    if itself or force or not is_workspace(target):
         return
     old = Workspace.open(target)
     before = (old.config.get("finetune") or {}).get("source")
@@ -323,11 +323,11 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
     else:
         ws = Workspace.create(target, src.kind, config, data_files=data_files)
         if ws.checkpoint_dirs():  # resume points of an earlier round (or of the training run itself)
-            shutil.rmtree(ws.sub("checkpoints"), ignore_errors=True)
+            ws.clear_checkpoints()
             report({"event": "info", "message": f"starting a new fine-tuning round in {target}: removed the "
                     "earlier run's checkpoints (its published weights and metrics stay)"})
         if not keeps:
-            save_tokenizers(ws.sub("tokenizer"), src.tokenizers)
+            save_tokenizers(ws.tokenizer_dir, src.tokenizers)
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
     if src.kind in MT_KINDS:
         src_tok, tgt_tok = side_tokenizers(src)
@@ -361,7 +361,7 @@ def _grown_symbols(ws: Workspace | None, src: Source) -> dict[str, list[str]]:
     assert ws is not None
     grown = {}
     for side, tok in src.tokenizers.items():
-        saved = load_tokenizer(ws.sub("tokenizer") / side)
+        saved = load_tokenizer(ws.tokenizer_dir / side)
         pieces, have = getattr(saved, "pieces", []), getattr(tok, "pieces", [])
         grown[side] = pieces[len(have):] if pieces[: len(have)] == have else []
     return grown
@@ -395,7 +395,7 @@ def _same_tokenizers(ws: Workspace, tokenizers: dict[str, Any]) -> bool:
         return tok.kind, [tok.id_to_piece(i) for i in range(tok.vocab_size)]
 
     try:
-        return all(pieces(load_tokenizer(ws.sub("tokenizer") / side)) == pieces(tok)
+        return all(pieces(load_tokenizer(ws.tokenizer_dir / side)) == pieces(tok)
                    for side, tok in tokenizers.items())
     except SeqtoolError:
         return False
@@ -405,7 +405,7 @@ def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTa
     assert cfg.lora is not None
     lora.add_lora(src.model, lora.resolve_targets(src.family, cfg.lora.targets), cfg.lora)
     name = cfg.adapter_name
-    if (ws.sub("adapters", f"{name}.safetensors")).exists() and not resuming and cfg.promote_if_better:
+    if ws.adapter_file(name).exists() and not resuming and cfg.promote_if_better:
         state, _ = ws.load_adapter(name)  # the adapter to beat is the one this workspace publishes
         lora.load_adapter_state(src.model, state, f"adapter {name!r}")
     task.adapter = name
@@ -446,7 +446,7 @@ def merge_adapter(ws_path: Path, adapter: str, out_path: Path, force: bool = Fal
     ws = Workspace.open(ws_path, kinds=TRAINABLE_KINDS, purpose="merging an adapter")
     if Path(out_path).resolve() == ws.path.resolve():
         raise InputError("--merge writes a new workspace", hint="pass -o DIR different from -w")
-    if not force and (Path(out_path) / META_FILE).exists():
+    if not force and is_workspace(out_path):
         old = Workspace.open(out_path)
         merged = old.config.get("merged_adapter") or {}
         again = merged.get("adapter") == adapter and _same_path(str(merged.get("workspace")), str(ws.path))
@@ -457,6 +457,6 @@ def merge_adapter(ws_path: Path, adapter: str, out_path: Path, force: bool = Fal
     lora.strip_lora(model)
     config = {**ws.config, "merged_adapter": {"workspace": str(ws.path), "adapter": adapter}}
     out = Workspace.create(out_path, ws.kind, config, data_files=ws.meta.get("data"))
-    shutil.copytree(ws.sub("tokenizer"), out.sub("tokenizer"), dirs_exist_ok=True)
+    shutil.copytree(ws.tokenizer_dir, out.tokenizer_dir, dirs_exist_ok=True)
     out.publish(model.state_dict(), model.arch(), {"merged_from": str(ws.path), "adapter": adapter})
     return out

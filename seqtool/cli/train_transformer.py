@@ -114,8 +114,8 @@ def _arch_given_elsewhere(config: Path | None, sets: list[str] | None, path: Pat
     workspace (so `--resume auto` continues it), else None (the default, decoder)."""
     from seqtool.config import load_yaml, parse_set
     from seqtool.training.transformer import KIND_OF_ARCH
-    from seqtool.workspace import META_FILE
     from seqtool.workspace import Workspace as WS
+    from seqtool.workspace import is_workspace
 
     for item in reversed(sets or []):
         keys, value = parse_set(item)
@@ -125,7 +125,7 @@ def _arch_given_elsewhere(config: Path | None, sets: list[str] | None, path: Pat
         model = load_yaml(config).get("model") or {}
         if isinstance(model, dict) and model.get("arch"):
             return str(model["arch"])
-    if path is not None and (path / META_FILE).exists():
+    if path is not None and is_workspace(path):
         kind = WS.open(path).kind
         return next((a for a, k in KIND_OF_ARCH.items() if k == kind), None)
     return None

@@ -19,7 +19,7 @@ from seqtool.config import check_choice, first_difference, resolve, to_dict
 from seqtool.errors import InputError
 from seqtool.training import runtime
 from seqtool.training.trainer import Trainer, TrainTask
-from seqtool.workspace import META_FILE, Workspace, WorkspaceLock, lock_workspace
+from seqtool.workspace import Workspace, WorkspaceLock, is_workspace, lock_workspace
 
 Report = Callable[[dict[str, Any]], None]
 After = Callable[[dict[str, Any]], None]  # rank 0, once a run has finished (a sample, a promotion)
@@ -90,26 +90,23 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         data_files = job.fingerprints(cfg)  # hashed once: for the round rule and for seqtool.yaml
     runtime.init_distributed(dist, device)
     runtime.configure_cuda()
-    lock = WorkspaceLock(path / ".lock")
+    lock = WorkspaceLock.of(path)
     trainer = None
     try:
         if dist.is_main:
             lock = lock_workspace(path, lambda message: report({"event": "warning", "message": message}))
         if job.rounds is None:
-            if saved is not None and to_dict(cfg) == saved and (
-                    done := Workspace.open(path).finished_status(settle=dist.is_main)) is not None:
-                # The same command again on a finished run (cron, a requeued job): nothing to do, and
-                # the training data need not be there any more.
+            if (done := _finished(path, cfg, saved, dist.is_main)) is not None:
                 report({"event": "info", "message": "nothing to do: the run has finished (change a "
                         "setting, or --resume never to train afresh)"})
                 on_summary(lambda status: {"status": "already-finished", "steps": done.get("step", 0),
                                            "best_value": done.get("best_value"), "workspace": str(path)})
                 return {"status": "already-finished"}
-            data_files = job.fingerprints(cfg)
+            data_files = job.fingerprints(cfg)  # after that: a finished run needs its data no more
         # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
         runtime.seed_everything(cfg.run.seed)
         if job.rounds is not None:
-            previous = Workspace.open(path) if (path / META_FILE).exists() else None
+            previous = Workspace.open(path) if is_workspace(path) else None
             resuming = job.rounds.continues(cfg, previous, data_files, resume, report)
             prep = job.rounds.prepare(cfg, path, previous, data_files, resuming, device, dist, report)
         else:
@@ -130,10 +127,18 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
 
 def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:
     """The config of the run in `path` to continue, or None when there is none to resume."""
-    if not (path / META_FILE).exists():
+    if not is_workspace(path):
         return None
     ws = Workspace.open(path, kinds=(kind,), purpose=f"training a {kind} model (use a new -w)")
     return ws.config if ws.checkpoint_dirs() else None
+
+
+def _finished(path: Path, cfg: Any, saved: dict[str, Any] | None, is_main: bool) -> dict[str, Any] | None:
+    """The status of the finished run in `path` when this is the same command again (cron, a requeued
+    job: nothing to do), else None; the lock holder settles a status a kill -9 left behind."""
+    if saved is None or to_dict(cfg) != saved:
+        return None
+    return Workspace.open(path).finished_status(settle=is_main)
 
 
 def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: str, device: torch.device,
@@ -142,7 +147,7 @@ def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: st
     earlier run's results removed first); then the job's task."""
     assert job.build is not None
     config = to_dict(cfg)
-    old = Workspace.open(path, kinds=(job.kind,)) if (path / META_FILE).exists() else None
+    old = Workspace.open(path, kinds=(job.kind,)) if is_workspace(path) else None
     resuming = old is not None and resume == "auto" and bool(old.checkpoint_dirs())
     if resuming:
         assert old is not None
