@@ -158,7 +158,7 @@ def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, is_main: bool, not
 
 def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
           note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
-    """train-seq2seq's task (cli/train.py's TrainJob.build): read and filter the data, learn or load
+    """train-seq2seq's task (training/run.py's Job.build): read and filter the data, learn or load
     the tokenizers, build the model; and what to say after a finished run."""
     (_, valid_text), src_tok, tgt_tok, _, valid, batches = prepare_parallel(cfg, ws, resuming, is_main, note)
     model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,

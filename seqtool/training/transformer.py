@@ -63,8 +63,8 @@ class TransformerTrainConfig:
 
 def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
           note: Note) -> tuple[TrainTask, Callable[[dict], None] | None]:
-    """Read the data, learn or load the tokenizer(s), build the model and its task (cli/train.py's
-    TrainJob.build), and what to do after a finished run (a decoder LM writes a sample)."""
+    """Read the data, learn or load the tokenizer(s), build the model and its task (training/run.py's
+    Job.build), and what to do after a finished run (a decoder LM writes a sample)."""
     if cfg.model.arch == "encoder-decoder":
         return _translation_task(cfg, ws, device, note, resuming, is_main), None
     return _language_model_task(cfg, ws, device, note, resuming, is_main)
