@@ -26,7 +26,8 @@ from pathlib import Path
 
 from seqtool.config import check_vocab_size
 from seqtool.data.io import batches, sample_lines
-from seqtool.errors import InputError, RuntimeFailure, SeqtoolError
+from seqtool.errors import InputError
+from seqtool.storage import write_error
 
 KINDS = ("char", "word", "bpe", "unigram")
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")  # ids 0..4 in every kind
@@ -384,7 +385,7 @@ def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer])
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as err:
-        raise _cannot_write(target, err) from None
+        raise write_error(err, target) from None
     try:
         mask = os.umask(0)
         os.umask(mask)
@@ -401,15 +402,5 @@ def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer])
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError):
-            raise _cannot_write(target, err) from None
+            raise write_error(err, target) from None
         raise
-
-
-def _cannot_write(target: Path, err: OSError) -> SeqtoolError:
-    """One line for a tokenizer directory that cannot be written (nothing there was changed)."""
-    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        return InputError(f"cannot write {target}: {blocker} is a file, not a directory",
-                          hint="choose another output directory")
-    return RuntimeFailure(f"cannot write {target}: {err.strerror or err}",
-                          hint="choose a writable output directory; the previous files are intact")
