@@ -182,10 +182,11 @@ def count_parameters(path: str | Path) -> int:
 # strict JSON lines (metrics.jsonl, --log-format json)
 
 
-def json_line(event: dict[str, Any], default: Callable[[Any], Any] = str) -> str:
-    """`event` as one line of strict JSON (metrics.jsonl, --log-format json): bare NaN and Infinity are not
-    JSON, so a non-finite number becomes null and KEY_nonfinite says which ("nan", "inf" or "-inf")."""
-    return json.dumps(_finite(event), default=default)
+def json_line(event: dict[str, Any], default: Callable[[Any], Any] = str, indent: int | None = None) -> str:
+    """`event` as strict JSON, one line unless `indent` (metrics.jsonl, --log-format json, info --json): bare
+    NaN and Infinity are not JSON, so a non-finite number becomes null and KEY_nonfinite says which ("nan",
+    "inf" or "-inf")."""
+    return json.dumps(_finite(event), default=default, indent=indent)
 
 
 def _finite(value: Any) -> Any:

@@ -407,6 +407,12 @@ def test_non_finite_numbers_are_null_in_json_logs_and_metrics(corpus, reference,
         Reporter(log_format="json").event({"event": "train", "loss": float("-inf"), "step": 2})
     line = strict(err.getvalue())
     assert line["loss"] is None and line["loss_nonfinite"] == "-inf"
+    # and info --json, where a first validation that gave NaN stays the best value
+    Workspace.open(ws).update_status(best_value=float("nan"))
+    shown = CliRunner().invoke(app, ["info", "-w", str(ws), "--json"])
+    assert shown.exit_code == 0
+    best = strict(shown.stdout)["best"]
+    assert best["value"] is None and best["value_nonfinite"] == "nan"
 
 
 def test_data_deleted_between_runs_is_a_clear_error(reference, corpus, tmp_path):

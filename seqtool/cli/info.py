@@ -22,7 +22,9 @@ def info(ctx: typer.Context, workspace: Workspace = None, as_json: Json = False)
     ws = WS.open(require_workspace(workspace, ctx))
     summary = describe(ws)
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        from seqtool.storage import json_line
+
+        sys.stdout.write(json_line(summary, indent=2) + "\n")  # strict: a NaN best value is null
         return
     from rich.console import Console
     from rich.table import Table
