@@ -123,27 +123,19 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
     on the stream of the new text `lines`, in rows of `context` tokens (default: the source's
     bptt/block size)."""
-    from seqtool.data.batching import BlockBatches, StreamBatches
-    from seqtool.data.masking import MaskedBatches, masking_options
-    from seqtool.evaluation import check_length, text_validation
-    from seqtool.training.lm import encode
+    from seqtool.evaluation import check_length
+    from seqtool.training import lm
 
     train, valid = lm_text(cfg, ws, lines, is_main)
     data_cfg = source_config.get("data", {})
     context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
     if kind != "rnn-lm":
         context = min(context, model.cfg.max_len)
-    B, rnn = cfg.run.batch_size, kind == "rnn-lm"
-    train_ids, valid_ids = encode(tok, train), encode(tok, valid)
-    reading = "bptt" if rnn else "masked" if kind == "transformer-mlm" else "block"
+    train_ids, valid_ids = lm.encode(tok, train), lm.encode(tok, valid)
+    reading = "bptt" if kind == "rnn-lm" else "masked" if kind == "transformer-mlm" else "block"
     check_length(valid_ids, reading, context, "the validation text is too short",
                  hint="pass a longer --valid file")
-    batches: Any = StreamBatches(train_ids, B, context) if rnn else BlockBatches(train_ids, B, context,
-                                                                                  cfg.run.seed)
-    if reading == "masked":
-        batches = MaskedBatches(batches, seed=cfg.run.seed, **masking_options(tok))
-    evaluate = text_validation(tok, valid_ids, reading, context, B, cfg.run.eval_batches)
-    return TrainTask(model=model, data=batches, evaluate=evaluate, arch=model.arch(), carries_state=rnn)
+    return lm.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run)
 
 
 # ---------------------------------------------------------------------------------------------

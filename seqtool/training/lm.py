@@ -20,6 +20,7 @@ from seqtool.data.io import (
     iter_lines,
     require_nonempty,
 )
+from seqtool.data.masking import MaskedBatches, masking_options
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, save_tokenizers, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
@@ -114,19 +115,24 @@ def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
 # the task handed to the trainer
 
 
-def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, data: LMDataConfig,
-            run: RunConfig) -> TrainTask:
-    """Batches for data.objective and an evaluate() giving validation loss, ppl (and bpc)."""
-    if data.objective == "bptt":
-        source: Any = batching.StreamBatches(train_ids, run.batch_size, data.bptt)
+def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
+            context: int, run: RunConfig) -> TrainTask:
+    """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
+    `context` tokens: its training batches and a validation that reads the held-out stream the same
+    way. train-rnn, train-transformer (decoder, encoder) and finetune all build their LM tasks here;
+    each checks the validation length itself, with its own hint."""
+    B = run.batch_size
+    if reading == "bptt":
+        source: Any = batching.StreamBatches(train_ids, B, context)
+    elif reading == "window":
+        source = batching.WindowBatches(train_ids, B, context, run.seed)
     else:
-        source = batching.WindowBatches(train_ids, run.batch_size, data.window, run.seed)
-    context = data.bptt if data.objective == "bptt" else data.window
-    check_length(valid_ids, data.objective, context, "the validation text is too short",
-                 hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
-    evaluate = text_validation(tok, valid_ids, data.objective, context, run.batch_size, run.eval_batches)
+        source = batching.BlockBatches(train_ids, B, context, run.seed)
+    if reading == "masked":
+        source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
+    evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches)
     return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
-                     carries_state=data.objective == "bptt")
+                     carries_state=reading == "bptt")
 
 
 def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int, max_tokens: int = 300,
@@ -163,7 +169,10 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     params = sum(p.numel() for p in model.parameters())
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
-    task = lm_task(model, tok, train_ids, valid_ids, cfg.data, cfg.run)
+    context = cfg.data.bptt if cfg.data.objective == "bptt" else cfg.data.window
+    task = lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run)
+    check_length(valid_ids, cfg.data.objective, context, "the validation text is too short",
+                 hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 
     def after(summary: dict) -> None:
         path = write_sample(ws, RNNLM(cfg.model, tok.vocab_size).to(device), tok, cfg.run.seed,

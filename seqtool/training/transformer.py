@@ -9,15 +9,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from seqtool.config import OptimConfig, RunConfig, check_positive
-from seqtool.data import batching
-from seqtool.data.masking import MaskedBatches, masking_options
 from seqtool.errors import InputError
-from seqtool.evaluation import check_length, text_validation, translation_validation
+from seqtool.evaluation import check_length, translation_validation
 from seqtool.models.transformer import Transformer, TransformerConfig
 from seqtool.training.seq2seq import ParallelDataConfig, ParallelTokenizerConfig, ValidConfig
 from seqtool.training.trainer import TrainTask
@@ -96,23 +93,21 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     block, B = cfg.data.block_size, cfg.run.batch_size
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
-    source: Any = batching.BlockBatches(train_ids, B, block, cfg.run.seed)
+    reading = "block" if cfg.model.arch == "decoder" else "masked"
+    task = lm.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run)
     note(f"{cfg.model.arch} Transformer: {model.num_params():,} parameters, {tok.kind} vocabulary of "
-         f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {source.steps_per_epoch:,} "
+         f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {task.data.steps_per_epoch:,} "
          f"batches of {B}×{block}; {corpus.note}")
     check_length(valid_ids, "block", block, "the validation text is too short",
                  hint="pass a longer --valid file")
-    reading = "block" if cfg.model.arch == "decoder" else "masked"
-    evaluate = text_validation(tok, valid_ids, reading, block, B, cfg.run.eval_batches)
     if reading == "masked":
-        source = MaskedBatches(source, seed=cfg.run.seed, **masking_options(tok))
-        return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch()), None
+        return task, None
 
     def after(summary: dict) -> None:
         sample = Transformer.from_arch(model.arch()).to(device)
         note(f"sample: {lm.write_sample(ws, sample, tok, cfg.run.seed, int(summary.get('steps', 0)))}")
 
-    return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch()), after
+    return task, after
 
 
 # ---------------------------------------------------------------------------------------------
