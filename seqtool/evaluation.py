@@ -70,7 +70,10 @@ def workspace_reading(kind: str, config: dict[str, Any], model: Any) -> tuple[st
     """(reading, context, default rows) of a trained language model: as its run validated it.
     One stream keeps every token's whole history for bptt models; windows and blocks go 64 and 16
     at a time."""
-    if kind == "rnn-lm":
+    from seqtool.workspace import KINDS
+
+    reading = KINDS[kind].reading
+    if reading == "bptt":  # a recurrent model: bptt or window, as its run chose
         from seqtool.config import from_dict
         from seqtool.training.lm import LMDataConfig
 
@@ -78,7 +81,7 @@ def workspace_reading(kind: str, config: dict[str, Any], model: Any) -> tuple[st
         if data.objective == "bptt":
             return "bptt", data.bptt, 1
         return "window", data.window, 64
-    return ("block" if model.cfg.arch == "decoder" else "masked"), model.cfg.max_len, 16
+    return reading, model.cfg.max_len, 16
 
 
 def mlm_scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]], masking: dict[str, Any],

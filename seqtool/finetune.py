@@ -31,14 +31,14 @@ from torch import nn
 from seqtool.config import first_difference
 from seqtool.data.io import data_fingerprints
 from seqtool.errors import InputError
-from seqtool.models import load_published, lora
+from seqtool.models import MODELS, load_published, lora
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import LM_KINDS, MT_KINDS, Workspace, is_workspace
+from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS, Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]
-TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, "transformer-mlm")
+TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, *MLM_KINDS)  # every kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,8 +62,10 @@ def open_source(source: str) -> Source:
     from seqtool.models.gpt2 import is_hf_source, load_hf_gpt2
 
     if is_hf_source(source):
-        model, tok = load_hf_gpt2(source)
-        return Source("transformer-lm", model, {"": tok}, {})
+        from seqtool.training.transformer import KIND_OF_ARCH
+
+        model, tok = load_hf_gpt2(source)  # a decoder
+        return Source(KIND_OF_ARCH[model.cfg.arch], model, {"": tok}, {})
     ws = Workspace.open(source, kinds=TRAINABLE_KINDS, purpose="fine-tuning")
     model = load_published(ws).train()
     root = ws.tokenizer_dir
@@ -99,11 +101,6 @@ def describe_unknown(counts: Counter, what: str, limit: int = 12) -> str:
             f"{shown}{more}")
 
 
-VOCAB_KEYS = {"rnn-lm": {"": ("vocab_size",)},
-              "transformer": {"": ("vocab_size",), "src": ("src_vocab_size",), "tgt": ("vocab_size",)},
-              "seq2seq": {"": ("src_vocab", "tgt_vocab"), "src": ("src_vocab",), "tgt": ("tgt_vocab",)}}
-
-
 def new_symbols(unknown: dict[str, Counter]) -> dict[str, list[str]]:
     """The symbols --extend-vocab adds to each side's vocabulary: the most frequent first."""
     return {side: sorted(counts, key=lambda p: (-counts[p], p)) for side, counts in unknown.items()}
@@ -114,6 +111,7 @@ def extend_vocab(src: Source, added: dict[str, list[str]]) -> Source:
     output rows to match (old rows kept, new rows freshly initialised; tied weights stay tied)."""
     from seqtool.data.tokenizers import VocabTokenizer
 
+    family = MODELS[src.family]
     new_toks = dict(src.tokenizers)
     arch = src.model.arch()
     for side, symbols in added.items():
@@ -124,13 +122,11 @@ def extend_vocab(src: Source, added: dict[str, list[str]]) -> Source:
             raise InputError(f"--extend-vocab works for char and word tokenizers, not {tok.kind}",
                              hint="subword tokenizers spell new words from known pieces; drop --extend-vocab")
         new_toks[side] = type(tok)(tok.pieces + symbols, tok.options)
-        for key in VOCAB_KEYS[src.family][side]:
+        for key in family.vocab_keys[side]:  # the arch keys that hold this side's vocabulary size
             arch[key] = new_toks[side].vocab_size
     if new_toks == src.tokenizers:
         return src
-    from seqtool.models import MODELS
-
-    grown = MODELS[src.family].from_arch(arch)
+    grown = family.from_arch(arch)
     state = grown.state_dict()
     with torch.no_grad():
         for key, old in src.model.state_dict().items():

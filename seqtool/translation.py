@@ -222,10 +222,10 @@ def text_attention(path: str | Path, device: torch.device, adapter: str | None =
     cut to the model's positions."""
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.models import load_published
-    from seqtool.workspace import LM_KINDS, MLM_KINDS, Workspace
+    from seqtool.workspace import KINDS, LM_KINDS, MLM_KINDS, Workspace
 
     ws = Workspace.open(path, kinds=(*LM_KINDS, *MLM_KINDS), purpose="a self-attention map")
-    if ws.kind == "rnn-lm":
+    if KINDS[ws.kind].reading == "bptt":  # a recurrent stream, not positions in a block
         raise InputError(f"workspace {ws.path} holds an RNN language model, which has no attention",
                          hint="attention maps need a Transformer or a translation model with attention")
     model = load_published(ws, device, adapter)

@@ -43,21 +43,23 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Kind:
-    """What a workspace of this kind holds: a model of `family` (models.MODELS) trained for `task`."""
+    """What a workspace of this kind holds: a model of `family` (models.MODELS) trained for `task`, which
+    reads text as `reading` (language models only)."""
 
     family: str
     task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation"
+    reading: str = ""  # "bptt" (a recurrent state over one stream; or windows) | "block" | "masked"
 
 
 # The one table of workspace kinds (seqtool.yaml's `kind`). It stays here, free of torch, because
 # build-vocab and info open workspaces without importing the models; the family's facts (its LoRA
 # targets, ...) sit on its model class.
 KINDS = {
-    "rnn-lm": Kind("rnn-lm", "lm"),
+    "rnn-lm": Kind("rnn-lm", "lm", "bptt"),
     "seq2seq": Kind("seq2seq", "translation"),
-    "transformer-lm": Kind("transformer", "lm"),
+    "transformer-lm": Kind("transformer", "lm", "block"),
     "transformer-mt": Kind("transformer", "translation"),
-    "transformer-mlm": Kind("transformer", "mlm"),
+    "transformer-mlm": Kind("transformer", "mlm", "masked"),
 }
 LM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "lm")
 MLM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "mlm")

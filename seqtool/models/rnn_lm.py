@@ -103,6 +103,7 @@ class RNNLM(nn.Module):
     state) for truncated BPTT; on a window batch with "targets" (B,) → (logits (B, V), loss)."""
 
     lora_targets: dict = {}  # no LoRA: the recurrent weights are not nn.Linear layers
+    vocab_keys = {"": ("vocab_size",)}  # --extend-vocab: arch keys sized by its one tokenizer
 
     def __init__(self, cfg: RNNLMConfig, vocab_size: int):
         super().__init__()

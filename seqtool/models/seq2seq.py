@@ -151,6 +151,8 @@ class Seq2Seq(nn.Module):
         "q": (("w_query", 0, 1),), "k": (("w_key", 0, 1),), "o": (("combine", 0, 1),),
         "out": (("out", 0, 1),),
     }
+    # --extend-vocab: arch keys sized by each tokenizer ("" for one shared, src and tgt for two)
+    vocab_keys = {"": ("src_vocab", "tgt_vocab"), "src": ("src_vocab",), "tgt": ("tgt_vocab",)}
 
     def __init__(self, cfg: Seq2SeqConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0,
                  label_smoothing: float = 0.0, teacher_forcing: TeacherForcing | None = None):

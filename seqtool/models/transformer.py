@@ -295,6 +295,8 @@ class Transformer(nn.Module):
         "o": (("out", 0, 1),),
         "mlp": (("up", 0, 1), ("down", 0, 1)),
     }
+    # --extend-vocab: arch keys sized by each tokenizer ("" for one shared, src and tgt for two)
+    vocab_keys = {"": ("vocab_size",), "src": ("src_vocab_size",), "tgt": ("vocab_size",)}
 
     def __init__(self, cfg: TransformerConfig, label_smoothing: float = 0.0):
         super().__init__()

@@ -20,7 +20,7 @@ from seqtool.config import OptimConfig, RunConfig, check_at_least, check_choice
 from seqtool.errors import InputError
 from seqtool.models import lora
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import Workspace
+from seqtool.workspace import KINDS, Workspace
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -129,10 +129,10 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     train, valid = lm_text(cfg, ws, lines, is_main)
     data_cfg = source_config.get("data", {})
     context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
-    if kind != "rnn-lm":
+    reading = KINDS[kind].reading
+    if reading != "bptt":  # blocks and masked rows fit the model's learned positions
         context = min(context, model.cfg.max_len)
     train_ids, valid_ids = lm.encode(tok, train), lm.encode(tok, valid)
-    reading = "bptt" if kind == "rnn-lm" else "masked" if kind == "transformer-mlm" else "block"
     check_length(valid_ids, reading, context, "the validation text is too short",
                  hint="pass a longer --valid file")
     return lm.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run)
