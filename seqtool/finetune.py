@@ -33,7 +33,7 @@ from seqtool.data.io import data_fingerprints
 from seqtool.errors import InputError
 from seqtool.models import MODELS, load_published, lora
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
-from seqtool.training.run import Job, Prepared, Rounds
+from seqtool.training.run import Job, Prepared, Rounds, new_workspace
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS, Workspace, is_workspace
 
@@ -180,11 +180,11 @@ def start_round(cfg: FinetuneConfig, target: Path, previous: Workspace | None, d
     every validation value recorded, and the decision written once the round has finished (rank 0)."""
     from seqtool.training import runtime
 
-    ws, task, baseline = prepare(cfg, target, previous, data_files, device, report, resuming, dist.is_main,
-                                 sync=lambda: runtime.barrier(dist))
+    ws, task, baseline = prepare(cfg, target, previous, data_files, device, report, resuming,
+                                 new_workspace(target, dist), sync=lambda: runtime.barrier(dist))
     values: list[float] = list(ws.status.get("promote_candidates") or []) if resuming else []
     if baseline is not None:
-        task.evaluate = _recording(task.evaluate, task.metric, values, ws if dist.is_main else None)
+        task.evaluate = _recording(task.evaluate, task.metric, values, ws)
 
     def finished(summary: dict[str, Any]) -> None:
         if cfg.lora is not None:
@@ -268,17 +268,17 @@ def continues_round(cfg: FinetuneConfig, old: Workspace | None, data_files: list
 
 
 def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_files: list[dict[str, Any]],
-            device: torch.device, report: Report, resuming: bool, is_main: bool = True,
+            device: torch.device, report: Report, resuming: bool,
+            create: Callable[[str, dict, list[dict]], Workspace] | None = None,
             sync: Callable[[], None] = lambda: None) -> tuple[Workspace, TrainTask, float | None]:
     """Open the source, read the new text once, count what the tokenizer cannot represent, set up the
-    workspace `target` (holding `previous`, if any; rank 0 only, after `sync`: every rank has read what
-    it needs from it), and build the task.
+    workspace `target` (holding `previous`, if any; after `sync`: every rank has read what it needs from
+    it; `create` starts it, training/run.py's new_workspace: ranks other than 0 get a read-only view and
+    write nothing), and build the task.
 
     Returns (workspace, task, baseline): the baseline is the validation metric of the weights the
     workspace publishes when the round starts, when --promote-if-better asks for it.
     """
-    from seqtool.data.tokenizers import save_tokenizers
-
     src = open_source(cfg.source)
     if previous is not None and previous.kind != src.kind:
         raise InputError(f"workspace {target} holds a {previous.kind} model, the source a {src.kind} one",
@@ -312,24 +312,22 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
         assert previous is not None
         ws = previous
         ws.meta.update(config=config, data=data_files)  # e.g. a raised --max-steps
-        if is_main:
-            ws.write_meta()
-    elif not is_main:
-        ws = Workspace(target, {"kind": src.kind, "config": config, "status": {}})
+        ws.write_meta()
     else:
-        ws = Workspace.create(target, src.kind, config, data_files=data_files)
-        if ws.checkpoint_dirs():  # resume points of an earlier round (or of the training run itself)
-            ws.clear_checkpoints()
+        if create is None:
+            create = lambda kind, config, data: Workspace.create(target, kind, config, data)  # noqa: E731
+        ws = create(src.kind, config, data_files)
+        if ws.clear_checkpoints():  # resume points of an earlier round (or of the training run itself)
             report({"event": "info", "message": f"starting a new fine-tuning round in {target}: removed the "
                     "earlier run's checkpoints (its published weights and metrics stay)"})
         if not keeps:
-            save_tokenizers(ws.tokenizer_dir, src.tokenizers)
+            ws.save_tokenizers(src.tokenizers)
             ws.publish(src.model.state_dict(), src.model.arch(), {"step": 0, "source": cfg.source})
     if src.kind in MT_KINDS:
         src_tok, tgt_tok = side_tokenizers(src)
-        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, text, device, report, is_main)
+        task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, text, device, report)
     else:
-        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, text, is_main)
+        task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, text)
     if cfg.lora is not None:
         _add_adapters(cfg, ws, src, task, resuming)
     else:
@@ -345,8 +343,7 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
     with torch.no_grad():
         baseline = float(task.evaluate(model)[task.metric])
     task.model.train()
-    if is_main:
-        ws.update_status(promote_baseline=baseline, promote_candidates=[])
+    ws.update_status(promote_baseline=baseline, promote_candidates=[])
     return ws, task, baseline
 
 
@@ -409,14 +406,13 @@ def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTa
 
 
 def _recording(evaluate: Callable[[nn.Module], dict[str, float]], metric: str, values: list[float],
-               ws: Workspace | None):
+               ws: Workspace):
     """`evaluate`, also keeping each value of the metric (in the workspace's status too, so a resumed
     round decides on all of its evaluations)."""
     def recorded(model: nn.Module) -> dict[str, float]:
         metrics = evaluate(model)
         values.append(float(metrics[metric]))
-        if ws is not None:
-            ws.update_status(promote_candidates=list(values))
+        ws.update_status(promote_candidates=list(values))
         return metrics
 
     return recorded

@@ -9,6 +9,7 @@ metrics.jsonl, plots/, samples/, attention/, adapters/, .lock. Every file is wri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -222,10 +223,19 @@ def is_workspace(path: str | Path) -> bool:
 
 @dataclass
 class Workspace:
-    """An opened workspace directory and its seqtool.yaml metadata."""
+    """An opened workspace directory and its seqtool.yaml metadata.
+
+    A read-only view (`view()`, what ranks other than 0 of a distributed run train with) reads like the
+    workspace and writes nothing: its writing methods return without touching the disk or the metadata.
+    """
 
     path: Path
     meta: dict[str, Any]
+    read_only: bool = False
+
+    def view(self) -> Workspace:
+        """This workspace, read-only (see the class docstring)."""
+        return dataclasses.replace(self, read_only=True)
 
     # -- create / open ------------------------------------------------------------------------
     @classmethod
@@ -309,9 +319,13 @@ class Workspace:
         return self.meta.setdefault("status", {})
 
     def write_meta(self) -> None:
+        if self.read_only:
+            return
         atomic_write(self.path / META_FILE, yaml.safe_dump(self.meta, sort_keys=False, allow_unicode=True))
 
     def update_status(self, **values: Any) -> None:
+        if self.read_only:
+            return
         self.status.update(values)
         self.write_meta()
 
@@ -366,11 +380,34 @@ class Workspace:
         """data/NAME: the validation lines a run fixed at its start (valid.txt, valid.src, valid.tgt)."""
         return self.path / "data" / name
 
+    def keep_fixed_data(self, files: dict[str, list[str]]) -> None:
+        """Write data/NAME for each file not there yet (the validation lines a run fixes at its start)."""
+        if self.read_only:
+            return
+        for name, lines in files.items():
+            if not self.fixed_data(name).is_file():
+                atomic_write(self.fixed_data(name), "\n".join(lines))
+
+    def save_tokenizers(self, tokenizers: dict[str, Any]) -> bool:
+        """Write tokenizer/ (data.tokenizers.save_tokenizers: "" the tokenizer, or "src" and "tgt");
+        False on a view, which writes nothing."""
+        if self.read_only:
+            return False
+        from seqtool.data.tokenizers import save_tokenizers
+
+        save_tokenizers(self.tokenizer_dir, tokenizers)
+        return True
+
     def sample_file(self, step: int) -> Path:
         return self.path / "samples" / f"step-{step:07d}.txt"
 
     def plot_file(self, name: str) -> Path:
         return self.path / "plots" / name
+
+    def draw_plot(self, name: str, draw: Callable[[Path], Any]) -> None:
+        """plots/NAME, drawn by `draw(path)` (not on a view)."""
+        if not self.read_only:
+            draw(self.plot_file(name))
 
     @property
     def attention_dir(self) -> Path:
@@ -382,6 +419,8 @@ class Workspace:
 
     # -- metrics ------------------------------------------------------------------------------
     def append_metrics(self, event: dict[str, Any]) -> None:
+        if self.read_only:
+            return
         path = self.path / METRICS_FILE
         try:
             with open(path, "a", encoding="utf-8") as fh:
@@ -403,6 +442,8 @@ class Workspace:
     def publish(self, state: dict[str, Any], arch: dict[str, Any],
                 note: dict[str, Any] | None = None) -> None:
         """Write the published weights (model.safetensors) and the architecture (model.json)."""
+        if self.read_only:
+            return
         save_tensors(self.weights_file, state)
         atomic_write(self.path / ARCH_FILE, json.dumps({**arch, **({"published": note} if note else {})},
                                                        indent=2))
@@ -424,6 +465,8 @@ class Workspace:
     # -- LoRA adapters (finetune --lora): adapters/NAME.safetensors + NAME.json ---------------
     def publish_adapter(self, name: str, state: dict[str, Any], config: dict[str, Any],
                         note: dict[str, Any] | None = None) -> None:
+        if self.read_only:
+            return
         save_tensors(self.adapter_file(name), state)
         atomic_write(self.adapter_file(name, ".json"),
                      json.dumps({**config, **({"published": note} if note else {})}, indent=2))
@@ -442,7 +485,9 @@ class Workspace:
 
     def clear_run(self) -> bool:
         """Remove an earlier run's results (checkpoints, weights, metrics, plots, samples, tokenizer)
-        before training afresh here; True when there was something to remove."""
+        before training afresh here; True when there was something to remove (never on a view)."""
+        if self.read_only:
+            return False
         found = False
         names = (CHECKPOINTS_DIR, WEIGHTS_FILE, ARCH_FILE, METRICS_FILE, "plots", "samples", TOKENIZER_DIR)
         for name in names:
@@ -457,9 +502,15 @@ class Workspace:
         return found
 
     # -- checkpoints --------------------------------------------------------------------------
-    def clear_checkpoints(self) -> None:
-        """Drop every checkpoint, as a new fine-tuning round does (it starts from the published weights)."""
-        shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+    def clear_checkpoints(self) -> bool:
+        """Drop every checkpoint, as a new fine-tuning round does (it starts from the published weights);
+        True when there was one (never on a view)."""
+        if self.read_only:
+            return False
+        found = bool(self.checkpoint_dirs())
+        if found:
+            shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+        return found
 
     def checkpoint_dirs(self) -> list[Path]:
         root = self.checkpoints_dir
@@ -469,9 +520,12 @@ class Workspace:
 
     def save_checkpoint(self, step: int, model_state: dict[str, Any], trainer_state: dict[str, Any],
                         meta: dict[str, Any], keep: int = 3) -> Path:
-        """Write checkpoints/step-N/ atomically (temp dir + rename) and keep the last `keep`."""
+        """Write checkpoints/step-N/ atomically (temp dir + rename) and keep the last `keep`; a view
+        writes nothing and returns the path rank 0 writes."""
         import torch
 
+        if self.read_only:
+            return self.checkpoint_dir(step)
         root, final = self.checkpoints_dir, self.checkpoint_dir(step)
         try:
             root.mkdir(parents=True, exist_ok=True)

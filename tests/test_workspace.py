@@ -44,6 +44,31 @@ def test_layout_is_the_documented_one(tmp_path):
     assert ws.checkpoint_dirs() == [] and ws.has_weights() is False
 
 
+def test_a_view_reads_the_workspace_and_writes_nothing(tmp_path):
+    """What ranks other than 0 train with: every writing method returns without touching the disk."""
+    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
+    ws.append_metrics({"event": "train", "step": 1})
+    ws.save_checkpoint(1, {"w": torch.zeros(1)}, {}, {})
+
+    def files():
+        return {p: p.read_bytes() for p in ws.path.rglob("*") if p.is_file()}
+
+    before, view = files(), ws.view()
+    view.write_meta()
+    view.update_status(state="running")
+    view.mark_finished("max_steps", 2)
+    view.append_metrics({"event": "train", "step": 2})
+    view.publish({"w": torch.ones(1)}, {"model": "rnn-lm"})
+    view.publish_adapter("a", {"w": torch.ones(1)}, {})
+    assert view.save_checkpoint(2, {"w": torch.ones(1)}, {}, {}) == ws.checkpoint_dir(2)
+    assert view.save_tokenizers({}) is False
+    view.keep_fixed_data({"valid.txt": ["a line"]})
+    view.draw_plot("loss.png", lambda path: path.write_text("drawn"))
+    assert view.clear_checkpoints() is False and view.clear_run() is False
+    assert files() == before and ws.status == {} and not ws.read_only
+    assert view.read_metrics() == ws.read_metrics() and view.checkpoint_dirs() == ws.checkpoint_dirs()
+
+
 def test_every_kind_names_a_model_family():
     from seqtool.models import MODELS
 

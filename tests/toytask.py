@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
         lock = ws.lock().acquire()
     tdist.barrier()
     if not dist.is_main:
-        ws = Workspace.open(path)
+        ws = Workspace.open(path).view()  # as training/run.py hands it out: the trainer writes through ws
     trainer = make_trainer(ws, steps=steps, dropout=0.0, batch_size=8, dist=dist)
     try:
         trainer.fit()

@@ -97,8 +97,7 @@ def read_lines(paths: list[str], errors: str) -> list[str]:
     return list(iter_lines(paths, encoding_errors=errors))
 
 
-def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str], is_main: bool = True
-            ) -> tuple[list[str], list[str]]:
+def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str]) -> tuple[list[str], list[str]]:
     """(train, valid) lines of the new `train` text; the validation lines are kept in WS/data/valid.txt
     after the first run."""
     fixed = ws.fixed_data("valid.txt")
@@ -113,20 +112,19 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str], is_main: bool 
         if len(train) - k < 1:
             raise InputError("too little text to hold out a validation set", hint="pass --valid FILE")
         train, valid = train[:-k], train[-k:]
-    if is_main:
-        store_fixed(ws, {"valid.txt": valid})
+    ws.keep_fixed_data({"valid.txt": valid})
     return train, valid
 
 
 def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok: Any,
-            source_config: dict[str, Any], lines: list[str], is_main: bool = True) -> TrainTask:
+            source_config: dict[str, Any], lines: list[str]) -> TrainTask:
     """Continued training of a language model (rnn-lm, transformer-lm) or a masked LM (transformer-mlm)
     on the stream of the new text `lines`, in rows of `context` tokens (default: the source's
     bptt/block size)."""
     from seqtool.evaluation import check_length
     from seqtool.training import lm
 
-    train, valid = lm_text(cfg, ws, lines, is_main)
+    train, valid = lm_text(cfg, ws, lines)
     data_cfg = source_config.get("data", {})
     context = cfg.data.context or int(data_cfg.get("bptt") or data_cfg.get("block_size") or 64)
     reading = KINDS[kind].reading
@@ -143,8 +141,7 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
 
 
 def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, tgt_tok: Any,
-            source_config: dict[str, Any], train: Any, device: torch.device, report: Report,
-            is_main: bool = True) -> TrainTask:
+            source_config: dict[str, Any], train: Any, device: torch.device, report: Report) -> TrainTask:
     """Continued training of a translation model on the new pairs `train` (a ParallelText), validated
     by loss and BLEU as in training (the source run's max_len, batch_tokens and validation settings)."""
     from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
@@ -159,8 +156,7 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
         valid = read_parallel(str(fixed_src), str(fixed_tgt), None, d.encoding_errors)
     else:
         train, valid = split_off(train, d.valid_fraction)
-    if is_main:
-        store_fixed(ws, {"valid.src": valid.src, "valid.tgt": valid.tgt})
+    ws.keep_fixed_data({"valid.src": valid.src, "valid.tgt": valid.tgt})
     data_cfg = ParallelDataConfig(**{k: v for k, v in source_config.get("data", {}).items()
                                      if k in ("max_len", "batch_tokens")})
     positions = getattr(getattr(model, "cfg", None), "max_len", 0)  # a Transformer's learned positions
@@ -178,12 +174,3 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
                               tgt_tok.eos_id, seed=cfg.run.seed)
     return TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
         valid, valid_pairs, src_tok, tgt_tok, valid_cfg, data_cfg.batch_tokens, cfg.run.eval_batches, device))
-
-
-def store_fixed(ws: Workspace, files: dict[str, list[str]]) -> None:
-    """Write WS/data/NAME for each file not there yet (the first run's validation set)."""
-    from seqtool.workspace import atomic_write
-
-    for name, lines in files.items():
-        if not ws.fixed_data(name).is_file():
-            atomic_write(ws.fixed_data(name), "\n".join(lines))

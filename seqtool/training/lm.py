@@ -21,7 +21,7 @@ from seqtool.data.io import (
     require_nonempty,
 )
 from seqtool.data.masking import MaskedBatches, masking_options
-from seqtool.data.tokenizers import Tokenizer, load_tokenizer, save_tokenizers, train_tokenizer
+from seqtool.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
 from seqtool.evaluation import check_length, text_validation
@@ -90,15 +90,15 @@ def read_corpus(data: DataConfig) -> Corpus:
                   f"{data.valid_fraction})")
 
 
-def prepare_tokenizer(cfg: TokenizerConfig, lines: list[str], ws_dir: Path | None) -> Tokenizer:
-    """The tokenizer of cfg.path, or one trained on `lines`; saved to WS/tokenizer when ws_dir is given."""
+def prepare_tokenizer(cfg: TokenizerConfig, lines: list[str], ws: Workspace) -> Tokenizer:
+    """The tokenizer of cfg.path, or one trained on `lines`; saved to WS/tokenizer (not by a read-only
+    view: training it is deterministic, so every rank has the same)."""
     if cfg.path:
         tok = load_tokenizer(cfg.path)
     else:
         tok = train_tokenizer(cfg.kind, lines, vocab_size=cfg.vocab_size, min_count=cfg.min_count,
                               lowercase=cfg.lowercase)
-    if ws_dir is not None:
-        save_tokenizers(ws_dir / "tokenizer", {"": tok})
+    ws.save_tokenizers({"": tok})
     return tok
 
 
@@ -153,7 +153,7 @@ def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int
     return path
 
 
-def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: torch.device,
                  note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
     """train-rnn's task (corpus, tokenizer, model, batches) and what to do after a finished run."""
     from seqtool.models.rnn_lm import RNNLM
@@ -162,7 +162,7 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     if resuming:
         tok = load_tokenizer(ws.tokenizer_dir)
     else:
-        tok = prepare_tokenizer(cfg.tokenizer, corpus.train, ws.path if is_main else None)
+        tok = prepare_tokenizer(cfg.tokenizer, corpus.train, ws)
     train_ids = encode(tok, corpus.train)
     valid_ids = encode(tok, corpus.valid) if corpus.valid else train_ids
     model = RNNLM(cfg.model, tok.vocab_size)

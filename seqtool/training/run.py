@@ -55,7 +55,8 @@ class Job:
     kind: str  # the workspace kind, e.g. rnn-lm (a Rounds job takes its source's)
     config_cls: type  # the command's config dataclass (sections data, ..., optim, run)
     fingerprints: Callable[[Any], list[dict]]  # config → the data files to record
-    # (cfg, ws, resuming, device, is_main, note) → (task, after); a Rounds job builds in its prepare
+    # (cfg, ws, resuming, device, note) → (task, after); ws is read-only on ranks other than 0 (it writes
+    # nothing there); a Rounds job builds in its prepare
     build: Callable[..., tuple[TrainTask, After | None]] | None = None
     fixed: tuple[str, ...] = ("data", "tokenizer", "model", "run.batch_size", "run.seed")  # resume must match
     rounds: Rounds | None = None
@@ -106,7 +107,7 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
         runtime.seed_everything(cfg.run.seed)
         if job.rounds is not None:
-            previous = Workspace.open(path) if is_workspace(path) else None
+            previous = _for_rank(Workspace.open(path), dist) if is_workspace(path) else None
             resuming = job.rounds.continues(cfg, previous, data_files, resume, report)
             prep = job.rounds.prepare(cfg, path, previous, data_files, resuming, device, dist, report)
         else:
@@ -123,6 +124,20 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         lock.release()
         # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
         runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
+
+
+def _for_rank(ws: Workspace, dist: runtime.Dist) -> Workspace:
+    """The workspace as this rank uses it: rank 0 writes, the others train with a read-only view."""
+    return ws if dist.is_main else ws.view()
+
+
+def new_workspace(path: Path, dist: runtime.Dist) -> Callable[[str, dict, list[dict]], Workspace]:
+    """How this rank starts a new workspace of (kind, config, data files) in `path`: rank 0 creates it,
+    the others get a read-only view of the metadata it writes."""
+    if dist.is_main:
+        return lambda kind, config, data_files: Workspace.create(path, kind, config, data_files)
+    return lambda kind, config, data_files: Workspace(path, {"kind": kind, "config": config, "status": {}},
+                                                      read_only=True)
 
 
 def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:
@@ -147,7 +162,7 @@ def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: st
     earlier run's results removed first); then the job's task."""
     assert job.build is not None
     config = to_dict(cfg)
-    old = Workspace.open(path, kinds=(job.kind,)) if is_workspace(path) else None
+    old = _for_rank(Workspace.open(path, kinds=(job.kind,)), dist) if is_workspace(path) else None
     resuming = old is not None and resume == "auto" and bool(old.checkpoint_dirs())
     if resuming:
         assert old is not None
@@ -161,17 +176,14 @@ def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: st
                 report({"event": "warning", "message": f"{f['path']} changed since this run began; "
                         "continuing on the new contents"})
         ws = old
-        if dist.is_main:
-            ws.meta["config"] = config  # e.g. a raised --max-steps
-            ws.meta["data"] = data_files
-            ws.write_meta()
-    elif not dist.is_main:
-        ws = Workspace(path, {"kind": job.kind, "config": config})
+        ws.meta["config"] = config  # e.g. a raised --max-steps
+        ws.meta["data"] = data_files
+        ws.write_meta()
     else:
         if old is not None and old.clear_run():
             report({"event": "info", "message": f"starting afresh in {path}: removed the earlier run's "
                     "checkpoints and results"})
-        ws = Workspace.create(path, job.kind, config, data_files)
+        ws = new_workspace(path, dist)(job.kind, config, data_files)
     note = lambda message: report({"event": "info", "message": message})  # noqa: E731
-    task, after = job.build(cfg, ws, resuming, device, dist.is_main, note)
+    task, after = job.build(cfg, ws, resuming, device, note)
     return Prepared(ws, task, resuming, after)

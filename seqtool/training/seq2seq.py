@@ -100,21 +100,18 @@ def _load_pair(path: Path) -> tuple[Any, Any]:
 
 
 def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Workspace,
-                       reuse: bool, save: bool = True) -> tuple[Any, Any]:
+                       reuse: bool) -> tuple[Any, Any]:
     """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint).
-    With save=False (ranks other than 0) nothing is written to WS/tokenizer; learning is deterministic,
+    A read-only view (ranks other than 0) writes nothing to WS/tokenizer; learning is deterministic,
     so every rank gets the same tokenizers."""
-    from seqtool.data.tokenizers import load_tokenizer, save_tokenizers, train_tokenizer
+    from seqtool.data.tokenizers import load_tokenizer, train_tokenizer
 
     if reuse and ws.tokenizer_dir.is_dir():
         return _load_pair(ws.tokenizer_dir)
     if cfg.path:
         src_tok, tgt_tok = load_tokenizer(cfg.path, side="src"), load_tokenizer(cfg.path, side="tgt")
-        if not save:
-            return src_tok, tgt_tok
-        save_tokenizers(ws.tokenizer_dir, {"": src_tok} if src_tok is tgt_tok else
-                        {"src": src_tok, "tgt": tgt_tok})
-        return _load_pair(ws.tokenizer_dir)
+        saved = ws.save_tokenizers({"": src_tok} if src_tok is tgt_tok else {"src": src_tok, "tgt": tgt_tok})
+        return _load_pair(ws.tokenizer_dir) if saved else (src_tok, tgt_tok)  # a view keeps what it loaded
     options = dict(vocab_size=cfg.vocab_size, min_count=cfg.min_count, lowercase=cfg.lowercase)
     if cfg.joint:
         joint = train_tokenizer(cfg.kind, [*train.src, *train.tgt], **options)
@@ -124,8 +121,7 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
         src_tok = train_tokenizer(cfg.kind, train.src, **options)
         tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
         tokenizers = {"src": src_tok, "tgt": tgt_tok}
-    if save:
-        save_tokenizers(ws.tokenizer_dir, tokenizers)
+    ws.save_tokenizers(tokenizers)
     return src_tok, tgt_tok
 
 
@@ -133,13 +129,13 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
 # the task
 
 
-def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, is_main: bool, note: Callable[[str], None]
+def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, note: Callable[[str], None]
                      ) -> tuple[tuple[Any, Any], Any, Any, Any, Any, ParallelBatches]:
     """Read and filter the parallel data (reporting what was skipped), learn or load the tokenizers,
     and batch the training pairs: what train-seq2seq and train-transformer --arch encoder-decoder
     share. Returns ((train_text, valid_text), src_tok, tgt_tok, train, valid, batches)."""
     train_text, valid_text = read_data(cfg.data)
-    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming, save=is_main)
+    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming)
     if src_tok.pad_id != tgt_tok.pad_id:
         raise InputError("the source and target tokenizers use different padding ids")
     train = encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len)
@@ -156,11 +152,11 @@ def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, is_main: bool, not
     return (train_text, valid_text), src_tok, tgt_tok, train, valid, batches
 
 
-def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device,
           note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
     """train-seq2seq's task (training/run.py's Job.build): read and filter the data, learn or load
     the tokenizers, build the model; and what to say after a finished run."""
-    (_, valid_text), src_tok, tgt_tok, _, valid, batches = prepare_parallel(cfg, ws, resuming, is_main, note)
+    (_, valid_text), src_tok, tgt_tok, _, valid, batches = prepare_parallel(cfg, ws, resuming, note)
     model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,
                     cfg.optim.label_smoothing, cfg.teacher_forcing)
     params = sum(p.numel() for p in model.parameters())

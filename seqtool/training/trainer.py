@@ -160,9 +160,8 @@ class Trainer:
 
     # -- events ---------------------------------------------------------------------------------
     def emit(self, event: dict[str, Any], report: bool = True) -> None:
-        """Record an event in metrics.jsonl and hand it to `on_event` (rank 0 only; the others are silent)."""
-        if not self.dist.is_main:
-            return
+        """Record an event in metrics.jsonl (ranks other than 0 train with a read-only view, which records
+        nothing) and hand it to `on_event` (whose reporter knows this process's rank)."""
         event = {**event, "elapsed": round(self.state.elapsed, 3)}
         if event.get("event") in ("train", "valid", "checkpoint", "publish", "summary", "skip", "stop"):
             self.ws.append_metrics({k: v for k, v in event.items() if k != "message" or v})
@@ -170,8 +169,7 @@ class Trainer:
             self.on_event(event)
 
     def _note(self, kind: str, message: str) -> None:
-        if self.dist.is_main:
-            self.on_event({"event": kind, "message": message})
+        self.on_event({"event": kind, "message": message})
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -201,15 +199,14 @@ class Trainer:
         return True
 
     def checkpoint(self) -> None:
-        """Write checkpoints/step-N (rank 0) with every rank's RNG and carried state (a DDP collective)."""
+        """Write checkpoints/step-N with every rank's RNG and carried state: a DDP collective, so every
+        rank comes here; the workspace of rank 0 alone writes (the others hold a read-only view)."""
         if self._saved == (self.state.step, self.state.finished):
             return  # e.g. a signal right after a scheduled checkpoint
         ranks = self._gather((runtime.rng_state(), _to_cpu(self.carry)))
         rng_ranks, carry_ranks = [r[0] for r in ranks], [r[1] for r in ranks]
         rewrite = self._saved[0] == self.state.step  # the same step again, now marked finished
         self._saved = (self.state.step, self.state.finished)
-        if not self.dist.is_main:
-            return
         trainer_state = {
             "optimizer": self.optimizer.state_dict(),
             "train_state": vars(self.state).copy(),
@@ -261,8 +258,6 @@ class Trainer:
         return self.model.state_dict()
 
     def publish(self) -> None:
-        if not self.dist.is_main:
-            return
         note = {"step": self.state.step, "metric": self.task.metric, "value": self.state.best_value}
         if self.task.adapter:  # the base weights stay as they are; arch is the adapter's config
             self.ws.publish_adapter(self.task.adapter, self._model_state(), self.task.arch, note)
@@ -301,7 +296,7 @@ class Trainer:
         if resume:
             self.resume()
         if self.state.finished and self._stop_reason():
-            if self.dist.is_main and self.ws.status.get("state") != "finished":
+            if self.ws.status.get("state") != "finished":
                 # a kill -9 between the final checkpoint and the status write left it at "running"
                 self.ws.mark_finished(self.state.finished, self.state.step)
             summary = self.summary("already-finished")
@@ -309,8 +304,7 @@ class Trainer:
                        "message": "nothing to do: the run has finished"})
             return summary
         self.state.finished = ""
-        if self.dist.is_main:
-            self.ws.update_status(state="running", final_step=None)
+        self.ws.update_status(state="running", final_step=None)
         flags = runtime.StopFlags().install()
         self.model.train()
         try:
@@ -323,8 +317,8 @@ class Trainer:
             flags.restore()
 
     def _record_end(self, err: BaseException) -> None:
-        """Rank 0 writes how the run ended (status, summary event), once."""
-        if self._ended or not self.dist.is_main:
+        """Rank 0 writes how the run ended (status, summary event), once (a view writes nothing)."""
+        if self._ended:
             return
         self._ended = True
         status = _status_of(err)
@@ -526,12 +520,11 @@ class Trainer:
         if s.best_step != s.step and s.step % self.run_cfg.eval_every:
             self.validate()  # the loop validated already when the last step was an eval step
         s.finished = reason
-        if self.dist.is_main:  # from here on a final checkpoint at this step ends the run (finished_status)
-            self.ws.update_status(final_step=s.step)
+        # from here on a final checkpoint at this step ends the run (finished_status)
+        self.ws.update_status(final_step=s.step)
         self.checkpoint()
-        if self.dist.is_main:
-            self.ws.mark_finished(reason, s.step)
-            self._plot()
+        self.ws.mark_finished(reason, s.step)
+        self._plot()
         self._barrier()
         summary = self.summary("finished")
         self.emit({"event": "summary", **summary, "exit_code": 0})
@@ -548,7 +541,7 @@ class Trainer:
         try:
             from seqtool.viz import plot_loss
 
-            plot_loss(self.ws.read_metrics(), self.ws.path / "plots" / "loss.png")
+            self.ws.draw_plot("loss.png", lambda path: plot_loss(self.ws.read_metrics(), path))
         except Exception as err:  # noqa: BLE001 - a missing plot must never fail a finished run
             self.on_event({"event": "warning", "message": f"could not draw plots/loss.png: {err}"})
 

@@ -58,13 +58,13 @@ class TransformerTrainConfig:
                              hint="pass the text as FILES, or use --arch encoder-decoder for translation")
 
 
-def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: torch.device, is_main: bool,
+def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: torch.device,
           note: Note) -> tuple[TrainTask, Callable[[dict], None] | None]:
     """Read the data, learn or load the tokenizer(s), build the model and its task (training/run.py's
     Job.build), and what to do after a finished run (a decoder LM writes a sample)."""
     if cfg.model.arch == "encoder-decoder":
-        return _translation_task(cfg, ws, device, note, resuming, is_main), None
-    return _language_model_task(cfg, ws, device, note, resuming, is_main)
+        return _translation_task(cfg, ws, device, note, resuming), None
+    return _language_model_task(cfg, ws, device, note, resuming)
 
 
 def data_fields(cfg: TransformerTrainConfig) -> tuple[tuple[str, str], ...]:
@@ -79,7 +79,7 @@ def data_fields(cfg: TransformerTrainConfig) -> tuple[tuple[str, str], ...]:
 
 
 def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.device, note: Note,
-                         resuming: bool, is_main: bool) -> tuple[TrainTask, Callable[[dict], None] | None]:
+                         resuming: bool) -> tuple[TrainTask, Callable[[dict], None] | None]:
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.training import lm
 
@@ -87,7 +87,7 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     if resuming:
         tok = load_tokenizer(ws.tokenizer_dir)
     else:
-        tok = lm.prepare_tokenizer(cfg.tokenizer, corpus.train, ws.path if is_main else None)
+        tok = lm.prepare_tokenizer(cfg.tokenizer, corpus.train, ws)
     train_ids = lm.encode(tok, corpus.train)
     valid_ids = lm.encode(tok, corpus.valid) if corpus.valid else train_ids
     block, B = cfg.data.block_size, cfg.run.batch_size
@@ -115,11 +115,11 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
 
 
 def _translation_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.device, note: Note,
-                      resuming: bool, is_main: bool = True) -> TrainTask:
+                      resuming: bool) -> TrainTask:
     from seqtool.training import seq2seq
 
     (_, valid_text), src_tok, tgt_tok, train, valid, batches = seq2seq.prepare_parallel(
-        cfg, ws, resuming, is_main, note)
+        cfg, ws, resuming, note)
     # Positions for the longest sentence seen (+1 for <s> or </s>), and at least the configured number.
     longest = max(len(s) for d in (train, valid) for s in (*d.src, *d.tgt)) + 1
     model_cfg = dataclasses.replace(cfg.model, vocab_size=tgt_tok.vocab_size,
