@@ -413,6 +413,15 @@ def test_non_finite_numbers_are_null_in_json_logs_and_metrics(corpus, reference,
     assert shown.exit_code == 0
     best = strict(shown.stdout)["best"]
     assert best["value"] is None and best["value_nonfinite"] == "nan"
+    # and evaluate --json on weights that went NaN
+    from seqtool.storage import load_tensors, save_tensors
+
+    weights = Workspace.open(ws).weights_file
+    save_tensors(weights, {k: torch.full_like(v, float("nan")) for k, v in load_tensors(weights).items()})
+    scored = CliRunner().invoke(app, ["evaluate", "-w", str(ws), "--json", "--data", str(corpus)])
+    assert scored.exit_code == 0, scored.stderr
+    result = strict(scored.stdout)
+    assert result["model"]["loss"] is None and result["model"]["loss_nonfinite"] == "nan"
 
 
 def test_data_deleted_between_runs_is_a_clear_error(reference, corpus, tmp_path):

@@ -3,7 +3,6 @@ a smoothed n-gram baseline trained on the same training text."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Literal, Optional
 
@@ -19,6 +18,7 @@ from seqtool.cli.options import (
     reporter,
     require_workspace,
 )
+from seqtool.storage import json_line
 
 Opt = typer.Option
 SMOOTHINGS = ("kn", "addk")  # models.ngram.SMOOTHINGS (here so that --help needs no torch)
@@ -99,7 +99,7 @@ def evaluate(
         n = order or (5 if tok.kind == "char" else 3)
         result["baseline"] = evaluation.ngram_scores(tok, train, ids, n, smoothing, add_k)
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json_line(result, indent=2) + "\n")  # strict: a NaN loss is null
         return
     scored = result["model"]["tokens"]
     sys.stdout.write(f"{'data':<14}{result['data']} ({scored:,} {tok.kind} tokens scored)\n")
@@ -133,7 +133,7 @@ def _evaluate_translation(path, src: str | None, ref: str | None, as_json: bool,
                          hint="--src and --ref must be line-aligned")
     scores = Translator.from_workspace(path, device, adapter).score(sources, references)
     if as_json:
-        sys.stdout.write(json.dumps({"src": src, "ref": ref, "model": scores}, indent=2) + "\n")
+        sys.stdout.write(json_line({"src": src, "ref": ref, "model": scores}, indent=2) + "\n")
         return
     sys.stdout.write(f"{'data':<14}{src} → {ref} ({scores['sentences']:,} sentences)\n")
     sys.stdout.write(f"{'model':<14}BLEU {scores['bleu']:.2f}  loss {scores['loss']:.4f}  "
