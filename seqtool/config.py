@@ -56,7 +56,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         check_choice("tokenizer.kind", self.kind, ("char", "word", "bpe", "unigram"))
-        check_vocab_size("tokenizer.vocab_size", self.vocab_size)
+        check_between("tokenizer.vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_positive("tokenizer.min_count", self.min_count)
 
 
@@ -155,14 +155,10 @@ def check_seed(key: str, seed: int) -> None:
         raise InputError(f"{key} must be in [0, 2**64-1], got {seed}")
 
 
-def check_layers(key: str, n: int) -> None:
-    if not 0 < n <= MAX_LAYERS:
-        raise InputError(f"{key} must be in [1, {MAX_LAYERS:,}], got {n:,}")
-
-
-def check_vocab_size(key: str, size: int) -> None:
-    if not 0 < size <= MAX_VOCAB:
-        raise InputError(f"{key} must be in [1, {MAX_VOCAB:,}], got {size:,}")
+def check_between(key: str, n: int, low: int, high: int) -> None:
+    """An integer count in [low, high], e.g. layers up to MAX_LAYERS, a vocabulary up to MAX_VOCAB."""
+    if not low <= n <= high:
+        raise InputError(f"{key} must be in [{low:,}, {high:,}], got {n:,}")
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")

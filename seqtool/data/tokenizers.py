@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from seqtool.config import check_vocab_size
+from seqtool.config import MAX_VOCAB, check_between
 from seqtool.data.io import batches, sample_lines
 from seqtool.errors import InputError
 from seqtool.storage import write_error
@@ -270,7 +270,7 @@ def train_tokenizer(
     if min_count < 1:
         raise InputError(f"--min-count must be at least 1, not {min_count}")
     if vocab_size is not None:
-        check_vocab_size("--vocab-size", vocab_size)
+        check_between("--vocab-size", vocab_size, 1, MAX_VOCAB)
     if not 0.0 < character_coverage <= 1.0:
         raise InputError(f"--character-coverage must be in (0, 1], not {character_coverage}",
                          hint="1.0 keeps every character; 0.9995 is usual for large character sets")

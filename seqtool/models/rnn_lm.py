@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqtool.config import check_layers
+from seqtool.config import MAX_LAYERS, check_between
 from seqtool.decoding import reorder_state
 from seqtool.errors import InputError
 
@@ -36,7 +36,7 @@ class RNNLMConfig:
         if self.cell not in CELLS:
             raise InputError(f"model.cell must be one of {', '.join(CELLS)}; got {self.cell!r}",
                              hint="e.g. --cell lstm")
-        check_layers("model.n_layers", self.n_layers)
+        check_between("model.n_layers", self.n_layers, 1, MAX_LAYERS)
         if self.hidden <= 0:
             raise InputError(f"model.hidden must be > 0, got {self.hidden}")
         if self.embedding < 0:

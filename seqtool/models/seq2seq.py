@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqtool.config import check_layers
+from seqtool.config import MAX_LAYERS, check_between
 from seqtool.errors import InputError
 
 CELLS = ("lstm", "gru")
@@ -42,7 +42,7 @@ class Seq2SeqConfig:
         if self.attention not in ATTENTIONS:
             raise InputError(f"model.attention must be one of {', '.join(ATTENTIONS)}; "
                              f"got {self.attention!r}")
-        check_layers("model.n_layers", self.n_layers)
+        check_between("model.n_layers", self.n_layers, 1, MAX_LAYERS)
         for key in ("embedding", "hidden", "max_source_positions"):
             if getattr(self, key) <= 0:
                 raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqtool.config import check_layers
+from seqtool.config import MAX_LAYERS, check_between
 from seqtool.errors import InputError
 
 ARCHS = ("encoder-decoder", "decoder", "encoder")
@@ -50,7 +50,7 @@ class TransformerConfig:
             if getattr(self, key) not in allowed:
                 raise InputError(f"model.{key} must be one of {', '.join(allowed)}; "
                                  f"got {getattr(self, key)!r}")
-        check_layers("model.n_layers", self.n_layers)
+        check_between("model.n_layers", self.n_layers, 1, MAX_LAYERS)
         for key in ("n_heads", "d_model", "d_ff", "max_len"):
             if getattr(self, key) <= 0:
                 raise InputError(f"model.{key} must be > 0, got {getattr(self, key)}")
