@@ -109,7 +109,7 @@ def complete(*words: str) -> list[str]:
 
 
 def test_completion_offers_the_choices():
-    assert complete("train-rnn", "--cell", "") == ["rnn", "gru", "lstm", "ugrnn"]
+    assert complete("train-rnn", "--cell", "") == ["rnn", "rnn-relu", "gru", "lstm", "ugrnn"]
     assert complete("train-seq2seq", "--attention", "sc") == ["scaled-dot"]
     assert complete("train-transformer", "--arch", "enc") == ["encoder-decoder", "encoder"]
     assert complete("bleu", "out", "ref", "-m", "bleu,ch") == ["bleu,chrf", "bleu,chrf++"]

@@ -56,6 +56,25 @@ def test_shapes_and_stepping_matches_the_full_pass(cell, residual):
             torch.testing.assert_close(a, b[layer], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_relu_rnn_is_elmans_recurrence_with_relu(residual):
+    """h_t = max(0, W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), checked by hand on the first layer; the
+    fused path runs torch's RNN_RELU kernel (cuDNN's on GPU)."""
+    model = tiny("rnn-relu", n_layers=1, residual=residual)
+    ids = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(3))
+    (h,) = model.hidden_states(ids)[1]
+    w_ih, w_hh, b_ih, b_hh = model._layer_weights(0)
+    x, expected = model.embed(ids), torch.zeros(2, 16)
+    for t in range(ids.size(1)):
+        expected = torch.relu(x[:, t] @ w_ih.t() + b_ih + expected @ w_hh.t() + b_hh)
+    torch.testing.assert_close(h[0], expected, atol=1e-5, rtol=1e-4)
+    if not residual:
+        assert model.rnn.nonlinearity == "relu"
+    tanh = tiny("rnn", n_layers=1, residual=residual)
+    tanh.load_state_dict(model.state_dict())
+    assert not torch.allclose(tanh.hidden_states(ids)[1][0], h)
+
+
 def test_window_batches_give_one_prediction_per_row():
     model = tiny()
     logits, loss = model({"inputs": torch.randint(0, V, (5, 7)), "targets": torch.randint(0, V, (5,))})
@@ -102,7 +121,7 @@ def test_tying_and_arch_round_trip():
 
 
 def test_config_checks():
-    with pytest.raises(InputError, match="model.cell must be one of rnn, gru, lstm, ugrnn"):
+    with pytest.raises(InputError, match="model.cell must be one of rnn, rnn-relu, gru, lstm, ugrnn"):
         RNNLMConfig(cell="transformer")
     for bad in ({"n_layers": 0}, {"hidden": -1}, {"embedding": -2}, {"dropout": 1.0}):
         with pytest.raises(InputError):

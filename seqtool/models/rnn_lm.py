@@ -1,4 +1,5 @@
-"""Recurrent language models: embedding → stacked RNN / GRU / LSTM / UGRNN → dropout → output layer.
+"""Recurrent language models: embedding → stacked RNN (tanh or ReLU) / GRU / LSTM / UGRNN → dropout → output
+layer.
 
 Training runs PyTorch's fused nn.RNN/GRU/LSTM (cuDNN on GPU, oneDNN on CPU). Decoding steps one token
 at a time through the same weights with torch's single-step cell kernels (`torch.lstm_cell` …), which
@@ -18,13 +19,13 @@ from seqtool.config import MAX_LAYERS, check_between
 from seqtool.decoding import reorder_state
 from seqtool.errors import InputError
 
-CELLS = ("rnn", "gru", "lstm", "ugrnn")
+CELLS = ("rnn", "rnn-relu", "gru", "lstm", "ugrnn")
 State = tuple[Tensor, ...]  # (h,) or (h, c) for the LSTM, each (L, B, H)
 
 
 @dataclass
 class RNNLMConfig:
-    cell: str = "lstm"  # rnn (tanh) | gru | lstm | ugrnn (Collins et al. 2017)
+    cell: str = "lstm"  # rnn (Elman, tanh) | rnn-relu (Elman, ReLU) | gru | lstm | ugrnn (Collins et al. 2017)
     n_layers: int = 2  # stacked recurrent layers
     hidden: int = 256
     embedding: int = 0  # 0: the same as hidden, so the output layer can share the embedding (tie)
@@ -89,8 +90,8 @@ def _make_rnn(cell: str, input_size: int, hidden: int, layers: int = 1, dropout:
     if cell == "ugrnn":
         return UGRNN(input_size, hidden)
     kwargs = {"batch_first": True, "num_layers": layers, "dropout": dropout if layers > 1 else 0.0}
-    if cell == "rnn":
-        return nn.RNN(input_size, hidden, nonlinearity="tanh", **kwargs)
+    if cell in ("rnn", "rnn-relu"):  # Elman's RNN; ReLU as in Le et al. 2015 (fused kernels have both)
+        return nn.RNN(input_size, hidden, nonlinearity="relu" if cell == "rnn-relu" else "tanh", **kwargs)
     return (nn.GRU if cell == "gru" else nn.LSTM)(input_size, hidden, **kwargs)
 
 
@@ -194,6 +195,8 @@ class RNNLM(nn.Module):
                 layer = (torch.gru_cell(x, layer[0], w_ih, w_hh, b_ih, b_hh),)
             elif self.cfg.cell == "rnn":
                 layer = (torch.rnn_tanh_cell(x, layer[0], w_ih, w_hh, b_ih, b_hh),)
+            elif self.cfg.cell == "rnn-relu":
+                layer = (torch.rnn_relu_cell(x, layer[0], w_ih, w_hh, b_ih, b_hh),)
             else:
                 layer = (ugrnn_cell(F.linear(x, w_ih, b_ih), layer[0], w_hh),)
             new.append(layer)
