@@ -135,6 +135,66 @@ def sentence_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics:
     return rows, signatures
 
 
+# ---------------------------------------------------------------------------------------------
+# BLEU by sentence length (Bahdanau et al. 2015, Fig. 2: scores fall with the source length)
+
+LENGTH_EDGES = (10, 20, 30, 40)  # buckets ≤10, 11-20, 21-30, 31-40, 41+ reference tokens
+
+
+@dataclass
+class LengthBucket:
+    """The segments whose first reference has low..high tokens (high None: no upper bound) and their
+    corpus scores (empty when no segment falls in the bucket)."""
+
+    low: int
+    high: int | None
+    segments: int
+    scores: list[MetricScore]
+
+    @property
+    def label(self) -> str:
+        if self.high is None:
+            return f"{self.low}+"
+        return f"≤{self.high}" if self.low == 0 else f"{self.low}-{self.high}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bucket": self.label, "min_tokens": self.low, "max_tokens": self.high,
+                "segments": self.segments, "scores": [s.to_dict() for s in self.scores]}
+
+
+def parse_length_edges(text: str) -> tuple[int, ...]:
+    """'10,20,30' → (10, 20, 30): the upper ends of the buckets, rising; the last bucket is open."""
+    try:
+        edges = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        edges = ()
+    if not edges or any(e < 1 for e in edges) or list(edges) != sorted(set(edges)):
+        raise InputError(f"--length-edges must be rising whole numbers ≥ 1, comma-separated; got {text!r}",
+                         hint="e.g. --length-edges 10,20,30,40 (buckets ≤10, 11-20, 21-30, 31-40, 41+)")
+    return edges
+
+
+def scores_by_length(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = ("bleu",),
+                     options: BleuOptions | None = None, edges: Sequence[int] = LENGTH_EDGES
+                     ) -> list[LengthBucket]:
+    """Corpus scores per bucket of reference length: the tokens of the first reference as BLEU's
+    --tokenize splits it (what sacrebleu counts as ref_len). Each bucket is scored on its own, so its
+    numbers equal sacrebleu's on that subset of lines."""
+    options = options or BleuOptions()
+    check_lengths(hyps, refs)
+    tokenizer = make_metric("bleu", options).tokenizer
+    lengths = [len(tokenizer(ref.rstrip()).split()) for ref in refs[0]]
+    highs: list[int | None] = [*edges, None]
+    bounds = [(0 if i == 0 else edges[i - 1] + 1, high) for i, high in enumerate(highs)]
+    buckets = []
+    for low, high in bounds:
+        rows = [i for i, n in enumerate(lengths) if n >= low and (high is None or n <= high)]
+        scores = corpus_scores([hyps[i] for i in rows], [[ref[i] for i in rows] for ref in refs], metrics,
+                               options) if rows else []
+        buckets.append(LengthBucket(low, high, len(rows), scores))
+    return buckets
+
+
 @dataclass
 class Comparison:
     """Paired bootstrap resampling (Koehn 2004) between a baseline and a second system, per metric."""

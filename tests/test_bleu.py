@@ -15,6 +15,7 @@ from seqtool.metrics import (
     BleuOptions,
     corpus_scores,
     paired_bootstrap,
+    scores_by_length,
     sentence_scores,
     tokenisation_warning,
 )
@@ -169,6 +170,44 @@ def test_cli_stdin_sentence_and_compare(files):
     data = json.loads(run(["bleu", files["hyp"], files["a"], "--compare", files["hyp2"], "--json",
                            "--bootstrap-samples", "50"]).stdout)
     assert 0 <= data["comparison"][0]["p_value"] <= 1
+
+
+def _by_length_corpus() -> tuple[list[str], list[str]]:
+    """Lines of 3..44 plain words (13a splits them at the spaces): every default bucket is filled."""
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dogs", "ran", "over", "green", "hills", "and"]
+    refs = [" ".join(words[(i + j) % len(words)] for j in range(n)) for i, n in enumerate(range(3, 45, 3))]
+    hyps = [" ".join(ref.split()[: max(1, len(ref.split()) - i % 4)]) for i, ref in enumerate(refs)]
+    return hyps, refs
+
+
+def test_bleu_by_length_equals_sacrebleu_on_each_bucket(tmp_path):
+    hyps, refs = _by_length_corpus()
+    buckets = scores_by_length(hyps, [refs], ["bleu", "chrf"])
+    assert [b.label for b in buckets] == ["≤10", "11-20", "21-30", "31-40", "41+"]
+    assert sum(b.segments for b in buckets) == len(hyps)
+    for b in buckets:
+        rows = [i for i, r in enumerate(refs) if b.low <= len(r.split()) <= (b.high or 10**6)]
+        assert b.segments == len(rows) > 0
+        subset = [hyps[i] for i in rows], [[refs[i] for i in rows]]
+        assert b.scores[0].score == sacrebleu.corpus_bleu(*subset).score
+        assert b.scores[1].score == sacrebleu.corpus_chrf(*subset).score
+    # the command line: a table (one row per bucket, '-' for an empty one) and --json
+    (tmp_path / "h").write_text("\n".join(hyps) + "\n")
+    (tmp_path / "r").write_text("\n".join(refs) + "\n")
+    result = run(["bleu", str(tmp_path / "h"), str(tmp_path / "r"), "--by-length",
+                  "--length-edges", "6,100,200"])
+    assert result.exit_code == 0, result.output
+    table = [line.split() for line in result.stdout.splitlines()]
+    assert table[0] == ["ref", "tokens", "segments", "BLEU"] and [row[0] for row in table[1:]] == [
+        "≤6", "7-100", "101-200", "201+"]
+    assert table[1][1:] == ["2", f"{sacrebleu.corpus_bleu(hyps[:2], [refs[:2]]).score:.2f}"]
+    assert table[3][1:] == ["0", "-"] and "BLEU signature" in result.stderr
+    data = json.loads(run(["bleu", str(tmp_path / "h"), str(tmp_path / "r"), "--by-length", "--json"]).stdout)
+    assert [d["segments"] for d in data] == [b.segments for b in buckets]
+    assert data[-1]["max_tokens"] is None and data[0]["scores"][0]["score"] == buckets[0].scores[0].score
+    for bad in (["--length-edges", "20,10"], ["--length-edges", "x"], ["--sentence"]):
+        result = run(["bleu", str(tmp_path / "h"), str(tmp_path / "r"), "--by-length", *bad])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
 
 
 def test_cli_warns_about_tokenised_hypothesis(tmp_path, files):

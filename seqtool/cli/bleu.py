@@ -43,6 +43,11 @@ def bleu(
         help="A second system's output: paired bootstrap resampling against HYPOTHESIS (p-value, 95% CIs).")]
     = None,
     bootstrap_samples: Annotated[int, typer.Option(help="Resamples for --compare.")] = 1000,
+    by_length: Annotated[bool, typer.Option("--by-length", help="Scores per bucket of reference length "
+                                            "(tokens of the first reference, as --tokenize splits it).")]
+    = False,
+    length_edges: Annotated[str, typer.Option(help="--by-length buckets' upper ends: 10,20,30,40 gives "
+                                              "≤10, 11-20, 21-30, 31-40, 41+.")] = "10,20,30,40",
     as_json: Json = False,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -51,7 +56,12 @@ def bleu(
     Files are read as sacreBLEU reads them: trailing whitespace is stripped, and a UTF-8 byte-order
     mark is kept and scored as text. chrf++ is chrF with word bigrams (sacreBLEU's --chrf-word-order 2).
 
+    --by-length scores each bucket of reference length as a corpus of its own (same numbers as sacreBLEU
+    on those lines), with the number of segments in it.
+
     Example: seqtool bleu out.fr test.fr --metrics bleu,chrf --json
+
+    Example: seqtool bleu out.fr test.fr --by-length --length-edges 5,10,20
     """
     from seqtool.data.io import iter_lines
     from seqtool.errors import InputError
@@ -59,7 +69,9 @@ def bleu(
         BleuOptions,
         corpus_scores,
         paired_bootstrap,
+        parse_length_edges,
         parse_metrics,
+        scores_by_length,
         sentence_scores,
         tokenisation_warning,
     )
@@ -71,8 +83,9 @@ def bleu(
     inputs = [hypothesis, *references, *([compare] if compare else [])]
     if inputs.count("-") > 1:
         raise InputError("'-' (stdin) can stand for only one of the inputs")
-    if sentence and compare:
-        raise InputError("--sentence and --compare cannot be combined", hint="use one of them")
+    if sum((sentence, bool(compare), by_length)) > 1:
+        raise InputError("--sentence, --compare and --by-length cannot be combined", hint="use one of them")
+    edges = parse_length_edges(length_edges)
     if bootstrap_samples < 1:
         raise InputError(f"--bootstrap-samples must be ≥ 1, got {bootstrap_samples}")
 
@@ -109,6 +122,19 @@ def bleu(
                       f"  system   {compare}: {r.system:.2f} (μ = {r.system_mean:.2f} ± {r.system_ci:.2f})"
                       f"  p = {r.p_value:.4f}{' (significant at 0.05)' if r.p_value < 0.05 else ''}\n"
                       f"  signature: {r.signature}\n")
+        return
+    if by_length:
+        buckets = scores_by_length(hyps, refs, names, options, edges)
+        if as_json:
+            out.write(json.dumps([b.to_dict() for b in buckets], indent=2) + "\n")
+            return
+        labels = [s.name for s in next((b.scores for b in buckets if b.scores), [])]
+        out.write(f"{'ref tokens':<12}{'segments':>9}" + "".join(f"{label:>9}" for label in labels) + "\n")
+        for b in buckets:
+            cells = [f"{s.score:9.2f}" for s in b.scores] or [f"{'-':>9}"] * len(labels)
+            out.write(f"{b.label:<12}{b.segments:>9}" + "".join(cells) + "\n")
+        for s in next((b.scores for b in buckets if b.scores), []):
+            report.info(f"{s.name} signature: {s.signature}")
         return
     scores = corpus_scores(hyps, refs, names, options)
     if as_json:
