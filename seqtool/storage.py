@@ -189,6 +189,18 @@ def json_line(event: dict[str, Any], default: Callable[[Any], Any] = str, indent
     return json.dumps(_finite(event), default=default, indent=indent)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file seqtool wrote (model.json, a checkpoint's meta.json, an adapter's config); a missing or
+    corrupt one is an InputError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing",
+                         hint="the workspace is incomplete; retrain or restore it") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is corrupt: {err}", hint="restore it or retrain") from None
+
+
 def _finite(value: Any) -> Any:
     def bad(x: Any) -> bool:
         return isinstance(x, float) and not math.isfinite(x)

@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from seqtool.lock import WorkspaceLock
 from seqtool.training.trainer import Trainer
-from seqtool.workspace import Workspace, WorkspaceLock
+from seqtool.workspace import Workspace
 
 ENV = os.environ
 RANK = int(ENV.get("RANK", 0))

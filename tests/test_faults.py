@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from seqtool.cli import COMMANDS, app
-from seqtool.workspace import Workspace, load_tensors, sha256_file
+from seqtool.storage import load_tensors, sha256_file
+from seqtool.workspace import Workspace
 
 STEPS = 24
 TRAIN = ["--cell", "gru", "--n-layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",

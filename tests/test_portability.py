@@ -10,8 +10,8 @@ import socket
 import pytest
 
 from seqtool.errors import TemporaryFailure
+from seqtool.lock import WorkspaceLock, _pid_alive
 from seqtool.training.runtime import StopFlags
-from seqtool.workspace import WorkspaceLock, _pid_alive
 
 
 def test_stop_flags_install_without_sigusr1(monkeypatch):

@@ -149,7 +149,8 @@ def _workspace_lock(ws: Path | None):
     """Hold the workspace's lock while its tokenizer is replaced, if it is a workspace already."""
     import contextlib
 
-    from seqtool.workspace import WorkspaceLock, is_workspace
+    from seqtool.lock import WorkspaceLock
+    from seqtool.workspace import is_workspace
 
     if ws is None or not is_workspace(ws):
         return contextlib.nullcontext()
