@@ -328,6 +328,10 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
         task = mt_task(cfg, ws, src.model, src_tok, tgt_tok, src.config, text, device, report)
     else:
         task = lm_task(cfg, ws, src.kind, src.model, src.tokenizers[""], src.config, text)
+    if cfg.distill is not None:
+        from seqtool.training.distill import attach
+
+        task = attach(cfg.distill, task, ws, src.kind, src.tokenizers, resuming, device)
     if cfg.lora is not None:
         _add_adapters(cfg, ws, src, task, resuming)
     else:

@@ -56,6 +56,13 @@ def finetune(
     promote_if_better: Annotated[bool, Opt("--promote-if-better", help="Publish only if the validation "
                                            "metric beats the current weights; log the decision."),
                                  Key("promote_if_better")] = False,
+    distill_from: Annotated[Optional[str], Opt("--distill-from", help="Knowledge distillation: train on the "
+                                               "soft targets of this teacher workspace (any family, same "
+                                               "task and tokenizer)."), Key("distill.teacher")] = None,
+    distill_temperature: Annotated[Optional[float], Opt(help="Distillation: softmax temperature T of teacher "
+                                                        "and student."), Key("distill.temperature")] = None,
+    distill_alpha: Annotated[Optional[float], Opt(help="Distillation: loss = A·T²·KL(teacher‖student) + "
+                                                  "(1−A)·cross-entropy."), Key("distill.alpha")] = None,
     merge: Annotated[bool, Opt("--merge", help="Merge -w's --adapter into a new workspace -o.")] = False,
     adapter: Annotated[Optional[str], Opt(help="--merge: the adapter to merge (default: default).")] = None,
     output: Annotated[Optional[Path], Opt("--output", "-o", help="--merge: the new workspace.")] = None,
@@ -92,6 +99,8 @@ def finetune(
     after a finished one, new data starts a new round (nightly cron with --promote-if-better).
 
     Example: seqtool finetune --from hf:gpt2 --data recipes.txt -w runs/ft --lora-rank 8 --max-steps 500
+
+    Distillation: seqtool finetune --from runs/lstm --distill-from runs/gpt --data input.txt -w runs/student
     """
     options = config_options(ctx, finetune, locals())
     from seqtool.cli.train import run_command

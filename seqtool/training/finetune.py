@@ -19,6 +19,7 @@ from torch import nn
 from seqtool.config import OptimConfig, RunConfig, check_at_least, check_choice
 from seqtool.errors import InputError
 from seqtool.models import lora
+from seqtool.training.distill import DistillConfig
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import KINDS, Workspace
 
@@ -69,6 +70,7 @@ class FinetuneConfig:
     lora: lora.LoraConfig | None = None
     adapter_name: str = "default"
     promote_if_better: bool = False
+    distill: DistillConfig | None = None  # train on a teacher's soft targets (training/distill.py)
     optim: FinetuneOptim = field(default_factory=FinetuneOptim)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -80,11 +82,14 @@ class FinetuneConfig:
         if self.lora is not None and (self.freeze or self.extend_vocab):
             raise InputError("LoRA trains only the adapters: --freeze and --extend-vocab do not apply",
                              hint="drop them, or fine-tune fully without --lora-rank")
+        if self.distill is not None and (self.lora is not None or self.extend_vocab):
+            raise InputError("--distill-from trains the whole student on the teacher's vocabulary: --lora-* "
+                             "and --extend-vocab do not apply", hint="drop them, or drop --distill-from")
 
 
 # settings a resumed fine-tuning run must share with the run it continues
-FIXED_KEYS = ("source", "extend_vocab", "freeze", "lora", "adapter_name", "data.context", "run.batch_size",
-              "run.seed")
+FIXED_KEYS = ("source", "extend_vocab", "freeze", "lora", "adapter_name", "distill", "data.context",
+              "run.batch_size", "run.seed")
 
 
 # ---------------------------------------------------------------------------------------------
