@@ -108,6 +108,7 @@ class RunConfig:
     precision: str = "auto"
     compile: bool = False
     max_bad_steps: int = 10
+    tensorboard: str = ""  # a directory for TensorBoard event files; empty: none
 
     def __post_init__(self) -> None:
         check_positive("run.batch_size", self.batch_size)

@@ -185,6 +185,7 @@ from seqtool.cli import (  # noqa: E402
     finetune,
     generate,
     info,
+    runs,
     tokenize,
     train,
     train_seq2seq,
@@ -205,6 +206,7 @@ COMMANDS = [
     ("bleu", bleu.bleu),
     ("attention-map", attention_map.attention_map),
     ("info", info.info),
+    ("runs", runs.runs),
 ]
 for _name, _fn in COMMANDS:
     app.command(_name, cls=SeqtoolCommand)(_fn)

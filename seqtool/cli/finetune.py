@@ -90,6 +90,7 @@ def finetune(
     device: o.RunDevice = None,
     precision: o.Precision = None,
     compile: o.Compile = None,
+    tensorboard: o.TensorBoard = None,
     sets: o.Sets = None,
 ) -> None:
     """Fine-tune a trained model on new data, fully or with LoRA adapters.

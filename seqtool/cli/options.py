@@ -117,6 +117,9 @@ Precision = Annotated[Optional[Literal[PRECISIONS]], Opt(help="auto: bf16 on CUD
                       Key("run.precision")]
 Compile = Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model."),
                     Key("run.compile")]
+TensorBoard = Annotated[Optional[str], Opt("--tensorboard", metavar="DIR", help="Also write the train/valid "
+                                          "curves as TensorBoard event files to DIR (needs the tensorboard "
+                                          "extra)."), Key("run.tensorboard")]
 LabelSmoothing = Annotated[Optional[float], Opt(help="Label smoothing ε (training loss only)."),
                            Key("optim.label_smoothing")]
 RunSeed = Annotated[Seed, Key("run.seed")]

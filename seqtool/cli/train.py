@@ -89,6 +89,7 @@ def train_rnn(
     device: o.RunDevice = None,
     precision: o.Precision = None,
     compile: o.Compile = None,
+    tensorboard: o.TensorBoard = None,
     resume: o.Resume = "auto",
     sets: o.Sets = None,
 ) -> None:

@@ -88,6 +88,7 @@ def train_transformer(
     device: o.RunDevice = None,
     precision: o.Precision = None,
     compile: o.Compile = None,
+    tensorboard: o.TensorBoard = None,
     resume: o.Resume = "auto",
     sets: o.Sets = None,
 ) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from seqtool.config import check_choice, first_difference, resolve, to_dict
 from seqtool.errors import InputError
+from seqtool.tracking import require_tensorboard
 from seqtool.lock import WorkspaceLock, lock_workspace
 from seqtool.training import runtime
 from seqtool.training.trainer import Trainer, TrainTask
@@ -85,6 +86,8 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
     saved = _saved_config(path, job.kind) if resume == "auto" and job.rounds is None else None
     cfg = resolve(job.config_cls, settings.config_file, settings.options, settings.sets, base=saved)
     cfg.run.require_end()
+    if cfg.run.tensorboard:
+        require_tensorboard()
     device = runtime.pick_device(cfg.run.device)
     data_files: list[dict] = []
     if job.rounds is not None:

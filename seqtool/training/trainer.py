@@ -22,6 +22,7 @@ from seqtool.config import OptimConfig, RunConfig, parse_duration
 from seqtool.errors import EXIT_INTERRUPTED, InputError, RuntimeFailure, SeqtoolError, TemporaryFailure
 from seqtool.training import runtime
 from seqtool.training.schedules import lr_at
+from seqtool.tracking import TensorBoardSink
 from seqtool.workspace import Workspace
 
 
@@ -153,6 +154,7 @@ class Trainer:
         self._saved: tuple[int, str] = (-1, "")  # (step, finished) of the newest checkpoint written
         self._ended = False  # rank 0 has written the run's end (status, summary event)
         self.stopped_by = ""  # the signal that stopped the run, if one did
+        self.sink = TensorBoardSink(run.tensorboard) if run.tensorboard and not ws.read_only else None
         self.time_budget = parse_duration(run.time_budget, "run.time_budget")
         steps_per_epoch = max(1, task.data.steps_per_epoch // max(1, optim.accumulate))
         epoch_steps = int(math.ceil(run.epochs * steps_per_epoch)) if run.epochs else None
@@ -165,6 +167,8 @@ class Trainer:
         event = {**event, "elapsed": round(self.state.elapsed, 3)}
         if event.get("event") in ("train", "valid", "checkpoint", "publish", "summary", "skip", "stop"):
             self.ws.append_metrics({k: v for k, v in event.items() if k != "message" or v})
+            if self.sink is not None:
+                self.sink.write(event)
         if report:
             self.on_event(event)
 
