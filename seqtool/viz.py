@@ -17,7 +17,7 @@ def _pyplot():
 
 def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     """Write `fig` atomically in the format its suffix names (png, svg, pdf), then free it."""
-    from seqtool.workspace import atomic_write_with
+    from seqtool.storage import atomic_write_with
 
     path = Path(path)
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))

@@ -144,7 +144,7 @@ def test_shards_weight_their_loss_by_their_share_of_the_tokens():
     from seqtool.data.masking import MaskedBatches
     from seqtool.data.parallel import make_batch
     from seqtool.models.transformer import Transformer, TransformerConfig
-    from seqtool.training.trainer import shard
+    from seqtool.training.distributed import shard
 
     torch.manual_seed(0)
     tgt = [[5, 6], [7, 8, 9, 10, 11, 12, 13], [5], [6, 7, 8, 9]]

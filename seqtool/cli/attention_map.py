@@ -139,7 +139,7 @@ def _dump(amap, path: Path, kind: str) -> Path:
 
     import numpy as np
 
-    from seqtool.workspace import atomic_write, atomic_write_with
+    from seqtool.storage import atomic_write, atomic_write_with
 
     if kind == "npy":
         atomic_write_with(path, lambda tmp: np.save(open(tmp, "wb"), amap.weights))  # noqa: SIM115

@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig, parse_duration
-from seqtool.errors import EXIT_INTERRUPTED, InputError, RuntimeFailure, SeqtoolError, TemporaryFailure
-from seqtool.training import runtime
-from seqtool.training.schedules import lr_at
+from seqtool.errors import EXIT_INTERRUPTED, RuntimeFailure, SeqtoolError, TemporaryFailure
 from seqtool.tracking import TensorBoardSink
+from seqtool.training import runtime
+from seqtool.training.checkpointing import Checkpointing
+from seqtool.training.distributed import Collectives
+from seqtool.training.schedules import lr_at
 from seqtool.workspace import Workspace
 
 
@@ -65,35 +67,6 @@ class TrainState:
     finished: str = ""  # why the run ended ("max_steps", "time_budget", ...); "" while running
 
 
-def shard(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
-    """Rank `rank`'s rows [r*B//W, (r+1)*B//W) of a global batch (batch-major tensors), so W processes
-    see exactly the rows one process would.
-
-    DDP averages the ranks' gradients with equal weights, but a rank's loss is a mean over its own
-    tokens. When rows hold different numbers of scored tokens (padded translation batches, masked LM),
-    the batch says so in `row_tokens` (B,), and the shard gets `loss_weight` = its share of the tokens ×
-    W: the ranks' weighted losses then average to the loss one process computes on the whole batch.
-    """
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            rows = value.shape[0]
-            if rows < world:
-                raise InputError(f"a batch of {rows} rows cannot be shared by {world} processes",
-                                 hint="raise --batch-size to at least the number of processes")
-            out[key] = value[rank * rows // world:(rank + 1) * rows // world]
-        else:
-            out[key] = value
-    if "row_tokens" in batch:
-        share = float(out["row_tokens"].sum()) / max(float(batch["row_tokens"].sum()), 1.0)
-        out["loss_weight"] = share * world
-    else:
-        share = 1.0 / world
-    if isinstance(out.get("ntokens"), int):
-        out["ntokens"] = round(out["ntokens"] * share)
-    return out
-
-
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
@@ -108,24 +81,9 @@ def _detach(state: Any) -> Any:
     return state
 
 
-def _to_cpu(state: Any) -> Any:
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, (tuple, list)):
-        return [_to_cpu(s) for s in state]
-    return state
-
-
-def _to_device(state: Any, device: torch.device, like_tuple: bool = True) -> Any:
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, (tuple, list)):
-        return tuple(_to_device(s, device) for s in state)
-    return state
-
-
-class Trainer:
-    """Runs one training job into a workspace. `on_event` receives every progress/validation event."""
+class Trainer(Checkpointing, Collectives):
+    """Runs one training job into a workspace. `on_event` receives every progress/validation event.
+    Its checkpoint half (resume, checkpoint) is in checkpointing.py, its collectives in distributed.py."""
 
     def __init__(self, ws: Workspace, task: TrainTask, optim: OptimConfig, run: RunConfig,
                  on_event: Callable[[dict[str, Any]], None], device: torch.device,
@@ -175,60 +133,6 @@ class Trainer:
     def _note(self, kind: str, message: str) -> None:
         self.on_event({"event": kind, "message": message})
 
-    # -- resume ---------------------------------------------------------------------------------
-    def resume(self) -> bool:
-        """Load the newest good checkpoint; False when there is none (a fresh start)."""
-        warnings: list[str] = []
-        ckpt = self.ws.latest_checkpoint(warnings)
-        for w in warnings:
-            self._note("warning", w)
-        if ckpt is None:
-            return False
-        model_state, trainer_state, _meta = self.ws.load_checkpoint(ckpt)
-        self.model.load_state_dict(model_state, strict=False)
-        self.optimizer.load_state_dict(trainer_state["optimizer"])
-        if self.scaler is not None and "scaler" in trainer_state:
-            self.scaler.load_state_dict(trainer_state["scaler"])
-        self.state = TrainState(**trainer_state["train_state"])
-        self._saved = (self.state.step, self.state.finished)
-        # Each rank continues its own random stream (dropout differs per rank) and its own carried BPTT
-        # state (its rows of the batch). A checkpoint written by a different number of processes falls
-        # back to rank 0's stream, and the carried state starts from zeros: its rows no longer match.
-        world, rank = self.dist.world_size, self.dist.rank
-        per_rank = trainer_state.get("rng_ranks") or []
-        runtime.set_rng_state(per_rank[rank] if len(per_rank) == world else trainer_state["rng"])
-        carries = trainer_state.get("carry_ranks", [trainer_state.get("carry")])
-        self.carry = _to_device(carries[rank], self.device) if len(carries) == world else None
-        self._note("info", f"resumed from {ckpt.name} (step {self.state.step})")
-        return True
-
-    def checkpoint(self) -> None:
-        """Write checkpoints/step-N with every rank's RNG and carried state: a DDP collective, so every
-        rank comes here; the workspace of rank 0 alone writes (the others hold a read-only view)."""
-        if self._saved == (self.state.step, self.state.finished):
-            return  # e.g. a signal right after a scheduled checkpoint
-        ranks = self._gather((runtime.rng_state(), _to_cpu(self.carry)))
-        rng_ranks, carry_ranks = [r[0] for r in ranks], [r[1] for r in ranks]
-        rewrite = self._saved[0] == self.state.step  # the same step again, now marked finished
-        self._saved = (self.state.step, self.state.finished)
-        trainer_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "train_state": vars(self.state).copy(),
-            "rng": rng_ranks[0],
-            "rng_ranks": rng_ranks,
-            "carry": carry_ranks[0],
-            "carry_ranks": carry_ranks,
-        }
-        if self.scaler is not None:
-            trainer_state["scaler"] = self.scaler.state_dict()
-        path = self.ws.save_checkpoint(self.state.step, self._model_state(), trainer_state,
-                                       {"best_value": self.state.best_value, "metric": self.task.metric,
-                                        "finished": self.state.finished},  # Workspace.finished_status
-                                       keep=self.run_cfg.keep_checkpoints)
-        self.ws.update_status(step=self.state.step, last_checkpoint=path.name)
-        if not rewrite:
-            self.emit({"event": "checkpoint", "step": self.state.step, "path": path.name})
-
     # -- evaluation -------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         self.model.eval()
@@ -252,14 +156,6 @@ class Trainer:
                 self.state.evals_since_decay = 0
         self.emit({"event": "valid", "step": self.state.step, **metrics, "best": improved})
         return metrics
-
-    def _model_state(self) -> dict[str, Any]:
-        """What checkpoints and publishing save: the whole model, or only its LoRA adapter weights."""
-        if self.task.adapter:
-            from seqtool.models.lora import adapter_state_dict
-
-            return adapter_state_dict(self.model)
-        return self.model.state_dict()
 
     def publish(self) -> None:
         note = {"step": self.state.step, "metric": self.task.metric, "value": self.state.best_value}
@@ -459,47 +355,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, ntokens, True
-
-    # -- distributed helpers (no-ops in a single process) -------------------------------------------
-    def _grad_sync(self, last: bool) -> Any:
-        """DDP all-reduces gradients on the last micro-batch of an accumulation group only."""
-        if self.dist.enabled and not last and hasattr(self.forward_model, "no_sync"):
-            return self.forward_model.no_sync()
-        return contextlib.nullcontext()
-
-    def _sum_over_ranks(self, values: list[float]) -> list[float]:
-        if not self.dist.enabled:
-            return values
-        import torch.distributed as tdist
-
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        tdist.all_reduce(tensor)
-        return tensor.tolist()
-
-    def _mean_over_ranks(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Average numeric metrics over ranks, so every rank takes the same best/plateau decisions."""
-        keys = sorted(k for k, v in metrics.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool))
-        sums = self._sum_over_ranks([float(metrics[k]) for k in keys])
-        return {**metrics, **{k: v / self.dist.world_size for k, v in zip(keys, sums, strict=True)}}
-
-    def _barrier(self) -> None:
-        if self.dist.enabled:
-            import torch.distributed as tdist
-
-            tdist.barrier()
-
-    def _gather(self, obj: Any) -> list[Any]:
-        if not self.dist.enabled:
-            return [obj]
-        import torch.distributed as tdist
-
-        out: list[Any] = [None] * self.dist.world_size
-        tdist.all_gather_object(out, obj)
-        return out
-
-    def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return shard(batch, self.dist.rank, self.dist.world_size) if self.dist.enabled else batch
 
     def _finish(self, reason: str) -> dict[str, Any]:
         s = self.state
