@@ -278,6 +278,55 @@ class Sample:
     stop_reason: str = ""  # eos | stop | max_tokens
 
 
+class TextRow:
+    """One sample's text as its tokens arrive: incremental detokenisation, </s>, stop strings. `add`
+    returns the text that can be shown now (held back only while it might start a stop string)."""
+
+    def __init__(self, tokenizer: Any, prompt: str, prompt_ids: Sequence[int], stop: Sequence[str] = ()):
+        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
+        self.sample = Sample(prompt, stop_reason="max_tokens")
+        # Decode a short window (the last prompt token + what is new) and emit what it adds, so a
+        # word tokenizer's spaces and sentencepiece's "▁" come out right at O(1) cost per token.
+        self.window, self.prefix, self.read = list(prompt_ids[-1:]), 0, 1
+        self.emitted, self.done = 0, False
+
+    def add(self, i: int, logprob: float) -> str:
+        tok, s = self.tokenizer, self.sample
+        s.ids.append(i)
+        s.logprobs.append(logprob)
+        if i == tok.eos_id:
+            s.stop_reason, self.done = "eos", True
+            return self.rest()
+        self.window.append(i)
+        before, after = tok.decode(self.window[self.prefix:self.read]), tok.decode(self.window[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            s.text += after[len(before):]
+            self.prefix, self.read = self.read, len(self.window)
+        if (cut := self._stop_at()) is not None:
+            s.text, s.stop_reason, self.done = s.text[:cut], "stop", True
+            return self.rest()
+        hold = self._hold_back()
+        if len(s.text) - hold <= self.emitted:
+            return ""
+        piece, self.emitted = s.text[self.emitted:len(s.text) - hold], len(s.text) - hold
+        return piece
+
+    def rest(self) -> str:
+        """The text not yet returned (at the end of the sample)."""
+        piece, self.emitted = self.sample.text[self.emitted:], len(self.sample.text)
+        return piece
+
+    def _stop_at(self) -> int | None:
+        text = self.sample.text
+        hits = [i for stop in self.stop if (i := text.find(stop, max(0, self.emitted - len(stop)))) >= 0]
+        return min(hits) if hits else None
+
+    def _hold_back(self) -> int:
+        text = self.sample.text
+        return max((k for stop in self.stop for k in range(1, len(stop)) if text.endswith(stop[:k])),
+                   default=0)
+
+
 class TextStream:
     """One language-model sample, streamed: iterating yields new text as soon as it is decoded (held
     back only while it might be the start of a stop string); `sample` holds the result afterwards."""
@@ -291,44 +340,15 @@ class TextStream:
         self.sample = Sample(prompt)
 
     def __iter__(self) -> Iterator[str]:
-        tok, s = self.tokenizer, self.sample
-        prompt = lm_prompt_ids(tok, s.prompt, self.newline_prefix)
-        device = next(self.model.parameters()).device
-        inputs = torch.tensor([prompt], device=device)
-        # Decode a short window (the last prompt token + what is new) and emit what it adds, so a
-        # word tokenizer's spaces and sentencepiece's "▁" come out right at O(1) cost per token.
-        window, prefix, read = prompt[-1:], 0, 1
-        emitted, s.stop_reason = 0, "max_tokens"
-        # </s> is checked here, not by sample_stream: one row needs no batch bookkeeping
+        prompt = lm_prompt_ids(self.tokenizer, self.sample.prompt, self.newline_prefix)
+        row = TextRow(self.tokenizer, self.sample.prompt, prompt, self.stop)
+        self.sample = row.sample
+        inputs = torch.tensor([prompt], device=next(self.model.parameters()).device)
+        # </s> is checked by the row, not by sample_stream: one row needs no batch bookkeeping
         for ids, logprobs in sample_stream(self.model, self.model.start(), inputs, self.cfg, self.generator):
-            i = ids.item()
-            s.ids.append(i)
-            s.logprobs.append(logprobs.item())
-            if i == tok.eos_id:
-                s.stop_reason = "eos"
-                break
-            window.append(i)
-            before, after = tok.decode(window[prefix:read]), tok.decode(window[prefix:])
-            if len(after) > len(before) and not after.endswith("\ufffd"):
-                s.text += after[len(before):]
-                prefix, read = read, len(window)
-            if (cut := self._stop_at(emitted)) is not None:
-                s.text, s.stop_reason = s.text[:cut], "stop"
-                break
-            hold = self._hold_back()
-            if len(s.text) - hold > emitted:
-                yield s.text[emitted:len(s.text) - hold]
-                emitted = len(s.text) - hold
-        if len(s.text) > emitted:
-            yield s.text[emitted:]
-
-    def _stop_at(self, emitted: int) -> int | None:
-        text = self.sample.text
-        hits = [i for stop in self.stop if (i := text.find(stop, max(0, emitted - len(stop)))) >= 0]
-        return min(hits) if hits else None
-
-    def _hold_back(self) -> int:
-        text = self.sample.text
-        return max((k for stop in self.stop for k in range(1, len(stop)) if text.endswith(stop[:k])),
-                   default=0)
-
+            if piece := row.add(ids.item(), logprobs.item()):
+                yield piece
+            if row.done:
+                return
+        if piece := row.rest():
+            yield piece

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal, Optional
 
 import typer
@@ -31,11 +32,16 @@ def generate(
     workspace: Workspace = None,
     prompt: Annotated[Optional[str], Opt("--prompt", "-p", help="Text to continue (default: start a new "
                                          "text).", show_default=False)] = None,
-    prompt_file: Annotated[Optional[str], Opt(help="Continue each line of this file ('-': stdin) in turn.",
+    prompt_file: Annotated[Optional[str], Opt(help="Continue each line of this file ('-': stdin), "
+                                              "--batch-size lines at a time, in order.",
                                               show_default=False)] = None,
     max_tokens: Annotated[Optional[int], Opt(help="New tokens per sample, at most."), Key("max_tokens")] \
         = None,
-    num_samples: Annotated[int, Opt("--num-samples", "-n", help="Samples per prompt.")] = 1,
+    num_samples: Annotated[int, Opt("--num-samples", "-n", help="Samples per prompt (decoded together, "
+                                    "up to --batch-size at a time).")] = 1,
+    batch_size: Annotated[int, Opt(help="Samples decoded together as one batch (prompts of --prompt-file "
+                                   "and --num-samples); greedy output is the same as one at a time. 1: "
+                                   "each sample streamed as it is produced.")] = 16,
     temperature: Annotated[Optional[float], Opt(help="Divide the logits by this; < 1 is more conservative, "
                                                 "0 is greedy."), Key("temperature")] = None,
     top_k: Annotated[Optional[int], Opt(help="Sample among the k most likely tokens only (0: all)."),
@@ -80,6 +86,7 @@ def generate(
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.decoding import DecodeConfig, TextStream
     from seqtool.errors import InputError
+    from seqtool.generation import sample_batch
     from seqtool.models import load_published
     from seqtool.training import runtime
     from seqtool.workspace import LM_KINDS, MLM_KINDS
@@ -87,6 +94,8 @@ def generate(
 
     if num_samples < 1:
         raise InputError(f"--num-samples must be ≥ 1, got {num_samples}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
     if prompt is not None and prompt_file is not None:
         raise InputError("give --prompt or --prompt-file, not both")
     cfg = resolve(DecodeConfig, options=options)
@@ -105,16 +114,22 @@ def generate(
     generator = torch.Generator(device=dev).manual_seed(seed)
     stops = [unescape(s) for s in stop or []]
     prompts = iter_lines(prompt_file, encoding_errors) if prompt_file is not None else [prompt or ""]
-    with open_output("-") as out:
+
+    def rows() -> Iterator[tuple[int, str, int]]:  # (prompt number, prompt, sample number)
         for n, text in enumerate(prompts):
             if unknown := tok.unknown(text):
                 report.warn(f"prompt {n + 1}: {_describe_unknown(unknown, tok.kind)} not in the vocabulary "
                             "(read as <unk>)")
             for k in range(num_samples):
+                yield n, text, k
+
+    with open_output("-") as out:
+        for chunk in _chunks(rows(), batch_size):
+            if len(chunk) == 1:  # one row: streamed as it is produced
+                (n, text, k), = chunk
                 stream = TextStream(model, tok, text, cfg, generator, stops, newline_prefix)
                 if fmt == "text":
-                    if n or k:
-                        out.write("\n")  # a blank line between samples
+                    out.write("\n" if n or k else "")  # a blank line between samples
                     out.write(text)
                     for piece in stream:
                         out.write(piece)
@@ -123,12 +138,31 @@ def generate(
                 else:
                     for _ in stream:
                         pass
-                    s = stream.sample
+                samples = [stream.sample]
+            else:
+                samples = sample_batch(model, tok, [text for _, text, _ in chunk], cfg, generator, stops,
+                                       newline_prefix)
+            for (n, text, k), s in zip(chunk, samples, strict=True):
+                if fmt == "text" and len(chunk) > 1:
+                    out.write(("\n" if n or k else "") + text + s.text + "\n")
+                elif fmt == "jsonl":
                     out.write(json.dumps({"prompt": text, "sample": k, "seed": seed, "text": s.text,
                                           "tokens": [tok.id_to_piece(i) for i in s.ids], "ids": s.ids,
                                           "logprobs": [round(lp, 5) for lp in s.logprobs],
                                           "stop_reason": s.stop_reason}, ensure_ascii=False) + "\n")
-                out.flush()
+            out.flush()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last one shorter), read lazily."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _fill(path, text: str | None, top_k: int, fmt: str, device: str | None) -> None:

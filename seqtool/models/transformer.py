@@ -404,7 +404,11 @@ class Transformer(nn.Module):
                 raise InputError(f"the output is longer than the model's {self.cfg.max_len} positions",
                                  hint="lower the maximum output length")
             seen = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
-            keep = min(self.cfg.max_len, max(self.cfg.max_len // 2, t))
+            # Keep what token-by-token stepping would hold after n tokens (it slides back to half the
+            # window each time the window is full), so the output never depends on how the tokens were
+            # fed: a whole prompt at once, or one by one beside other prompts (generation.py).
+            n, half = seen.size(1), max(1, self.cfg.max_len // 2)
+            keep = half + (n - self.cfg.max_len - 1) % (self.cfg.max_len - half + 1)
             attention = state.attention
             state = self.start()
             state.attention = attention
