@@ -26,7 +26,7 @@ def test_train_rnn_help_shows_the_config_defaults_and_the_cell_choices(cli):
     result = cli(["train-rnn", "--help"])
     assert result.exit_code == 0
     text = flat(result.stdout)
-    assert "--cell <rnn|gru|lstm|ugrnn>" in text
+    assert "--cell <rnn|rnn-relu|gru|lstm|ugrnn>" in text
     assert f"[default: {RNNLMConfig().hidden}, from model.hidden]" in text
     assert f"[default: {TrainRNNConfig().optim.lr:g}, from optim.lr]" in text
     assert "[default: tie, from model.tie]" in text and "[default: char, from tokenizer.kind]" in text

@@ -181,6 +181,7 @@ from seqtool.cli import (  # noqa: E402
     attention_map,
     bleu,
     build_vocab,
+    embeddings,
     evaluate,
     finetune,
     generate,
@@ -205,6 +206,7 @@ COMMANDS = [
     ("evaluate", evaluate.evaluate),
     ("bleu", bleu.bleu),
     ("attention-map", attention_map.attention_map),
+    ("embeddings", embeddings.embeddings),
     ("info", info.info),
     ("runs", runs.runs),
 ]
