@@ -1,0 +1,379 @@
+"""The token store: a corpus encoded once into a memory-mapped file of token ids, reused by every later
+run on the same data and tokenizer, by a resume and by every DDP rank, so that no run holds the corpus
+in memory or tokenizes it again.
+
+A store directory (WS/store/, or a shared cache given with --data-store) holds one entry per encoded
+corpus, named by its key: the sha256 of the data files' contents, the tokenizer's files and how the
+text is read. An entry is
+
+    KEY/manifest.json   format, key, dtype, token and line counts, the sources (path, bytes, sha256)
+    KEY/tokens.bin      the token stream, uint16 (vocabularies up to 65,536) or int32, little-endian:
+                        newline_id, then each line's ids followed by newline_id (training/lm.encode)
+    KEY/lines.bin       int64: where each line's stream ends (just past its newline)
+    KEY/tokenizer/      the tokenizer that encoded it
+
+Encoding streams: the files are cut into byte ranges at line boundaries, the ranges are encoded in
+parallel worker processes and written as they come, so memory stays bounded whatever the corpus size.
+An entry appears by one rename of a finished temporary directory (seqtool.storage's rule): a killed
+build leaves nothing a reader would take for a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from seqtool.errors import InputError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+TOKENS = "tokens.bin"
+LINES = "lines.bin"
+TOKENIZER = "tokenizer"
+CHUNK_BYTES = 16 << 20  # a worker's share of a file at a time; small enough to balance the workers
+LINE_BATCH = 1000  # lines per encode_batch call (sentencepiece's batch encoder does the work)
+Progress = Callable[[str], None]  # a progress line (with its ETA) for the log
+
+
+def _corrupt(path: Path, what: str) -> InputError:
+    return InputError(f"token store {path} is corrupt: {what}",
+                      hint=f"delete {path} and run again (it is rebuilt), or rebuild it with "
+                           "seqtool tokenize --format store")
+
+
+# ---------------------------------------------------------------------------------------------
+# keys
+
+
+def tokenizer_hash(tok: Any) -> str:
+    """sha256 over the files the tokenizer saves (tokenizer.json, spm.model): what makes its ids."""
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="seqtool-tok-") as tmp:
+        tok.save(tmp)
+        for name in sorted(os.listdir(tmp)):
+            digest.update(name.encode() + b"\0" + Path(tmp, name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def corpus_key(sources: Sequence[dict], tok_hash: str, encoding_errors: str) -> str:
+    """The key of a corpus: the contents (sha256) of its files in order, the tokenizer, how text is
+    read, and the store format. Paths do not count: the same text elsewhere finds the same entry."""
+    fields = {"format": FORMAT, "tokenizer": tok_hash, "encoding_errors": encoding_errors,
+              "files": [s["sha256"] for s in sources]}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class StoredCorpus:
+    """A mapped store entry: `tokens` (N,) and `line_ends` (L,) are views of the files on disk
+    (torch.from_file, copy-on-write), so opening costs the same for 1 MB and 100 GB."""
+
+    path: Path
+    manifest: dict[str, Any]
+    tokens: Any  # torch.Tensor (N,), uint16 or int32
+    line_ends: Any  # torch.Tensor (L,), int64
+
+    @property
+    def lines(self) -> int:
+        return int(self.manifest["lines"])
+
+    def slice_lines(self, first: int, last: int) -> Any:
+        """The token stream of lines [first, last), as training/lm.encode makes it: a newline, then each
+        line followed by its newline. A view: the newline before line `first` opens it."""
+        start = int(self.line_ends[first - 1]) - 1 if first else 0
+        end = int(self.line_ends[last - 1]) if last else 1
+        return self.tokens[start:end]
+
+
+def open_corpus(path: str | Path, key: str | None = None) -> StoredCorpus:
+    """Map the store entry in `path`; an InputError (exit 2) if it is incomplete, corrupt, or (with
+    `key`) encodes other data or another tokenizer."""
+    import torch
+
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise InputError(f"{path} is not a token store: {MANIFEST} is missing",
+                         hint="build one with seqtool tokenize FILES -t TOKENIZER --format store -o DIR")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        dtype = {"uint16": torch.uint16, "int32": torch.int32}[manifest["dtype"]]
+        tokens, lines, fmt = int(manifest["tokens"]), int(manifest["lines"]), manifest["format"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise _corrupt(path, f"unreadable {MANIFEST} ({err})") from None
+    if fmt != FORMAT:
+        raise InputError(f"token store {path} has format {fmt!r}; this seqtool reads format {FORMAT}",
+                         hint=f"delete {path} and run again to rebuild it")
+    if key is not None and manifest.get("key") != key:
+        raise InputError(f"token store {path} was built from other data or another tokenizer",
+                         hint="pass the files and tokenizer it was built from, or rebuild it")
+    itemsize = 2 if manifest["dtype"] == "uint16" else 4
+    for name, want in ((TOKENS, tokens * itemsize), (LINES, lines * 8)):
+        size = (path / name).stat().st_size if (path / name).is_file() else None
+        if size != want:
+            raise _corrupt(path, f"{name} holds {size} bytes, the manifest says {want}")
+    token_view = torch.from_file(str(path / TOKENS), shared=False, size=tokens, dtype=dtype)
+    line_ends = (torch.from_file(str(path / LINES), shared=False, size=lines, dtype=torch.int64)
+                 if lines else torch.zeros(0, dtype=torch.int64))
+    if lines and int(line_ends[-1]) != tokens:
+        raise _corrupt(path, f"its line index ends at token {int(line_ends[-1])}, not {tokens}")
+    return StoredCorpus(path, manifest, token_view, line_ends)
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+
+
+def ensure_corpus(root: str | Path, paths: Sequence[str], sources: Sequence[dict], tok: Any,
+                  encoding_errors: str = "strict", writer: bool = True, workers: int = 0,
+                  progress: Progress | None = None) -> tuple[StoredCorpus, bool]:
+    """The entry of (paths, tok) in the store directory `root`, built first if it is not there (by
+    the `writer` alone: the other DDP ranks wait for it at a barrier, then map it); with whether it was
+    built now. `sources` are the files' {path, bytes, sha256} (data.io.data_fingerprints)."""
+    key = corpus_key(sources, tokenizer_hash(tok), encoding_errors)
+    target = Path(root) / key[:32]
+    built = False
+    if writer and not (target / MANIFEST).is_file():
+        build_corpus(target, paths, sources, tok, key, encoding_errors, workers, progress)
+        built = True
+    _barrier()
+    return open_corpus(target, key), built
+
+
+def _barrier() -> None:
+    """Under torchrun/srun: every rank waits here until rank 0 has built the store."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dict], tok: Any,
+                 key: str = "", encoding_errors: str = "strict", workers: int = 0,
+                 progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Encode the text files `paths` with `tok` into the store entry `target` (see the module
+    docstring), with `workers` processes (0: one per CPU core), each taking runs of whole lines of
+    about `chunk_bytes`."""
+    from seqtool.data.io import describe, expand_paths
+    from seqtool.storage import fsync_dir, write_error
+
+    files = expand_paths(paths)
+    if "-" in files:
+        raise InputError("a token store is built from files, not stdin (it cannot be read twice or hashed)",
+                         hint="save the text to a file first")
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise write_error(err, target) from None
+    try:
+        tok.save(tmp / TOKENIZER)
+        tasks = _tasks(files, chunk_bytes)
+        dtype = "uint16" if tok.vocab_size <= 1 << 16 else "int32"
+        started = time.time()
+        tokens, lines, nonempty = _encode_all(tasks, tmp, tok, dtype, encoding_errors, workers, progress)
+        if not nonempty:
+            raise InputError(f"empty corpus: {describe(paths)} has no non-empty line",
+                             hint="pass a text file with at least one line of text")
+        manifest = {"format": FORMAT, "key": key, "dtype": dtype, "tokens": tokens, "lines": lines,
+                    "vocab_size": tok.vocab_size, "newline_id": tok.newline_id,
+                    "encoding_errors": encoding_errors, "sources": list(sources),
+                    "bytes": sum(t[3] for t in tasks), "seconds": round(time.time() - started, 3)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        for name in (TOKENS, LINES, MANIFEST):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        if target.exists():  # a corrupt entry being rebuilt
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(err, target) from None
+        raise
+
+
+Task = tuple[int, str, int, int]  # (index, file, first byte, bytes): a run of whole lines
+
+
+def _tasks(files: Sequence[str], chunk_bytes: int) -> list[Task]:
+    """Each file cut into runs of whole lines of about `chunk_bytes` (a .gz file is one run)."""
+    tasks: list[Task] = []
+    for path in files:
+        size = os.path.getsize(path)
+        if path.endswith(".gz"):
+            tasks.append((len(tasks), path, 0, -1))
+            continue
+        with open(path, "rb") as fh:
+            start = 0
+            while start < size:
+                end = min(start + chunk_bytes, size)
+                if end < size:
+                    fh.seek(end)
+                    while (block := fh.read(1 << 16)) and (cut := block.find(b"\n")) < 0:
+                        end += len(block)
+                    end = min(end + cut + 1, size) if block else size
+                tasks.append((len(tasks), path, start, end - start))
+                start = end
+    return [(i, p, a, n if n >= 0 else os.path.getsize(p)) for i, p, a, n in tasks]
+
+
+def _encode_all(tasks: list[Task], tmp: Path, tok: Any, dtype: str, encoding_errors: str, workers: int,
+                progress: Progress | None) -> tuple[int, int, bool]:
+    """Encode every task (in worker processes when there are several), appending each part to
+    tokens.bin and lines.bin in task order as it arrives; (tokens, lines, any non-empty line)."""
+    total_bytes = sum(t[3] for t in tasks) or 1
+    workers = min(workers or os.cpu_count() or 1, len(tasks)) or 1
+    job = (str(tmp / TOKENIZER), str(tmp), dtype, encoding_errors)
+    started, last_report, done_bytes = time.time(), 0.0, 0
+    tokens_written, lines_written, nonempty = 1, 0, False
+    with open(tmp / TOKENS, "wb") as tokens_out, open(tmp / LINES, "wb") as lines_out:
+        array("H" if dtype == "uint16" else "i", [tok.newline_id]).tofile(tokens_out)
+        with _pool(workers, job) as results_of:
+            for (index, path, _start, size), (_count, n_lines, has_text, error) in zip(
+                    tasks, results_of(tasks), strict=True):
+                if error:
+                    _raise_read_error(path, encoding_errors, error)
+                part_tokens, part_lines = _part(tmp, index, "tok"), _part(tmp, index, "len")
+                with open(part_tokens, "rb") as fh:
+                    shutil.copyfileobj(fh, tokens_out, 1 << 20)
+                lengths = array("q")
+                with open(part_lines, "rb") as fh:
+                    lengths.frombytes(fh.read())
+                ends = array("q", itertools.accumulate(lengths, initial=tokens_written))  # → absolute ends
+                ends[1:].tofile(lines_out)
+                tokens_written = ends[-1]
+                part_tokens.unlink()
+                part_lines.unlink()
+                lines_written += n_lines
+                nonempty = nonempty or has_text
+                done_bytes += size
+                now = time.time()
+                if progress is not None and (now - last_report >= 2 or done_bytes >= total_bytes):
+                    last_report = now
+                    rate = done_bytes / max(now - started, 1e-9)
+                    eta = int((total_bytes - done_bytes) / max(rate, 1e-9))
+                    progress(f"token store: encoded {done_bytes / 1e6:,.1f} of {total_bytes / 1e6:,.1f} MB "
+                             f"({100 * done_bytes / total_bytes:.0f}%), {rate / 1e6:.1f} MB/s, "
+                             f"{tokens_written:,} tokens, eta {eta // 60}m{eta % 60:02d}s")
+    return tokens_written, lines_written, nonempty
+
+
+@contextlib.contextmanager
+def _pool(workers: int, job: tuple) -> Iterator[Callable[[list[Task]], Iterator[tuple]]]:
+    """results_of(tasks): each task's result in task order, from `workers` processes or, with one
+    worker, from this process. Workers are forked where the OS can (they use no torch, so a parent's
+    torch threads do not matter, and a spawned worker would need an importable __main__)."""
+    if workers <= 1:
+        _start_worker(*job)
+        yield lambda tasks: map(_encode_task, tasks)
+        return
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, _start_worker, job) as pool:
+        yield lambda tasks: pool.imap(_encode_task, tasks)
+
+
+def _part(tmp: Path, index: int, what: str) -> Path:
+    return tmp / f"part-{index:06d}.{what}"
+
+
+def _raise_read_error(path: str, encoding_errors: str, error: str) -> None:
+    """A worker failed on a range of `path`: read the file whole to raise the error with its true line
+    number (a worker counts lines from the start of its range)."""
+    from seqtool.data.io import iter_lines
+
+    for _ in iter_lines([path], encoding_errors):
+        pass
+    raise InputError(error)
+
+
+# -- in the worker processes --------------------------------------------------------------------
+# What each worker process holds between tasks, set once by its initializer (a worker process's
+# own state; the parent never reads it).
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(tokenizer_dir: str, tmp: str, dtype: str, encoding_errors: str) -> None:
+    from seqtool.data.tokenizers import load_tokenizer
+
+    _WORKER.update(tok=load_tokenizer(tokenizer_dir), tmp=Path(tmp), dtype=dtype, errors=encoding_errors)
+
+
+def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
+    """Encode one run of lines into part files: the ids (each line followed by newline_id) and each
+    line's token count; (tokens, lines, any non-empty line, the error message of bad input or None)."""
+    from seqtool.data.io import MAX_LINE_CHARS, _lines_of, batches
+
+    index, path, start, size = task
+    tok, tmp = _WORKER["tok"], _WORKER["tmp"]
+    nl, code = tok.newline_id, "H" if _WORKER["dtype"] == "uint16" else "i"
+    count, n_lines, has_text = 0, 0, False
+    try:
+        with _open_range(path, start, size) as stream, open(_part(tmp, index, "tok"), "wb") as out:
+            lengths = array("q")
+            lines = _lines_of(stream, path, _WORKER["errors"], MAX_LINE_CHARS, keep_bom=start > 0)
+            for batch in batches(lines, LINE_BATCH):
+                has_text = has_text or any(line.strip() for line in batch)
+                ids = array(code)
+                for row in tok.encode_batch(batch):
+                    ids.extend(row)
+                    ids.append(nl)
+                    lengths.append(len(row) + 1)
+                ids.tofile(out)
+                count += len(ids)
+                n_lines += len(batch)
+        with open(_part(tmp, index, "len"), "wb") as fh:
+            lengths.tofile(fh)
+    except InputError as err:
+        return 0, 0, False, err.message
+    return count, n_lines, has_text, None
+
+
+@contextlib.contextmanager
+def _open_range(path: str, start: int, size: int) -> Iterator[BinaryIO]:
+    """bytes [start, start + size) of `path` as a stream (a .gz file whole, decompressed)."""
+    if path.endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "rb") as stream:
+            yield stream  # type: ignore[misc]
+        return
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        yield _Range(fh, size)
+
+
+class _Range(io.RawIOBase):
+    """At most `size` bytes of an open file, from where it stands."""
+
+    def __init__(self, fh: BinaryIO, size: int):
+        self.fh, self.left = fh, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.fh.read(n)
+        self.left -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
