@@ -183,6 +183,7 @@ from seqtool.cli import (  # noqa: E402
     build_vocab,
     embeddings,
     evaluate,
+    export,
     finetune,
     generate,
     info,
@@ -207,6 +208,7 @@ COMMANDS = [
     ("bleu", bleu.bleu),
     ("attention-map", attention_map.attention_map),
     ("embeddings", embeddings.embeddings),
+    ("export", export.export),
     ("info", info.info),
     ("runs", runs.runs),
 ]

@@ -99,25 +99,33 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
                          hint="a checkpoint that needs code to unpickle is refused on purpose") from None
 
 
+# Conv1D stores (in, out); nn.Linear wants (out, in).
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# GPT-2's modules in each block → the decoder block's (also the export's map, seqtool/export/hf.py)
+PER_LAYER = {"ln_1": "self_attn_norm", "attn.c_attn": "self_attn.qkv", "attn.c_proj": "self_attn.out",
+             "ln_2": "ff_norm", "mlp.c_fc": "ff.up", "mlp.c_proj": "ff.down"}
+
+
+def parameter_names(n_layers: int) -> dict[str, str]:
+    """GPT-2's parameter names (without the `transformer.` prefix) → the decoder Transformer's."""
+    names = {"wte.weight": "decoder.embed.weight", "wpe.weight": "decoder.pos.weight",
+             "ln_f.weight": "decoder.norm.weight", "ln_f.bias": "decoder.norm.bias"}
+    for i in range(n_layers):
+        for theirs, ours in PER_LAYER.items():
+            for suffix in ("weight", "bias"):
+                names[f"h.{i}.{theirs}.{suffix}"] = f"decoder.layers.{i}.{ours}.{suffix}"
+    return names
+
+
 def convert_state(hf_state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
     """GPT-2 parameter names and layouts → the decoder Transformer's."""
     state = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
-    # Conv1D stores (in, out); nn.Linear wants (out, in).
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    names = {"wte.weight": "decoder.embed.weight", "wpe.weight": "decoder.pos.weight",
-             "ln_f.weight": "decoder.norm.weight", "ln_f.bias": "decoder.norm.bias"}
-    per_layer = {"ln_1": "self_attn_norm", "attn.c_attn": "self_attn.qkv", "attn.c_proj": "self_attn.out",
-                 "ln_2": "ff_norm", "mlp.c_fc": "ff.up", "mlp.c_proj": "ff.down"}
-    for i in range(n_layers):
-        for theirs, ours in per_layer.items():
-            for suffix in ("weight", "bias"):
-                names[f"h.{i}.{theirs}.{suffix}"] = f"decoder.layers.{i}.{ours}.{suffix}"
     out: dict[str, torch.Tensor] = {}
-    for theirs, ours in names.items():
+    for theirs, ours in parameter_names(n_layers).items():
         if theirs not in state:
             raise InputError(f"the checkpoint lacks {theirs}", hint="it does not match its config.json")
         tensor = state[theirs]
-        out[ours] = tensor.t().contiguous() if theirs.endswith(conv1d) else tensor
+        out[ours] = tensor.t().contiguous() if theirs.endswith(CONV1D) else tensor
     head = hf_state.get("lm_head.weight")
     if head is not None and not torch.equal(head, out["decoder.embed.weight"]):
         raise InputError("the checkpoint's lm_head is not tied to its token embedding",
