@@ -1,11 +1,10 @@
 """Fine-tuning: continue training a workspace's model (or an imported GPT-2) on new data, fully or with
-LoRA adapters, and merge adapters back into a workspace of plain weights.
+LoRA adapters (merging one back into plain weights is merge.py).
 
-The new workspace starts as a copy of the source (same kind, tokenizer and published weights), so it
-is usable from the first second; fine-tuning is then a job of the one training run (training/run.py),
-which it hands its round rule (the tasks are built in training/finetune.py). Text the source tokenizer
-cannot represent is counted, and `extend_vocab` grows char/word vocabularies and the embeddings (and
-tied output layer) for it.
+The new workspace starts as a copy of the source (source_model.py: the model, its tokenizers, the text
+they cannot represent and --extend-vocab), so it is usable from the first second; fine-tuning is then a
+job of the one training run (training/run.py), which it hands its round rule (the tasks are built in
+training/finetune.py; --freeze is models/freezing.py).
 
 A fine-tuning *round* runs from the source to a stop condition. `resume="auto"` continues an
 interrupted round; a finished round followed by new data or new settings starts the next round (a
@@ -17,11 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import shutil
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,135 +26,25 @@ from torch import nn
 from seqtool.config import first_difference
 from seqtool.data.io import data_fingerprints
 from seqtool.errors import InputError
-from seqtool.models import MODELS, load_published, lora
+from seqtool.models import load_published, lora
+from seqtool.models.freezing import freeze
+from seqtool.source_model import (
+    Source,
+    _same_tokenizers,
+    count_unknown,
+    describe_unknown,
+    extend_vocab,
+    grown_symbols,
+    new_symbols,
+    open_source,
+    side_tokenizers,
+)
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds, new_workspace
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS, Workspace, is_workspace
+from seqtool.workspace import MT_KINDS, Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]
-TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, *MLM_KINDS)  # every kind
-
-
-# ---------------------------------------------------------------------------------------------
-# loading a model: a workspace (+ an adapter) or hf:DIR
-
-
-@dataclass
-class Source:
-    kind: str
-    model: nn.Module
-    tokenizers: dict[str, Any]  # "" (one tokenizer) or "src" and "tgt"
-    config: dict[str, Any]  # the source run's resolved config (empty for hf:DIR)
-
-    @property
-    def family(self) -> str:
-        return str(self.model.arch()["model"])
-
-
-def open_source(source: str) -> Source:
-    from seqtool.data.tokenizers import load_tokenizer
-    from seqtool.models.gpt2 import is_hf_source, load_hf_gpt2
-
-    if is_hf_source(source):
-        from seqtool.training.transformer import KIND_OF_ARCH
-
-        model, tok = load_hf_gpt2(source)  # a decoder
-        return Source(KIND_OF_ARCH[model.cfg.arch], model, {"": tok}, {})
-    ws = Workspace.open(source, kinds=TRAINABLE_KINDS, purpose="fine-tuning")
-    model = load_published(ws).train()
-    root = ws.tokenizer_dir
-    sides = ["src", "tgt"] if (root / "src").is_dir() else [""]
-    config = ws.config
-    while "source_config" in config:  # a fine-tuned workspace: the original run's settings
-        config = config["source_config"] or {}
-    return Source(ws.kind, model, {s: load_tokenizer(root / s) for s in sides}, config)
-
-
-def side_tokenizers(src: Source) -> tuple[Any, Any]:
-    toks = src.tokenizers
-    return (toks[""], toks[""]) if "" in toks else (toks["src"], toks["tgt"])
-
-
-# ---------------------------------------------------------------------------------------------
-# unknown text and vocabulary growth
-
-
-def count_unknown(tok: Any, lines: list[str]) -> Counter:
-    """Characters (char/bpe/unigram) or words (word) of `lines` that `tok` turns into <unk>."""
-    counts: Counter = Counter()
-    for line in lines:
-        counts.update(tok.unknown(line))
-    return counts
-
-
-def describe_unknown(counts: Counter, what: str, limit: int = 12) -> str:
-    total = sum(counts.values())
-    shown = ", ".join(f"{sym!r}×{n}" for sym, n in counts.most_common(limit))
-    more = f", … {len(counts) - limit} more" if len(counts) > limit else ""
-    return (f"{what}: {total} occurrences of {len(counts)} symbols the tokenizer cannot represent: "
-            f"{shown}{more}")
-
-
-def new_symbols(unknown: dict[str, Counter]) -> dict[str, list[str]]:
-    """The symbols --extend-vocab adds to each side's vocabulary: the most frequent first."""
-    return {side: sorted(counts, key=lambda p: (-counts[p], p)) for side, counts in unknown.items()}
-
-
-def extend_vocab(src: Source, added: dict[str, list[str]]) -> Source:
-    """Append `added` symbols to each side's char/word tokenizer and grow the model's embeddings and
-    output rows to match (old rows kept, new rows freshly initialised; tied weights stay tied)."""
-    from seqtool.data.tokenizers import VocabTokenizer
-
-    family = MODELS[src.family]
-    new_toks = dict(src.tokenizers)
-    arch = src.model.arch()
-    for side, symbols in added.items():
-        tok = src.tokenizers[side]
-        if not symbols:
-            continue
-        if not isinstance(tok, VocabTokenizer):
-            raise InputError(f"--extend-vocab works for char and word tokenizers, not {tok.kind}",
-                             hint="subword tokenizers spell new words from known pieces; drop --extend-vocab")
-        new_toks[side] = type(tok)(tok.pieces + symbols, tok.options)
-        for key in family.vocab_keys[side]:  # the arch keys that hold this side's vocabulary size
-            arch[key] = new_toks[side].vocab_size
-    if new_toks == src.tokenizers:
-        return src
-    grown = family.from_arch(arch)
-    state = grown.state_dict()
-    with torch.no_grad():
-        for key, old in src.model.state_dict().items():
-            rows = tuple(slice(0, n) for n in old.shape)
-            state[key][rows] = old  # a vocabulary-sized axis keeps its old rows at the front
-    grown.load_state_dict(state)
-    return dataclasses.replace(src, model=grown, tokenizers=new_toks)
-
-
-# ---------------------------------------------------------------------------------------------
-# freezing
-
-
-def freeze(model: nn.Module, specs: list[str]) -> None:
-    """embeddings | encoder | layers:A-B (or layers:N): set requires_grad False on what they name."""
-    for spec in specs:
-        if spec == "embeddings":
-            match = lambda name: "embed" in name or name.split(".")[-2:-1] == ["pos"]  # noqa: E731
-        elif spec == "encoder":
-            match = lambda name: name.startswith(("encoder.", "src_embed."))  # noqa: E731
-        elif m := re.fullmatch(r"layers:(\d+)(?:-(\d+))?", spec):
-            lo, hi = int(m[1]), int(m[2] or m[1])
-            index = "|".join(str(i) for i in range(lo, hi + 1))
-            pattern = re.compile(rf"(^|\.)layers\.({index})\.|_l({index})(_reverse)?$")
-            match = lambda name, p=pattern: bool(p.search(name))  # noqa: E731
-        else:
-            raise InputError(f"--freeze {spec!r} is not one of embeddings, encoder, layers:A-B")
-        hit = [p for name, p in model.named_parameters() if match(name)]
-        if not hit:
-            raise InputError(f"--freeze {spec}: this model has no such parameters",
-                             hint="see `seqtool info -w WS` for its architecture")
-        for param in hit:
-            param.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +177,7 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
         text = read_lines(cfg.data.train, cfg.data.encoding_errors)
         sides = {"": text}
     if cfg.extend_vocab and resuming:  # the vocabulary this round grew at its start
-        src = extend_vocab(src, _grown_symbols(previous, src))
+        src = extend_vocab(src, grown_symbols(previous, src))
     unknown = {side: count_unknown(src.tokenizers[side], lines) for side, lines in sides.items()}
     for side, counts in unknown.items():
         if counts:
@@ -351,19 +236,6 @@ def prepare(cfg: FinetuneConfig, target: Path, previous: Workspace | None, data_
     return ws, task, baseline
 
 
-def _grown_symbols(ws: Workspace | None, src: Source) -> dict[str, list[str]]:
-    """The symbols a resumed round's workspace tokenizers hold beyond the source's."""
-    from seqtool.data.tokenizers import load_tokenizer
-
-    assert ws is not None
-    grown = {}
-    for side, tok in src.tokenizers.items():
-        saved = load_tokenizer(ws.tokenizer_dir / side)
-        pieces, have = getattr(saved, "pieces", []), getattr(tok, "pieces", [])
-        grown[side] = pieces[len(have):] if pieces[: len(have)] == have else []
-    return grown
-
-
 def _incumbent(cfg: FinetuneConfig, ws: Workspace, src: Source) -> nn.Module | None:
     """--promote-if-better into a workspace that already publishes weights: the model to beat (full
     fine-tuning), or None for LoRA, whose base must be the source's weights. Refuses what would make
@@ -382,20 +254,6 @@ def _incumbent(cfg: FinetuneConfig, ws: Workspace, src: Source) -> nn.Module | N
         raise InputError(f"--promote-if-better: the adapters in {ws.path} sit on other base weights "
                          "than the source's", hint=f"use --from {ws.path}, or a new -w")
     return None
-
-
-def _same_tokenizers(ws: Workspace, tokenizers: dict[str, Any]) -> bool:
-    from seqtool.data.tokenizers import load_tokenizer
-    from seqtool.errors import SeqtoolError
-
-    def pieces(tok: Any) -> tuple[str, list[str]]:
-        return tok.kind, [tok.id_to_piece(i) for i in range(tok.vocab_size)]
-
-    try:
-        return all(pieces(load_tokenizer(ws.tokenizer_dir / side)) == pieces(tok)
-                   for side, tok in tokenizers.items())
-    except SeqtoolError:
-        return False
 
 
 def _add_adapters(cfg: FinetuneConfig, ws: Workspace, src: Source, task: TrainTask, resuming: bool) -> None:
@@ -430,29 +288,3 @@ def promotion_event(baseline: float, values: list[float], summary: dict[str, Any
     promoted = best is not None and (best < baseline if mode == "min" else best > baseline)
     return {"event": "promote", "decision": "promoted" if promoted else "kept", "metric": metric,
             "baseline": baseline, "candidate": best, "step": summary.get("steps")}
-
-
-# ---------------------------------------------------------------------------------------------
-# merging
-
-
-def merge_adapter(ws_path: Path, adapter: str, out_path: Path, force: bool = False) -> Workspace:
-    """Write a workspace at `out_path` whose weights are the base with adapters/NAME merged in; one that
-    holds another model is replaced only with `force` (an earlier merge of the same adapter always)."""
-    ws = Workspace.open(ws_path, kinds=TRAINABLE_KINDS, purpose="merging an adapter")
-    if Path(out_path).resolve() == ws.path.resolve():
-        raise InputError("--merge writes a new workspace", hint="pass -o DIR different from -w")
-    if not force and is_workspace(out_path):
-        old = Workspace.open(out_path)
-        merged = old.config.get("merged_adapter") or {}
-        again = merged.get("adapter") == adapter and _same_path(str(merged.get("workspace")), str(ws.path))
-        if not again and (old.has_weights() or old.checkpoint_dirs()):
-            raise InputError(f"-o {out_path} holds a trained {old.kind} model; merging would replace it",
-                             hint="pass a new -o directory, or --force to replace it")
-    model = load_published(ws, adapter=adapter)
-    lora.strip_lora(model)
-    config = {**ws.config, "merged_adapter": {"workspace": str(ws.path), "adapter": adapter}}
-    out = Workspace.create(out_path, ws.kind, config, data_files=ws.meta.get("data"))
-    shutil.copytree(ws.tokenizer_dir, out.tokenizer_dir, dirs_exist_ok=True)
-    out.publish(model.state_dict(), model.arch(), {"merged_from": str(ws.path), "adapter": adapter})
-    return out

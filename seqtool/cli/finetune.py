@@ -108,7 +108,7 @@ def finetune(
 
     if merge:
         from seqtool.errors import InputError
-        from seqtool.finetune import merge_adapter
+        from seqtool.merge import merge_adapter
 
         path = require_workspace(workspace, ctx)
         if output is None:
