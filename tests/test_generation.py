@@ -138,3 +138,65 @@ def test_cli_num_samples_are_n_seeded_samples(cli, lm):
 def test_cli_bad_batch_size_is_one_error_line(cli, lm):
     result = cli(["generate", "-w", lm, "--batch-size", "0"])
     assert result.exit_code == 2 and "--batch-size must be ≥ 1" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# --quantize int8
+
+
+def _loss(model, ids: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(model({"inputs": ids[:, :-1], "targets": ids[:, 1:]})[1])
+
+
+def test_quantized_transformer_keeps_its_perplexity(lm, tmp_path):
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.models import load_published
+    from seqtool.models.quantize import quantize_int8
+    from seqtool.workspace import Workspace
+
+    ws = Workspace.open(lm)
+    tok = load_tokenizer(ws.tokenizer_dir)
+    rng = random.Random(5)
+    rows = [tok.encode(" ".join(rng.choice(WORDS) for _ in range(6)))[:12] for _ in range(16)]
+    ids = torch.tensor([r + [tok.pad_id] * (12 - len(r)) for r in rows])
+    model = load_published(ws)
+    quantized = quantize_int8(load_published(ws))
+    assert type(quantized.head).__name__ == "Linear" and "quantized" in type(quantized.head).__module__
+    assert abs(_loss(quantized, ids) / _loss(model, ids) - 1) < 0.05  # perplexity within ~5%
+
+
+def test_quantized_rnn_lm_steps_like_the_float_one():
+    from seqtool.models.quantize import quantize_int8
+    from seqtool.models.rnn_lm import RNNLM, RNNLMConfig
+
+    torch.manual_seed(0)
+    model = RNNLM(RNNLMConfig(cell="lstm", n_layers=2, hidden=32, dropout=0.0), vocab_size=20).eval()
+    quantized = quantize_int8(model)  # a quantized copy: the output layer is int8, the cells float
+    assert "quantized" in type(quantized.out).__module__ and "quantized" not in type(model.out).__module__
+    ids = torch.randint(0, 20, (3, 6))
+    float_state = quantized_state = None
+    with torch.no_grad():
+        for feed in (ids[:, :5], ids[:, 5:]):  # a prompt through the fused layers, then one token
+            f, float_state = model.step(feed, float_state)
+            q, quantized_state = quantized.step(feed, quantized_state)
+            assert q.shape == f.shape == (3, 20)
+            assert (q - f).abs().max() < 0.05 * f.abs().max()
+
+
+def test_cli_quantize_int8_generates_and_translates(cli, lm, tmp_text, tmp_path):
+    out = cli(["generate", "-w", lm, "--prompt", "the", "--greedy", "--max-tokens", "10",
+               "--quantize", "int8"])
+    assert out.exit_code == 0 and out.stdout.startswith("the"), out.stderr
+    pairs = "".join(f"{a} {b}\t{c} {d}\n" for a, b, c, d in [("one", "two", "un", "deux"),
+                                                             ("two", "one", "deux", "un")] * 30)
+    mt = tmp_path / "mt"
+    trained = cli(["train-transformer", "-w", mt, "--arch", "encoder-decoder",
+                   "--tsv", tmp_text(pairs, "pairs.tsv"), "--kind", "word", *MODEL,
+                   "--max-steps", "4", "--batch-size", "4", "--warmup", "2"])
+    assert trained.exit_code == 0, trained.stderr
+    result = cli(["translate", "-w", mt, "--quantize", "int8"], input="one two\n\ntwo\n")
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.split("\n")) == 4 and result.stdout.split("\n")[1] == ""
+    bad = cli(["translate", "-w", mt, "--quantize", "int4"], input="one\n")
+    assert bad.exit_code == 2

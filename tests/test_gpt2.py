@@ -194,7 +194,7 @@ def test_padded_vocab_never_decodes_a_padding_id(hf_dir, tmp_path, cli, tmp_text
 
 
 def test_all_three_gpt2_dropouts_are_honoured(hf_dir, tmp_path):
-    from seqtool.models.transformer import MultiHeadAttention
+    from seqtool.models.attention import MultiHeadAttention
 
     hf = _gpt2_dir(hf_dir, tmp_path / "drop", resid_pdrop=0.1, attn_pdrop=0.2, embd_pdrop=0.3)
     model, _ = gpt2.load_hf_gpt2(f"hf:{hf}")

@@ -9,13 +9,8 @@ import torch
 
 from seqtool.data.masking import mask_tokens
 from seqtool.errors import InputError
-from seqtool.models.transformer import (
-    ARCHS,
-    Transformer,
-    TransformerConfig,
-    attend,
-    sinusoidal_encoding,
-)
+from seqtool.models.attention import attend
+from seqtool.models.transformer import ARCHS, Transformer, TransformerConfig, sinusoidal_encoding
 
 V, SRC_V, PAD = 23, 19, 0
 

@@ -15,6 +15,7 @@ from seqtool.cli.options import (
     Device,
     EncodingErrors,
     Key,
+    Quantize,
     Seed,
     Workspace,
     config_options,
@@ -66,6 +67,7 @@ def generate(
                                                  "ids and per-token log-probs per sample).")] = "text",
     seed: Seed = None,
     adapter: Adapter = None,
+    quantize: Quantize = "none",
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -88,6 +90,7 @@ def generate(
     from seqtool.errors import InputError
     from seqtool.generation import sample_batch
     from seqtool.models import load_published
+    from seqtool.models.quantize import quantize_int8
     from seqtool.training import runtime
     from seqtool.workspace import LM_KINDS, MLM_KINDS
     from seqtool.workspace import Workspace as WS
@@ -107,6 +110,8 @@ def generate(
     ws = WS.open(path, kinds=LM_KINDS, purpose="generating text")
     dev = runtime.pick_device(pick(device, ctx, "device"))
     model = load_published(ws, dev, adapter)
+    if quantize == "int8":
+        model = quantize_int8(model, dev)
     tok = load_tokenizer(ws.tokenizer_dir)
     seed = pick(seed, ctx, "seed")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed

@@ -69,6 +69,11 @@ Adapter = Annotated[
     Opt("--adapter", help="Apply the LoRA adapter adapters/NAME (seqtool finetune --lora-rank) "
         "on top of the published weights.", show_default=False),
 ]
+Quantize = Annotated[
+    Literal["none", "int8"],
+    Opt("--quantize", help="int8: dynamic int8 quantization of the linear layers (CPU only): a quarter "
+        "of the weight bytes read per token, at a small cost in quality (benchmarks/RESULTS.md)."),
+]
 Json = Annotated[bool, Opt("--json", help="Print the result as JSON on stdout.")]
 EncodingErrors = Annotated[
     Literal[ENCODING_ERRORS], Opt("--encoding-errors", help="What to do with invalid UTF-8.")

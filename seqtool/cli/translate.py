@@ -13,6 +13,7 @@ from seqtool.cli.options import (
     Device,
     EncodingErrors,
     Key,
+    Quantize,
     Workspace,
     config_options,
     pick,
@@ -46,6 +47,7 @@ def translate(
     no_repeat_ngram: Annotated[Optional[int], Opt(help="Never repeat an n-gram of this size (0: off)."),
                                Key("no_repeat_ngram")] = None,
     adapter: Adapter = None,
+    quantize: Quantize = "none",
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -56,12 +58,15 @@ def translate(
     options = config_options(ctx, translate, locals())
     from seqtool.config import resolve
     from seqtool.data.io import iter_lines
+    from seqtool.models.quantize import quantize_int8
     from seqtool.training import runtime
     from seqtool.translation import TranslateConfig, Translator
 
     cfg = resolve(TranslateConfig, options=options)
     translator = Translator.from_workspace(require_workspace(workspace, ctx),
                                            runtime.pick_device(pick(device, ctx, "device")), adapter)
+    if quantize == "int8":
+        translator.model = quantize_int8(translator.model, translator.device)
     lines = iter_lines(input, encoding_errors=encoding_errors)
     plain = cfg.nbest == 1 and not scores
     out = sys.stdout

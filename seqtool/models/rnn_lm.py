@@ -201,7 +201,7 @@ class RNNLM(nn.Module):
                 layer = (ugrnn_cell(F.linear(x, w_ih, b_ih), layer[0], w_hh),)
             new.append(layer)
             x = layer[0] + x if i > 0 and self.cfg.residual else layer[0]
-        return F.linear(x, self.out.weight, self.out.bias), tuple(new)
+        return self.out(x), tuple(new)  # a module call: --quantize int8 replaces it
 
     def reorder(self, state: tuple[State, ...] | None, index: Tensor) -> tuple[State, ...] | None:
         """Keep/duplicate batch rows (beam search, several samples of one prompt)."""
