@@ -46,7 +46,18 @@ def train_transformer(
     tie: Annotated[Optional[bool], Opt("--tie/--no-tie", help="Share the (target) embedding with the output "
                                        "layer."), Key("model.tie")] = None,
     block_size: Annotated[Optional[int], Opt(help="decoder/encoder: tokens per training sequence (the "
-                                             "model's positions)."), Key("data.block_size")] = None,
+                                             "model's positions); --objective denoise: per example."),
+                          Key("data.block_size")] = None,
+    objective: Annotated[Optional[Literal["standard", "denoise"]], Opt(
+        help="standard: the arch's own task | denoise (encoder-decoder): BART pretraining on monolingual "
+             "FILES, one sentence per line; then finetune --src/--tgt."), Key("objective")] = None,
+    noise: Annotated[Optional[str], Opt(help="--objective denoise: noise functions, comma-separated, of "
+                                        "mask, delete, infill (span → one <mask>), permute (sentences) "
+                                        "[default: infill,permute].", show_default=False),
+                     Key("noise.functions")] = None,
+    noise_ratio: Annotated[Optional[float], Opt(help="--objective denoise: share of tokens masked, deleted "
+                                                "or infilled [default: 0.3].", show_default=False),
+                           Key("noise.ratio")] = None,
     src: Annotated[Optional[str], Opt(help="encoder-decoder: source training file (line-aligned with "
                                       "--tgt)."), Key("data.src")] = None,
     tgt: Annotated[Optional[str], Opt(help="encoder-decoder: target training file."), Key("data.tgt")] = None,
@@ -96,8 +107,14 @@ def train_transformer(
     causal LM (decoder) or a BERT-like masked LM (encoder, validation masked-token accuracy).
 
     Example: seqtool train-transformer input.txt -w runs/gpt --arch decoder --block-size 64 --time-budget 10m
+
+    Denoising pretraining (BART): seqtool train-transformer en.txt fr.txt -w runs/bart --arch
+    encoder-decoder --objective denoise --noise infill,permute; then translation: seqtool finetune
+    --from runs/bart --src train.en --tgt train.fr -w runs/mt
     """
     options = config_options(ctx, train_transformer, locals())
+    if noise is not None:
+        options["noise.functions"] = [part.strip() for part in noise.split(",") if part.strip()]
     from seqtool.data.io import data_fingerprints
     from seqtool.training import transformer
     from seqtool.training.run import Job

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seqtool.config import OptimConfig, RunConfig, check_positive
+from seqtool.config import OptimConfig, RunConfig, check_choice, check_positive
+from seqtool.data.noising import NoiseConfig
 from seqtool.errors import InputError
 from seqtool.evaluation import check_length, translation_validation
 from seqtool.models.transformer import Transformer, TransformerConfig
@@ -44,13 +45,27 @@ class TransformerTrainConfig:
     tokenizer: ParallelTokenizerConfig = field(default_factory=ParallelTokenizerConfig)
     model: TransformerConfig = field(default_factory=TransformerConfig)
     valid: ValidConfig = field(default_factory=ValidConfig)  # encoder-decoder: BLEU on validation
+    # standard: the arch's own task (translation, causal LM, masked LM) | denoise: BART pretraining of an
+    # encoder-decoder on data.train (training/denoise.py), with the noise section (default NoiseConfig())
+    objective: str = "standard"
+    noise: NoiseConfig | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         optimizer="adamw", lr=1e-3, beta2=0.98, weight_decay=0.01, schedule="inverse-sqrt", warmup_steps=200))
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         parallel = self.data.src or self.data.tgt or self.data.tsv
-        if self.model.arch == "encoder-decoder" and self.data.train:
+        check_choice("objective", self.objective, ("standard", "denoise"))
+        denoise = self.objective == "denoise"
+        if denoise and (self.model.arch != "encoder-decoder" or parallel):
+            raise InputError("--objective denoise pretrains an encoder-decoder on monolingual text",
+                             hint="pass --arch encoder-decoder and the text as FILES (no --src/--tgt/--tsv)")
+        if self.noise is not None and not denoise:
+            raise InputError("--noise/--noise-ratio apply to --objective denoise only",
+                             hint="add --objective denoise, or drop them")
+        if denoise:
+            self.noise = self.noise or NoiseConfig()
+        elif self.model.arch == "encoder-decoder" and self.data.train:
             raise InputError("--arch encoder-decoder trains on parallel text, not data.train",
                              hint="pass --src and --tgt (or --tsv)")
         if self.model.arch != "encoder-decoder" and parallel:
@@ -62,6 +77,10 @@ def build(cfg: TransformerTrainConfig, ws: Workspace, resuming: bool, device: to
           note: Note) -> tuple[TrainTask, Callable[[dict], None] | None]:
     """Read the data, learn or load the tokenizer(s), build the model and its task (training/run.py's
     Job.build), and what to do after a finished run (a decoder LM writes a sample)."""
+    if cfg.objective == "denoise":
+        from seqtool.training import denoise
+
+        return denoise.build(cfg, ws, device, note, resuming), None
     if cfg.model.arch == "encoder-decoder":
         return _translation_task(cfg, ws, device, note, resuming), None
     return _language_model_task(cfg, ws, device, note, resuming)
@@ -71,7 +90,8 @@ def data_fields(cfg: TransformerTrainConfig) -> tuple[tuple[str, str], ...]:
     """The data files an arch reads (data.io's (role, field) pairs): parallel text or a text corpus."""
     from seqtool.data.io import PARALLEL_FILES, TEXT_FILES
 
-    return PARALLEL_FILES if cfg.model.arch == "encoder-decoder" else TEXT_FILES
+    parallel = cfg.model.arch == "encoder-decoder" and cfg.objective != "denoise"
+    return PARALLEL_FILES if parallel else TEXT_FILES
 
 
 # ---------------------------------------------------------------------------------------------
