@@ -1,6 +1,7 @@
 """Scoring a model on held-out data, written once for validation during training and for
-`seqtool evaluate`: language models (loss, perplexity, bits per character), masked LMs (masked-token
-loss and accuracy) and translation models (teacher-forced loss and greedy-decoded BLEU).
+`seqtool evaluate`: language models (loss, perplexity, next-token accuracy, bits per character / per
+byte, per-word perplexity), masked LMs (masked-token loss and accuracy) and translation models
+(teacher-forced loss and greedy-decoded BLEU).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from seqtool.data import batching
 from seqtool.data.masking import mask_tokens, masking_options
 from seqtool.errors import InputError
-from seqtool.metrics import lm_nll, lm_scores
+from seqtool.metrics import TextSize, lm_scores
 
 if TYPE_CHECKING:
     from seqtool.data.parallel import EncodedPairs, ParallelText
@@ -40,9 +41,10 @@ def check_length(ids: torch.Tensor, reading: str, context: int,
 
 
 def text_scores(model: torch.nn.Module, tok: Any, ids: torch.Tensor, reading: str, context: int,
-                batch_size: int, max_batches: int = 0) -> dict[str, float]:
-    """loss, ppl (bpc for char models), or a masked LM's loss, ppl and accuracy, of `model` on the
-    token stream `ids` (N,), read as `reading` says; with the number of tokens scored."""
+                batch_size: int, max_batches: int = 0, size: TextSize | None = None) -> dict[str, float]:
+    """loss, ppl, next-token accuracy (bpc for char models; bpb and word_ppl given the text's `size`),
+    or a masked LM's loss, ppl and accuracy, of `model` on the token stream `ids` (N,), read as
+    `reading` says; with the number of tokens scored."""
     check_length(ids, reading, context, hint="pass a longer text" + (" (longer than the window)"
                                                                        if reading == "window" else ""))
     if reading == "window":
@@ -51,19 +53,42 @@ def text_scores(model: torch.nn.Module, tok: Any, ids: torch.Tensor, reading: st
         batches = batching.stream_eval_batches(ids, batch_size, context)
     if reading == "masked":
         return {**mlm_scores(model, batches, masking_options(tok), max_batches), "tokens": int(ids.numel())}
-    nll, ntokens = lm_nll(model, batches, reading == "bptt", max_batches)
-    return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens}
+    nll, ntokens, correct = lm_totals(model, batches, reading == "bptt", max_batches)
+    return {**lm_scores(nll, ntokens, tok.kind == "char", size, correct), "tokens": ntokens}
 
 
 def text_validation(tok: Any, ids: torch.Tensor, reading: str, context: int, batch_size: int,
-                    max_batches: int) -> Evaluate:
-    """The trainer's evaluate() for a language model: text_scores on the validation stream `ids`."""
+                    max_batches: int, size: TextSize | None = None) -> Evaluate:
+    """The trainer's evaluate() for a language model: text_scores on the validation stream `ids`
+    (whose text has `size`)."""
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        scores = text_scores(model, tok, ids, reading, context, batch_size, max_batches)
+        scores = text_scores(model, tok, ids, reading, context, batch_size, max_batches, size)
         del scores["tokens"]  # not a validation metric: the same every time
         return scores
 
     return evaluate
+
+
+def lm_totals(model: torch.nn.Module, batches: Iterable[dict[str, Any]], carries_state: bool,
+              max_batches: int = 0) -> tuple[float, int, int]:
+    """(summed nll in nats, tokens, top-1 correct predictions) of a language model over batches; the
+    recurrent state flows from each batch to the next when `carries_state` (the text read as one
+    stream). A prediction is correct when the most likely token is the next one."""
+    device = next(model.parameters()).device
+    total, ntokens, correct, state = 0.0, 0, 0, None
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            if max_batches and i >= max_batches:
+                break
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            if carries_state:
+                logits, loss, state = model(batch, state=state)
+            else:
+                logits, loss = model(batch)[:2]
+            total += float(loss) * batch["ntokens"]
+            ntokens += batch["ntokens"]
+            correct += int((logits.argmax(-1) == batch["targets"]).sum())  # (B, T) or (B,) windows
+    return total, ntokens, correct
 
 
 def workspace_reading(kind: str, config: dict[str, Any], model: Any) -> tuple[str, int, int]:
@@ -109,16 +134,17 @@ def mlm_scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]], maskin
     return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "accuracy": correct / n, "masked_tokens": n}
 
 
-def ngram_scores(tok: Any, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float
-                 ) -> dict[str, Any]:
-    """Perplexity (and bpc) on the token stream `ids` of an n-gram model trained on the lines `train`:
-    the baseline `seqtool evaluate --baseline ngram` puts beside a language model."""
+def ngram_scores(tok: Any, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float,
+                 size: TextSize | None = None) -> dict[str, Any]:
+    """Perplexity (and bpc; bpb and word_ppl given the text's `size`) on the token stream `ids` of an
+    n-gram model trained on the lines `train`: the baseline `seqtool evaluate --baseline ngram` puts
+    beside a language model."""
     from seqtool.models.ngram import NGramLM
     from seqtool.training.lm import encode
 
     model = NGramLM(order, tok.vocab_size, smoothing, k).fit(encode(tok, train).tolist())
     nll, ntokens = model.nll(ids.tolist())
-    return {**lm_scores(nll, ntokens, tok.kind == "char"), "tokens": ntokens, "order": order,
+    return {**lm_scores(nll, ntokens, tok.kind == "char", size), "tokens": ntokens, "order": order,
             "smoothing": smoothing, "train_lines": len(train)}
 
 
@@ -171,3 +197,20 @@ def translation_validation(valid_text: ParallelText, valid: EncodedPairs, src_to
 
     metric, mode = ("bleu", "max") if cfg.bleu else ("loss", "min")
     return {"evaluate": evaluate, "metric": metric, "mode": mode}
+
+
+# ---------------------------------------------------------------------------------------------
+# classification
+
+
+def classifier_validation(rows: list[list[int]], gold: list[int], batch_size: int, pad_id: int,
+                          max_batches: int) -> Evaluate:
+    """The trainer's evaluate() for a classifier: loss, accuracy and macro-F1 on the encoded validation
+    texts `rows` with their label ids `gold` (classification.score_rows)."""
+    from seqtool.classification import score_rows
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        scores = score_rows(model, rows, gold, batch_size, pad_id, max_batches)
+        return {key: scores[key] for key in ("loss", "accuracy", "macro_f1")}
+
+    return evaluate

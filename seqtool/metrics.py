@@ -1,5 +1,5 @@
 """Scores: BLEU, chrF and TER through sacrebleu's Python API (always with its signature), and a
-language model's perplexity and bits per character.
+language model's perplexity, accuracy, bits per character / per byte and per-word perplexity.
 
 No torch at import: `seqtool bleu` must start fast. The numbers equal the sacrebleu command line for the
 same options because the same metric objects compute them with its command line's defaults (`-lc` is
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,37 +270,47 @@ def tokenisation_warning(hyps: Sequence[str], sample: int = 2000) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# language models: perplexity and bits per character
+# language models: perplexity, per byte and per word
 
 
-def lm_scores(nll: float, ntokens: int, char_level: bool = False) -> dict[str, float]:
-    """{loss (nats/token), ppl, and bpc for character models} from a summed negative log-likelihood."""
+@dataclass(frozen=True)
+class TextSize:
+    """The size of a held-out text, counted once from its lines, so that models with different
+    tokenizers (char, word, BPE) can be compared per byte and per word (text_size)."""
+
+    tokens: int  # tokens a language model predicts in it: each line's tokens and its newline
+    bytes: int  # UTF-8 bytes: each line and its "\n"
+    words: int  # whitespace-separated words of each line, plus one per line for its end
+
+
+def text_size(lines: Sequence[str], tokens: int) -> TextSize:
+    """The TextSize of `lines` as a language model reads them (training.lm.encode: each line followed
+    by a newline token), `tokens` being the predicted tokens of that stream (all but the first
+    newline, which is context). A line's end counts as one byte and as one word, as the newline is a
+    token the model must predict, like the <eos> that word-level perplexities count."""
+    return TextSize(tokens, sum(len(line.encode("utf-8")) + 1 for line in lines),
+                    sum(len(line.split()) + 1 for line in lines))
+
+
+def lm_scores(nll: float, ntokens: int, char_level: bool = False, size: TextSize | None = None,
+              correct: int | None = None) -> dict[str, float]:
+    """{loss (nats/token), ppl, bpc for character models} from a summed negative log-likelihood over
+    `ntokens` predicted tokens; with `correct` (top-1 predictions) the next-token accuracy, and with
+    the text's `size` bits per byte and per-word perplexity.
+
+    Per byte and per word, the loss per token is rescaled by the text's tokens per byte (word):
+    bpb = loss / ln 2 · tokens / bytes, word_ppl = exp(loss · tokens / words). When every token of the
+    text is scored this is the summed nll over the bytes (words); when only some are (validation
+    limited by --eval-batches, the window reading's first window), the scored tokens stand for all."""
     if ntokens <= 0:
         raise InputError("no token to score", hint="the text is too short: it needs at least 2 tokens")
     loss = nll / ntokens
     scores = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+    if correct is not None:
+        scores["accuracy"] = correct / ntokens
     if char_level:  # one token per character, newline included
         scores["bpc"] = loss / math.log(2)
+    if size is not None and size.bytes and size.words:
+        scores["bpb"] = loss / math.log(2) * size.tokens / size.bytes
+        scores["word_ppl"] = math.exp(min(loss * size.tokens / size.words, 700.0))
     return scores
-
-
-def lm_nll(model: Any, batches: Iterable[dict[str, Any]], carries_state: bool, max_batches: int = 0
-           ) -> tuple[float, int]:
-    """(summed nll in nats, tokens) of a language model over batches; the recurrent state flows from
-    each batch to the next when `carries_state` (the held-out text read as one stream)."""
-    import torch
-
-    device = next(model.parameters()).device
-    total, ntokens, state = 0.0, 0, None
-    with torch.no_grad():
-        for i, batch in enumerate(batches):
-            if max_batches and i >= max_batches:
-                break
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            if carries_state:
-                _, loss, state = model(batch, state=state)
-            else:
-                _, loss = model(batch)[:2]
-            total += float(loss) * batch["ntokens"]
-            ntokens += batch["ntokens"]
-    return total, ntokens

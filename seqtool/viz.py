@@ -1,4 +1,5 @@
-"""Pictures: loss curves and attention heatmaps (matplotlib, headless Agg), terminal heatmaps (rich)."""
+"""Pictures: loss and gradient-norm curves and attention heatmaps (matplotlib, headless Agg), terminal
+heatmaps (rich)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,34 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
         ax2.plot(*zip(*pts, strict=True), "s--", color="tab:green", label=f"validation {extra}", ms=3)
         ax2.set_ylabel(extra)
         ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def plot_grad_norm(events: list[dict[str, Any]], path: str | Path) -> Path:
+    """The gradient norm before clipping against step, on a log scale (vanishing gradients fall
+    towards 0, exploding ones spike): the mean over each logging interval and its largest step, and
+    the steps skipped for a non-finite gradient."""
+    plt = _pyplot()
+    train = [e for e in events if e.get("event") == "train" and e.get("grad_norm") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if train:
+        steps = [e["step"] for e in train]
+        ax.plot(steps, [e["grad_norm"] for e in train], label="gradient norm (interval mean)", lw=1.2)
+        if any("grad_norm_max" in e for e in train):
+            ax.plot(steps, [e.get("grad_norm_max", e["grad_norm"]) for e in train], lw=0.8, alpha=0.6,
+                    label="largest in the interval")
+        if all(e["grad_norm"] > 0 for e in train):
+            ax.set_yscale("log")
+    skipped = [e["step"] for e in events if e.get("event") == "skip"]
+    for step in skipped:
+        ax.axvline(step, color="tab:red", lw=0.8, alpha=0.5)
+    if skipped:
+        ax.plot([], [], color="tab:red", lw=0.8, label="step skipped (non-finite)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("total gradient L2 norm, before clipping")
+    ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.tight_layout()
     return _save(plt, fig, path)
@@ -142,3 +171,26 @@ def _shade(w: float) -> str:
 
 def _label(token: str) -> str:
     return {"\n": "\\n", "": "∅"}.get(token, token.replace("\u2581", "▁"))
+
+
+def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:
+    """Save a classifier's confusion matrix (rows: gold label, columns: predicted) as an annotated heatmap,
+    each row shaded by its share of that label's texts."""
+    plt = _pyplot()
+    n = len(labels)
+    shares = [[c / max(sum(row), 1) for c in row] for row in confusion]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * n + 2.4), max(3.2, 0.5 * n + 1.8)), dpi=120)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    for g in range(n):
+        for p in range(n):
+            ax.text(p, g, str(confusion[g][p]), ha="center", va="center", fontsize=8,
+                    color="white" if shares[g][p] > 0.5 else "black")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the gold label's texts")
+    fig.tight_layout()
+    return _save(plt, fig, path)

@@ -12,7 +12,8 @@ from seqtool.data.batching import StreamBatches, WindowBatches, stream_eval_batc
 from seqtool.data.tokenizers import train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
-from seqtool.metrics import lm_nll, lm_scores
+from seqtool.evaluation import lm_totals
+from seqtool.metrics import lm_scores
 from seqtool.models import load_model
 from seqtool.models.ngram import NGramLM
 from seqtool.models.rnn_lm import CELLS, RNNLM, RNNLMConfig
@@ -194,7 +195,7 @@ def test_eval_batches_score_every_token_once():
 def test_lm_nll_and_scores():
     model = tiny()
     ids = torch.randint(0, V, (40,))
-    nll, n = lm_nll(model, stream_eval_batches(ids, 1, 8), carries_state=True)
+    nll, n, _ = lm_totals(model, stream_eval_batches(ids, 1, 8), carries_state=True)
     _, loss, _ = model(batch(ids[None]))
     assert n == 39 and nll / n == pytest.approx(loss.item(), rel=1e-5)
     scores = lm_scores(nll, n, char_level=True)

@@ -124,6 +124,11 @@ class Reporter:
         sys.stderr.flush()
 
 
+_FORMATS = {"loss": "{:.4f}", "ppl": "{:.2f}", "bpc": "{:.3f}", "bleu": "{:.2f}", "accuracy": "{:.4f}",
+            "bpb": "{:.3f}", "word_ppl": "{:.2f}", "grad_norm": "{:.3g}", "grad_norm_max": "{:.3g}",
+            "lr": "{:.2e}", "tokens_per_s": "{:.0f}"}  # the numbers a train/valid line shows first
+
+
 def format_event(ev: dict[str, Any]) -> str:
     """`train step 120/500 loss 2.31 ppl 10.1 lr 1.0e-03 tok/s 5400 eta 1m10s` style line."""
     kind = ev.get("event", "")
@@ -131,8 +136,7 @@ def format_event(ev: dict[str, Any]) -> str:
     if "step" in ev:
         total = ev.get("total_steps")
         parts.append(f"step {ev['step']}" + (f"/{total}" if total else ""))
-    for key, fmt in (("loss", "{:.4f}"), ("ppl", "{:.2f}"), ("bpc", "{:.3f}"), ("bleu", "{:.2f}"),
-                     ("accuracy", "{:.4f}"), ("lr", "{:.2e}"), ("tokens_per_s", "{:.0f}")):
+    for key, fmt in _FORMATS.items():
         if ev.get(key) is not None:
             name = {"tokens_per_s": "tok/s"}.get(key, key)
             parts.append(f"{name} " + fmt.format(ev[key]))
@@ -141,9 +145,12 @@ def format_event(ev: dict[str, Any]) -> str:
     if ev.get("message"):
         parts.append(str(ev["message"]))
     for key, value in ev.items():
-        if key in {"event", "step", "total_steps", "loss", "ppl", "bpc", "bleu", "accuracy", "lr",
-                   "tokens_per_s", "eta_s", "message", "time", "final", "split", "elapsed"}:
+        if key in _FORMATS or key in {"event", "step", "total_steps", "eta_s", "message", "time", "final",
+                                      "split", "elapsed"}:
             continue
+        if isinstance(value, dict):  # e.g. the summary's best_scores: its own numbers, formatted
+            value = " ".join(f"{k} " + _FORMATS.get(k, "{}").format(v) for k, v in value.items())
+            value = f"({value})"
         parts.append(f"{key} {value}")
     return "  ".join(parts)
 

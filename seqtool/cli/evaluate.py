@@ -1,5 +1,5 @@
-"""`seqtool evaluate`: a language model's perplexity (and bits per character) on held-out text, beside
-a smoothed n-gram baseline trained on the same training text."""
+"""`seqtool evaluate`: a language model's perplexity, next-token accuracy, bits per byte and per-word
+perplexity on held-out text, beside a smoothed n-gram baseline trained on the same training text."""
 
 from __future__ import annotations
 
@@ -52,7 +52,12 @@ def evaluate(
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
-    """Perplexity and bits per character of a language model on held-out text (and an n-gram baseline).
+    """Perplexity, accuracy and bits per byte of a language model on held-out text (and an n-gram baseline).
+
+    Per token: loss (nats), ppl and the next-token accuracy (the most likely token is the next one);
+    bpc for char models. Per byte and per word, so that char, word and BPE models compare on the same
+    text: bpb = bits per UTF-8 byte and word ppl = perplexity per whitespace-separated word, each
+    line's end counting as one byte and one word (the newline is predicted too).
 
     Without --data, a language model is scored on the validation text of its own run (its --valid files,
     or the same held-out lines of its training text).
@@ -63,6 +68,7 @@ def evaluate(
     from seqtool.data.io import describe, iter_lines, require_nonempty
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.errors import InputError
+    from seqtool.metrics import text_size
     from seqtool.models import load_published
     from seqtool.training import lm, runtime
     from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS
@@ -91,18 +97,20 @@ def evaluate(
                          hint="pass held-out text with --data FILE")
     ids = lm.encode(tok, lines)
     reading, context, rows = evaluation.workspace_reading(ws.kind, ws.config, model)
-    scores = evaluation.text_scores(model, tok, ids, reading, context, batch_size or rows)
+    size = text_size(lines, ids.numel() - 1)
+    scores = evaluation.text_scores(model, tok, ids, reading, context, batch_size or rows, size=size)
     result = {"data": describe(data) if data else "validation text of the run", "tokenizer": tok.kind,
               "model": scores}
     if baseline:
         train = lm.text_lines(ws, baseline_train) if baseline_train else corpus.train
         n = order or (5 if tok.kind == "char" else 3)
-        result["baseline"] = evaluation.ngram_scores(tok, train, ids, n, smoothing, add_k)
+        result["baseline"] = evaluation.ngram_scores(tok, train, ids, n, smoothing, add_k, size)
     if as_json:
         sys.stdout.write(json_line(result, indent=2) + "\n")  # strict: a NaN loss is null
         return
     scored = result["model"]["tokens"]
-    sys.stdout.write(f"{'data':<14}{result['data']} ({scored:,} {tok.kind} tokens scored)\n")
+    sys.stdout.write(f"{'data':<14}{result['data']} ({scored:,} {tok.kind} tokens scored; {size.bytes:,} "
+                     f"bytes, {size.words:,} words)\n")
     rows_out = [("model", result["model"])]
     if baseline:
         b = result["baseline"]
@@ -111,8 +119,12 @@ def evaluate(
         line = f"{name:<14}loss {scores['loss']:.4f}  ppl {scores['ppl']:.2f}"
         if "bpc" in scores:
             line += f"  bpc {scores['bpc']:.3f}"
-        if "accuracy" in scores:
+        if "masked_tokens" in scores:
             line += f"  masked-token accuracy {scores['accuracy']:.4f} ({scores['masked_tokens']:,} masked)"
+        elif "accuracy" in scores:
+            line += f"  accuracy {scores['accuracy']:.4f}"
+        if "bpb" in scores:
+            line += f"  bpb {scores['bpb']:.3f}  word ppl {scores['word_ppl']:.2f}"
         sys.stdout.write(line + "\n")
 
 

@@ -13,7 +13,7 @@ from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, reporter
 
 Opt = typer.Option
-CELLS = ("rnn", "rnn-relu", "gru", "lstm", "ugrnn")  # models.rnn_lm.CELLS (here so that --help needs no torch)
+CELLS = ("rnn", "rnn-relu", "gru", "lstm", "ugrnn")  # models.rnn_lm.CELLS (no torch for --help)
 OBJECTIVES = ("bptt", "window")  # training.lm.OBJECTIVES
 
 
@@ -46,7 +46,8 @@ def train_rnn(
     files: o.TrainFiles = None,
     workspace: o.Workspace = None,
     config: o.ConfigFile = None,
-    cell: Annotated[Optional[Literal[CELLS]], Opt(help="Recurrent cell (rnn: Elman, tanh; rnn-relu: Elman, ReLU; ugrnn: update-gate RNN)."),
+    cell: Annotated[Optional[Literal[CELLS]], Opt(help="Recurrent cell (rnn: Elman, tanh; rnn-relu: Elman, "
+                                                  "ReLU; ugrnn: update-gate RNN)."),
                     Key("model.cell")] = None,
     n_layers: Annotated[Optional[int], Opt("--n-layers", "--layers", help="Stacked recurrent layers."),
                         Key("model.n_layers")] = None,

@@ -138,7 +138,7 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     train_ids, valid_ids = lm.encode(tok, train), lm.encode(tok, valid)
     check_length(valid_ids, reading, context, "the validation text is too short",
                  hint="pass a longer --valid file")
-    return lm.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run)
+    return lm.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run, valid)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from seqtool.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
 from seqtool.evaluation import check_length, text_validation
+from seqtool.metrics import text_size
 from seqtool.models.rnn_lm import RNNLMConfig
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace, atomic_write
@@ -116,11 +117,12 @@ def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
 
 
 def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
-            context: int, run: RunConfig) -> TrainTask:
+            context: int, run: RunConfig, valid_lines: list[str] | None = None) -> TrainTask:
     """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
     `context` tokens: its training batches and a validation that reads the held-out stream the same
-    way. train-rnn, train-transformer (decoder, encoder) and finetune all build their LM tasks here;
-    each checks the validation length itself, with its own hint."""
+    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes). train-rnn,
+    train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
+    validation length itself, with its own hint."""
     B = run.batch_size
     if reading == "bptt":
         source: Any = batching.StreamBatches(train_ids, B, context)
@@ -130,7 +132,8 @@ def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torc
         source = batching.BlockBatches(train_ids, B, context, run.seed)
     if reading == "masked":
         source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
-    evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches)
+    size = text_size(valid_lines, valid_ids.numel() - 1) if valid_lines else None
+    evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches, size)
     return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
                      carries_state=reading == "bptt")
 
@@ -170,7 +173,8 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
     context = cfg.data.bptt if cfg.data.objective == "bptt" else cfg.data.window
-    task = lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run)
+    task = lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run,
+                   corpus.valid or corpus.train)
     check_length(valid_ids, cfg.data.objective, context, "the validation text is too short",
                  hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 

@@ -58,6 +58,7 @@ class TrainState:
     elapsed: float = 0.0  # seconds of training over all runs
     best_value: float | None = None
     best_step: int = 0
+    best_scores: dict[str, float] | None = None  # every validation metric at best_step (the summary's)
     evals_since_best: int = 0  # early stopping counts these
     evals_since_decay: int = 0  # schedule=plateau counts these (best or last decay)
     plateau_factor: float = 1.0
@@ -145,6 +146,8 @@ class Trainer(Checkpointing, Collectives):
             or (value < self.state.best_value if self.task.mode == "min" else value > self.state.best_value))
         if improved:
             self.state.best_value, self.state.best_step = float(value), self.state.step
+            self.state.best_scores = {k: float(v) for k, v in metrics.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.state.evals_since_best = self.state.evals_since_decay = 0
             self.publish()
         else:
@@ -229,6 +232,7 @@ class Trainer(Checkpointing, Collectives):
     def _loop(self, flags: runtime.StopFlags) -> str:
         s, run, accum = self.state, self.run_cfg, max(1, self.optim_cfg.accumulate)
         log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, time.time()
+        log_norm, log_norm_max = 0.0, 0.0  # gradient norms (before clipping) since the last train event
         segment_start, elapsed_at_start, start_step = time.time(), s.elapsed, s.step
         while True:
             batches = self.task.data.batches(s.epoch, s.index)
@@ -249,7 +253,7 @@ class Trainer(Checkpointing, Collectives):
                 lr = self._lr()
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                loss_value, ntokens, ok = self._step(group, accum)
+                loss_value, ntokens, ok, grad_norm = self._step(group, accum)
                 s.index += accum
                 # Ranks agree on stopping (a signal may reach one rank only, clocks differ), so that all
                 # of them leave the loop after the same step and meet in the same collectives.
@@ -264,11 +268,14 @@ class Trainer(Checkpointing, Collectives):
                     log_loss += loss_value
                     log_tokens += ntokens
                     log_steps += 1
+                    log_norm += grad_norm
+                    log_norm_max = max(log_norm_max, grad_norm)
                     if s.step % run.log_every == 0 or s.step == 1:
                         now = time.time()
                         avg = log_loss / log_steps
                         event = {"event": "train", "step": s.step, "epoch": s.epoch, "loss": avg,
                                  "ppl": math.exp(min(avg, 50.0)), "lr": lr,
+                                 "grad_norm": log_norm / log_steps, "grad_norm_max": log_norm_max,
                                  "tokens_per_s": log_tokens * self.dist.world_size
                                  / max(now - log_start, 1e-9)}
                         if self.total_steps:
@@ -280,12 +287,13 @@ class Trainer(Checkpointing, Collectives):
                             event["eta_s"] = min(event.get("eta_s", remaining), remaining)
                         self.emit(event)
                         log_loss, log_tokens, log_steps, log_start = 0.0, 0, 0, now
+                        log_norm, log_norm_max = 0.0, 0.0
                     if s.step % run.eval_every == 0:
                         self.validate()
                     if s.step % run.checkpoint_every == 0:
                         self.checkpoint()
                 else:
-                    self._skip(loss_value)
+                    self._skip(loss_value, grad_norm)
                 if signalled:
                     return "signal:" + (flags.signal_name or "SIGTERM")
             if exhausted and s.index == 0:
@@ -294,13 +302,13 @@ class Trainer(Checkpointing, Collectives):
             s.epoch += 1
             s.index = 0
 
-    def _skip(self, loss_value: float) -> None:
+    def _skip(self, loss_value: float, grad_norm: float) -> None:
         """Count a non-finite step; too many in a row is divergence (exit 1)."""
         s = self.state
         s.bad_steps += 1
         s.bad_steps_total += 1
         what = "loss" if not math.isfinite(loss_value) else "gradient"
-        self.emit({"event": "skip", "step": s.step + 1, "loss": loss_value,
+        self.emit({"event": "skip", "step": s.step + 1, "loss": loss_value, "grad_norm": grad_norm,
                    "message": f"non-finite {what}; step skipped ({s.bad_steps} in a row)"})
         if s.bad_steps >= max(1, self.run_cfg.max_bad_steps):
             last = self.ws.latest_checkpoint()
@@ -309,8 +317,11 @@ class Trainer(Checkpointing, Collectives):
                 f"last good checkpoint: {last if last else 'none'}",
                 hint="lower optim.lr or optim.clip, then --resume auto (or start a new workspace)")
 
-    def _step(self, group: list[dict[str, Any]], accum: int) -> tuple[float, int, bool]:
-        """Forward and backward over the micro-batches, clip, step. Returns (loss, tokens, ok).
+    def _step(self, group: list[dict[str, Any]], accum: int) -> tuple[float, int, bool, float]:
+        """Forward and backward over the micro-batches, clip, step. Returns (loss, tokens, ok, gradient
+        norm): the total L2 norm of the gradients before clipping, the value clip_grad_norm_ returns.
+        Under DDP the gradients are already all-reduced when it is taken, so every rank has the global
+        norm. Reading it is the one device sync the finiteness check already made.
 
         ok is False when the loss or the gradient norm is not finite on any rank; the update is then
         skipped and a carried BPTT state rolls back. Every rank runs its backward even after a bad loss,
@@ -340,21 +351,23 @@ class Trainer(Checkpointing, Collectives):
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.optim_cfg.clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        loss_sum, bad = self._sum_over_ranks([total_loss, 0.0 if finite and torch.isfinite(norm) else 1.0])
+        grad_norm = float(norm)
+        ok = finite and math.isfinite(grad_norm)
+        loss_sum, bad = self._sum_over_ranks([total_loss, 0.0 if ok else 1.0])
         total_loss = loss_sum / self.dist.world_size
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.update()
             self.carry = carry_before
-            return total_loss, ntokens, False
+            return total_loss, ntokens, False, grad_norm
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss, ntokens, True
+        return total_loss, ntokens, True, grad_norm
 
     def _finish(self, reason: str) -> dict[str, Any]:
         s = self.state
@@ -394,23 +407,27 @@ class Trainer(Checkpointing, Collectives):
         s = self.state
         return {"status": status, "reason": s.finished, "steps": s.step, "epoch": s.epoch,
                 "best_metric": self.task.metric, "best_value": s.best_value, "best_step": s.best_step,
+                "best_scores": s.best_scores,
                 "tokens": s.tokens, "skipped_steps": s.bad_steps_total, "workspace": str(self.ws.path)}
 
     def _plot(self) -> None:
-        try:
-            from seqtool.viz import plot_loss
+        from seqtool import viz
 
-            self.ws.draw_plot("loss.png", lambda path: plot_loss(self.ws.read_metrics(), path))
-        except Exception as err:  # noqa: BLE001 - a missing plot must never fail a finished run
-            self.on_event({"event": "warning", "message": f"could not draw plots/loss.png: {err}"})
+        for name, draw in (("loss.png", viz.plot_loss), ("grad_norm.png", viz.plot_grad_norm)):
+            try:  # (a read-only view draws nothing, and reads nothing)
+                self.ws.draw_plot(name, lambda path, draw=draw: draw(self.ws.read_metrics(), path))
+            except Exception as err:  # noqa: BLE001 - a missing plot must never fail a finished run
+                self.on_event({"event": "warning", "message": f"could not draw plots/{name}: {err}"})
 
 
 def _make_optimizer(params: list[nn.Parameter], o: OptimConfig) -> torch.optim.Optimizer:
     if o.optimizer == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    # On CUDA one fused kernel updates every tensor (fewer launches than foreach); the CPU keeps
+    # torch's default implementation, so CPU runs and their bit-identical resume are unchanged.
+    fused = True if params and all(p.is_cuda for p in params) else None
+    adam = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+    return adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=fused)
 
 
 def _status_of(err: BaseException) -> str:

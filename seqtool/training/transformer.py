@@ -114,7 +114,7 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
     reading = "block" if cfg.model.arch == "decoder" else "masked"
-    task = lm.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run)
+    task = lm.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run, corpus.valid or corpus.train)
     note(f"{cfg.model.arch} Transformer: {model.num_params():,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {task.data.steps_per_epoch:,} "
          f"batches of {B}×{block}; {corpus.note}")
