@@ -97,7 +97,7 @@ def new_symbols(unknown: dict[str, Counter]) -> dict[str, list[str]]:
 def extend_vocab(src: Source, added: dict[str, list[str]]) -> Source:
     """Append `added` symbols to each side's char/word tokenizer and grow the model's embeddings and
     output rows to match (old rows kept, new rows freshly initialised; tied weights stay tied)."""
-    from seqtool.data.tokenizers import VocabTokenizer
+    from seqtool.data.vocab_tokenizer import VocabTokenizer
 
     family = MODELS[src.family]
     new_toks = dict(src.tokenizers)

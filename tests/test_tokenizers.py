@@ -15,10 +15,10 @@ from seqtool.data.tokenizers import (
     SPECIALS,
     find_tokenizer_dir,
     load_tokenizer,
-    normalize_words,
     save_tokenizers,
     train_tokenizer,
 )
+from seqtool.data.vocab_tokenizer import normalize_words
 from seqtool.errors import InputError
 
 # Every character a test text may use: ASCII, accents, no-break and odd spaces, tabs, CJK, emoji,

@@ -7,17 +7,16 @@ the sentencepiece kinds. No torch here; sentencepiece is imported only when need
 
 Round trips: `decode(encode(x)) == x` for char, bpe and unigram whenever every character of x is
 in the vocabulary, except that U+2581 "▁" (sentencepiece's visible space) always reads back as a
-space (see spm_tokenizer.py for sentencepiece's few other limits). For word, decode returns the
-*normalised* text (`normalize_words`): one space between tokens, punctuation split off, other
-whitespace dropped. Unknown pieces decode to "<unk>", but `decode_pieces(encode_pieces(x))` keeps
-them: pieces carry the original text.
+space (see spm_tokenizer.py for sentencepiece's few other limits; vocab_tokenizer.py holds char and
+word). For word, decode returns the *normalised* text (`vocab_tokenizer.normalize_words`): one space
+between tokens, punctuation split off, other whitespace dropped. Unknown pieces decode to "<unk>", but
+`decode_pieces(encode_pieces(x))` keeps them: pieces carry the original text.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -118,136 +117,6 @@ class Tokenizer:
                              hint="decode with the tokenizer that produced the ids")
 
 
-# char and word ------------------------------------------------------------------------------
-class VocabTokenizer(Tokenizer):
-    """Char and word tokenizers: a piece list; `split` cuts text into surface pieces."""
-
-    def __init__(self, pieces: list[str], options: dict):
-        self.pieces = pieces
-        self.options = options
-        self.newline_id = pieces.index(NEWLINE)
-        self._ids = {p: i for i, p in enumerate(pieces)}
-        self._lower = bool(options.get("lowercase"))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.pieces)
-
-    def piece_to_id(self, piece: str) -> int:
-        return self._ids.get(piece, self.unk_id)
-
-    def id_to_piece(self, id_: int) -> str:
-        return self.pieces[id_]
-
-    def split(self, text: str) -> list[str]:
-        """The pieces of `text` (after optional lower-casing), known to the vocabulary or not."""
-        raise NotImplementedError
-
-    def encode_batch(self, texts, add_bos=False, add_eos=False):
-        get, unk = self._ids.get, self.unk_id
-        bos = [self.bos_id] if add_bos else []
-        eos = [self.eos_id] if add_eos else []
-        return [bos + [get(p, unk) for p in self.split(text)] + eos for text in texts]
-
-    def encode_pieces(self, text: str) -> list[str]:
-        return self.split(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        self._check_ids(ids)
-        skip = {self.pad_id, self.bos_id, self.eos_id, self.mask_id}
-        return self.decode_pieces([self.pieces[i] for i in ids if i not in skip])
-
-    def unknown(self, text: str) -> Counter:
-        return Counter(p for p in self.split(text) if p not in self._ids)
-
-    def _save_files(self, directory: Path) -> dict:
-        return {"vocab": self.pieces}
-
-
-class CharTokenizer(VocabTokenizer):
-    """One piece per character; a space is the piece "▁", so pieces never contain a space."""
-
-    kind = "char"
-
-    def __init__(self, pieces: list[str], options: dict):
-        super().__init__(pieces, options)
-        symbols = options.get("user_symbols")
-        self._re = _symbols_first(symbols, ".") if symbols else None
-
-    def split(self, text: str) -> list[str]:
-        if self._lower:
-            text = text.lower()
-        if self._re is not None:
-            return [p.replace(" ", SPACE_PIECE) for p in self._re.findall(text)]
-        return list(text.replace(" ", SPACE_PIECE))
-
-    def decode_pieces(self, pieces: Sequence[str]) -> str:
-        return "".join(p for p in pieces if p not in SPECIALS or p == SPECIALS[self.unk_id]
-                       ).replace(SPACE_PIECE, " ")
-
-
-class WordTokenizer(VocabTokenizer):
-    """Words as the lecture's recipe LSTM saw them (see `split`); decode joins them with spaces."""
-
-    kind = "word"
-
-    def __init__(self, pieces: list[str], options: dict):
-        super().__init__(pieces, options)
-        self._re = _symbols_first(options.get("user_symbols", []), WORD)
-
-    def split(self, text: str) -> list[str]:
-        """ "Hot-water -- sponge cake!" → Hot - water -- sponge cake ! : punctuation split off,
-        runs of dashes kept whole, "\\n" its own token, other whitespace dropped."""
-        return self._re.findall(text.lower() if self._lower else text)
-
-    def decode_pieces(self, pieces: Sequence[str]) -> str:
-        words = [p for p in pieces if p not in SPECIALS or p == SPECIALS[self.unk_id]]
-        return NEWLINE.join(_join_lines(words))
-
-
-def _join_lines(words: list[str]) -> list[str]:
-    lines, current = [], []
-    for word in words:
-        if word == NEWLINE:
-            lines.append(" ".join(current))
-            current = []
-        else:
-            current.append(word)
-    lines.append(" ".join(current))
-    return lines
-
-
-def normalize_words(text: str, lowercase: bool = False) -> str:
-    """The text a word tokenizer reads back: `decode(encode(text))` when no word is unknown."""
-    return NEWLINE.join(_join_lines(re.findall(WORD, text.lower() if lowercase else text)))
-
-
-def _symbols_first(user_symbols: Sequence[str], rest: str) -> re.Pattern:
-    """A regex matching any user symbol whole (longest first) before it tries `rest`."""
-    alternatives = [re.escape(s) for s in sorted(user_symbols, key=len, reverse=True)]
-    return re.compile("|".join([*alternatives, rest]), re.S)
-
-
-def _train_vocab(kind: str, lines: Iterable[str], vocab_size: int | None, min_count: int,
-                 options: dict) -> VocabTokenizer:
-    cls = CharTokenizer if kind == "char" else WordTokenizer
-    probe = cls(list(SPECIALS) + [NEWLINE] + options["user_symbols"], options)
-    counts: Counter = Counter()
-    for line in lines:
-        counts.update(probe.split(line))
-    fixed = probe.pieces
-    for piece in fixed:
-        counts.pop(piece, None)
-    # Most frequent first; ties in code-point order, so the same corpus gives the same ids.
-    ranked = sorted((p for p, c in counts.items() if c >= min_count), key=lambda p: (-counts[p], p))
-    if vocab_size is not None:
-        if vocab_size < len(fixed) + 1:
-            raise InputError(f"--vocab-size {vocab_size} is too small: the special tokens alone take "
-                             f"{len(fixed)}", hint=f"pass --vocab-size {len(fixed) + 1} or more")
-        ranked = ranked[: vocab_size - len(fixed)]
-    return cls(fixed + ranked, options)
-
-
 # training and loading -----------------------------------------------------------------------
 def train_tokenizer(
     kind: str,
@@ -281,7 +150,9 @@ def train_tokenizer(
     if sample is not None:
         lines = sample_lines(lines, sample, seed)
     if kind in ("char", "word"):
-        return _train_vocab(kind, lines, vocab_size, min_count, options)
+        from seqtool.data.vocab_tokenizer import train_vocab
+
+        return train_vocab(kind, lines, vocab_size, min_count, options)
     from seqtool.data.spm_tokenizer import train_spm
 
     return train_spm(kind, lines, vocab_size or DEFAULT_SPM_VOCAB, options)
@@ -359,6 +230,8 @@ def load_tokenizer(directory: str | os.PathLike, side: str | None = None) -> Tok
         if (not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces)
                 or pieces[: len(fixed)] != fixed or len(set(pieces)) != len(pieces)):
             raise corrupt("'vocab' must list distinct pieces, starting with the special tokens")
+        from seqtool.data.vocab_tokenizer import CharTokenizer, WordTokenizer
+
         return (CharTokenizer if kind == "char" else WordTokenizer)(pieces, options)
     from seqtool.data.spm_tokenizer import load_spm
 
