@@ -45,7 +45,7 @@ class Kind:
     reads text as `reading` (language models only)."""
 
     family: str
-    task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation"
+    task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation" | "classify" (a label per text)
     reading: str = ""  # "bptt" (a recurrent state over one stream; or windows) | "block" | "masked"
 
 
@@ -58,6 +58,7 @@ KINDS = {
     "transformer-lm": Kind("transformer", "lm", "block"),
     "transformer-mt": Kind("transformer", "translation"),
     "transformer-mlm": Kind("transformer", "mlm", "masked"),
+    "classifier": Kind("classifier", "classify"),  # any of the bodies above under a label head
 }
 LM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "lm")
 MLM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "mlm")

@@ -75,9 +75,14 @@ def evaluate(
     from seqtool.workspace import Workspace as WS
 
     report = reporter(ctx)
-    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, *MLM_KINDS, *MT_KINDS),
+    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, *MLM_KINDS, *MT_KINDS, "classifier"),
                  purpose="evaluation")
     dev = runtime.pick_device(pick(device, ctx, "device"))
+    if ws.kind == "classifier":  # accuracy, macro-F1, per-class scores, confusion matrix
+        from seqtool.cli.classify import evaluate_classifier
+
+        evaluate_classifier(ctx, ws, data, as_json, dev, encoding_errors)
+        return
     if ws.kind in MT_KINDS:
         _evaluate_translation(ws.path, src, ref, as_json, dev, encoding_errors, adapter)
         return

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
+from seqtool.cli import classify as c
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, reporter, require_workspace
 
@@ -92,6 +93,14 @@ def finetune(
     compile: o.Compile = None,
     tensorboard: o.TensorBoard = None,
     sets: o.Sets = None,
+    task: Annotated[Literal["lm", "classify"], Opt(
+        "--task", help="lm: continue the source's own task | classify: a text classifier on labelled --data "
+        "(TSV text<TAB>label or .jsonl) with a new head on the source's body; --freeze body trains the head "
+        "alone (feature-based), --lora-* adapters in the body.")] = "lm",
+    pooling: c.Pooling = None,
+    label_column: c.LabelColumn = None,
+    text_key: c.TextKey = None,
+    label_key: c.LabelKey = None,
 ) -> None:
     """Fine-tune a trained model on new data, fully or with LoRA adapters.
 
@@ -104,6 +113,8 @@ def finetune(
     Distillation: seqtool finetune --from runs/lstm --distill-from runs/gpt --data input.txt -w runs/student
     """
     options = config_options(ctx, finetune, locals())
+    options = c.classify_options(task, options, pooling=pooling, label_column=label_column, text_key=text_key,
+                                 label_key=label_key)
     from seqtool.cli.train import run_command
 
     if merge:
@@ -120,6 +131,11 @@ def finetune(
 
     options["freeze"] = _split(freeze)
     options["lora.targets"] = _split([lora_targets]) if lora_targets else None
+    if task == "classify":
+        from seqtool.training.classify import jobs
+
+        run_command(ctx, jobs()["finetune"], workspace, config, options, sets, resume)
+        return
 
     def finished(report: Any, summary: dict[str, Any]) -> None:
         use = f"--adapter {summary['adapter']} " if summary.get("adapter") else ""

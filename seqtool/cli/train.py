@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
+from seqtool.cli import classify as c
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, reporter
 
@@ -93,16 +94,28 @@ def train_rnn(
     tensorboard: o.TensorBoard = None,
     resume: o.Resume = "auto",
     sets: o.Sets = None,
+    task: c.Task = "lm",
+    pooling: c.Pooling = None,
+    label_column: c.LabelColumn = None,
+    text_key: c.TextKey = None,
+    label_key: c.LabelKey = None,
 ) -> None:
     """Train a recurrent language model (RNN, GRU, LSTM or UGRNN) on text; the best weights on
-    validation are published to the workspace, with a sample in WS/samples/.
+    validation are published to the workspace, with a sample in WS/samples/. With --task classify: a
+    many-to-one classifier on labelled text (best weights by validation macro-F1).
 
     Example: seqtool train-rnn recipes_data/recipes.txt -w runs/char --hidden 256 --time-budget 10m
     """
     options = config_options(ctx, train_rnn, locals())
+    options = c.classify_options(task, options, pooling=pooling, label_column=label_column, text_key=text_key,
+                                 label_key=label_key)
     from seqtool.data.io import data_fingerprints
     from seqtool.training import lm
     from seqtool.training.run import Job
 
     job = Job("rnn-lm", lm.TrainRNNConfig, lambda cfg: data_fingerprints(cfg.data), lm.build_rnn_lm)
+    if task == "classify":
+        from seqtool.training.classify import jobs
+
+        job = jobs()["rnn"]
     run_command(ctx, job, workspace, config, options, sets, resume)

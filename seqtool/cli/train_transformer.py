@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from seqtool.cli import classify as c
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, global_options
 from seqtool.cli.train import run_command
@@ -102,9 +103,17 @@ def train_transformer(
     tensorboard: o.TensorBoard = None,
     resume: o.Resume = "auto",
     sets: o.Sets = None,
+    task: c.Task = "lm",
+    pooling: c.Pooling = None,
+    label_column: c.LabelColumn = None,
+    text_key: c.TextKey = None,
+    label_key: c.LabelKey = None,
 ) -> None:
     """Train a Transformer: translation (encoder-decoder, best weights by validation BLEU), a GPT-like
     causal LM (decoder) or a BERT-like masked LM (encoder, validation masked-token accuracy).
+
+    With --task classify (--arch encoder or decoder): a text classifier on labelled data, [CLS]-style
+    first-token, last-token or mean pooling (best weights by validation macro-F1).
 
     Example: seqtool train-transformer input.txt -w runs/gpt --arch decoder --block-size 64 --time-budget 10m
 
@@ -115,6 +124,13 @@ def train_transformer(
     options = config_options(ctx, train_transformer, locals())
     if noise is not None:
         options["noise.functions"] = [part.strip() for part in noise.split(",") if part.strip()]
+    options = c.classify_options(task, options, pooling=pooling, label_column=label_column, text_key=text_key,
+                                 label_key=label_key)
+    if task == "classify":
+        from seqtool.training.classify import jobs
+
+        run_command(ctx, jobs()["transformer"], workspace, config, options, sets, resume)
+        return
     from seqtool.data.io import data_fingerprints
     from seqtool.training import transformer
     from seqtool.training.run import Job

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from seqtool.errors import InputError, out_of_memory
+from seqtool.models.classifier import Classifier
 from seqtool.models.rnn_lm import RNNLM
 from seqtool.models.seq2seq import Seq2Seq
 from seqtool.models.transformer import Transformer
@@ -16,6 +17,7 @@ MODELS: dict[str, type] = {
     "rnn-lm": RNNLM,
     "seq2seq": Seq2Seq,
     "transformer": Transformer,
+    "classifier": Classifier,
 }
 
 
