@@ -39,6 +39,7 @@ class DataConfig:
     valid: list[str] = dataclasses.field(default_factory=list)
     valid_fraction: float = 0.05  # held out from the end of train when no valid file is given
     encoding_errors: str = "strict"
+    store: str = ""  # the token store's directory (data/store.py); empty: WS/store
 
     def __post_init__(self) -> None:
         check_choice("data.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
@@ -53,11 +54,13 @@ class TokenizerConfig:
     vocab_size: int = 8000
     min_count: int = 1
     lowercase: bool = False
+    sample: int = 0  # learn from this many training lines drawn at random (seeded); 0: every line
 
     def __post_init__(self) -> None:
         check_choice("tokenizer.kind", self.kind, ("char", "word", "bpe", "unigram"))
         check_between("tokenizer.vocab_size", self.vocab_size, 1, MAX_VOCAB)
         check_positive("tokenizer.min_count", self.min_count)
+        check_at_least("tokenizer.sample", self.sample, 0, " (0: every line)")
 
 
 @dataclasses.dataclass

@@ -247,6 +247,11 @@ class Workspace:
         return self.path / TOKENIZER_DIR
 
     @property
+    def store_dir(self) -> Path:
+        """store/: the token store of the run's corpus (data/store.py), unless --data-store names another."""
+        return self.path / "store"
+
+    @property
     def weights_file(self) -> Path:
         return self.path / WEIGHTS_FILE
 

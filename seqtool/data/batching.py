@@ -1,7 +1,7 @@
 """Language-model batches from a token stream: truncated BPTT over B parallel streams (RNNs), shuffled
 blocks (Transformers), or (window → next token) examples. All implement the trainer's BatchSource: the
 same (epoch, start) always yields the same batches, so a resumed run continues from the exact data
-position.
+position. The stream may be a memory-mapped uint16/int32 view (data/store.py): batches come out int64.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class StreamBatches:
 
     def _batch(self, i: int) -> Batch:
         cols = slice(i * self.bptt, (i + 1) * self.bptt)
-        inputs, targets = self.inputs[:, cols].contiguous(), self.targets[:, cols].contiguous()
+        inputs, targets = self.inputs[:, cols].contiguous().long(), self.targets[:, cols].contiguous().long()
         return {"inputs": inputs, "targets": targets, "ntokens": targets.numel()}
 
 
@@ -75,8 +75,8 @@ class BlockBatches:
         for i in range(start, self.steps_per_epoch):
             starts = offset + order[i * self.rows:(i + 1) * self.rows] * self.block
             index = starts[:, None] + span  # (rows, block)
-            targets = self.ids[index + 1]
-            yield {"inputs": self.ids[index], "targets": targets, "ntokens": targets.numel()}
+            targets = self.ids[index + 1].long()
+            yield {"inputs": self.ids[index].long(), "targets": targets, "ntokens": targets.numel()}
 
 
 class WindowBatches:
@@ -102,8 +102,8 @@ class WindowBatches:
 
 def window_batch(ids: Tensor, starts: Tensor, window: int) -> Batch:
     """Windows ids[s : s + window] (B, window) and their next tokens ids[s + window] (B,)."""
-    inputs = ids[starts.unsqueeze(1) + torch.arange(window)]  # (B, window)
-    targets = ids[starts + window]  # (B,)
+    inputs = ids[starts.unsqueeze(1) + torch.arange(window)].long()  # (B, window)
+    targets = ids[starts + window].long()  # (B,)
     return {"inputs": inputs, "targets": targets, "ntokens": targets.numel()}
 
 
@@ -122,7 +122,7 @@ def stream_eval_batches(ids: Tensor, batch_size: int, bptt: int) -> Iterator[Bat
     inputs = ids[:rows * length].view(rows, length)
     targets = ids[1:rows * length + 1].view(rows, length)
     for a in range(0, length, bptt):
-        x, y = inputs[:, a:a + bptt].contiguous(), targets[:, a:a + bptt].contiguous()
+        x, y = inputs[:, a:a + bptt].contiguous().long(), targets[:, a:a + bptt].contiguous().long()
         yield {"inputs": x, "targets": y, "ntokens": y.numel()}
 
 

@@ -160,14 +160,10 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
                  note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
     """train-rnn's task (corpus, tokenizer, model, batches) and what to do after a finished run."""
     from seqtool.models.rnn_lm import RNNLM
+    from seqtool.training.streams import token_streams
 
-    corpus = read_corpus(cfg.data)
-    if resuming:
-        tok = load_tokenizer(ws.tokenizer_dir)
-    else:
-        tok = prepare_tokenizer(cfg.tokenizer, corpus.train, ws)
-    train_ids = encode(tok, corpus.train)
-    valid_ids = encode(tok, corpus.valid) if corpus.valid else train_ids
+    corpus = token_streams(cfg.data, cfg.tokenizer, ws, resuming, cfg.run.seed, note)
+    tok, train_ids, valid_ids = corpus.tok, corpus.train_ids, corpus.valid_ids
     model = RNNLM(cfg.model, tok.vocab_size)
     params = sum(p.numel() for p in model.parameters())
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "

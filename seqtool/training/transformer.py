@@ -31,6 +31,7 @@ class TransformerDataConfig(ParallelDataConfig):
     train: list[str] = field(default_factory=list)  # decoder / encoder: text files, globs, '-' or .gz
     valid: list[str] = field(default_factory=list)
     block_size: int = 128  # decoder / encoder: tokens per training sequence (and positions of the model)
+    store: str = ""  # decoder / encoder: the token store's directory (data/store.py); empty: WS/store
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,16 +101,11 @@ def data_fields(cfg: TransformerTrainConfig) -> tuple[tuple[str, str], ...]:
 
 def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.device, note: Note,
                          resuming: bool) -> tuple[TrainTask, Callable[[dict], None] | None]:
-    from seqtool.data.tokenizers import load_tokenizer
     from seqtool.training import lm
+    from seqtool.training.streams import token_streams
 
-    corpus = lm.read_corpus(cfg.data)
-    if resuming:
-        tok = load_tokenizer(ws.tokenizer_dir)
-    else:
-        tok = lm.prepare_tokenizer(cfg.tokenizer, corpus.train, ws)
-    train_ids = lm.encode(tok, corpus.train)
-    valid_ids = lm.encode(tok, corpus.valid) if corpus.valid else train_ids
+    corpus = token_streams(cfg.data, cfg.tokenizer, ws, resuming, cfg.run.seed, note)
+    tok, train_ids, valid_ids = corpus.tok, corpus.train_ids, corpus.valid_ids
     block, B = cfg.data.block_size, cfg.run.batch_size
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
