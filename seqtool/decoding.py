@@ -180,10 +180,12 @@ def _banned(history: list[int], n: int) -> list[int]:
 
 @torch.no_grad()
 def beam_search(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig, eos_id: int,
-                max_lengths: Sequence[int] | None = None) -> list[list[Hypothesis]]:
+                max_lengths: Sequence[int] | None = None, end_ids: Sequence[int] = ()
+                ) -> list[list[Hypothesis]]:
     """The cfg.nbest best continuations of each row of next_ids (B, t), best first.
 
     `max_lengths` caps the new tokens of each row (translation: a·|source| + b), else cfg.max_tokens.
+    `end_ids`: more tokens that finish a hypothesis as `eos_id` does (a language model's stop tokens).
 
     All sentences and their beams step together as one batch of (live sentences × beam) rows. As in
     OpenNMT, a sentence is done when its best candidate ends with `eos_id` and it holds cfg.nbest
@@ -198,6 +200,7 @@ def beam_search(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig, eos
     beams = [Hypothesis([], [], 0.0) for _ in rows]  # the live hypothesis of each row
     finished: list[list[Hypothesis]] = [[] for _ in active]
     limits = [min(cfg.max_tokens, n) for n in max_lengths] if max_lengths else [cfg.max_tokens] * len(active)
+    finishing = {eos_id, *end_ids}
     for t in range(cfg.max_tokens):
         logits, state = model.step(inputs, state)
         logprobs = logits.float().log_softmax(-1)  # (n·K, V)
@@ -219,7 +222,7 @@ def beam_search(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig, eos
                     break
                 beam, tok = divmod(pos, V)
                 row = i * K + beam
-                if tok == eos_id:
+                if tok in finishing:
                     best_is_eos |= rank == 0
                     if rank < K:
                         finished[sent].append(_final(_extend(beams[row], tok, lp, score), cfg, True))
@@ -352,3 +355,52 @@ class TextStream:
                 return
         if piece := row.rest():
             yield piece
+
+
+# ---------------------------------------------------------------------------------------------
+# language models: beam search, and re-reading a window
+
+
+class WindowLM(torch.nn.Module):
+    """A language model read as the window objective trained it (N tokens → the next, each window
+    from a fresh state; the recipe lecture's "re-read the last N words"): every step feeds the
+    model only the last `window` tokens, from model.start(). The state is those tokens (B, ≤ N),
+    so sampling and beam search drive it like any model; each token costs N model steps."""
+
+    def __init__(self, model: Any, window: int):
+        super().__init__()
+        self.model, self.window = model, window
+
+    def start(self, src_ids: Tensor | None = None, src_mask: Tensor | None = None) -> Tensor | None:
+        return None
+
+    def step(self, next_ids: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        tokens = next_ids if state is None else torch.cat([state, next_ids], 1)
+        tokens = tokens[:, -self.window:]  # (B, ≤ N): fewer only while the text is shorter
+        logits, _ = self.model.step(tokens, self.model.start())
+        return logits, tokens
+
+    def reorder(self, state: Tensor | None, index: Tensor) -> Tensor | None:
+        return None if state is None else state.index_select(0, index)
+
+
+def lm_beam(model: Any, tokenizer: Any, prompt: str, cfg: DecodeConfig, stop: Sequence[str] = (),
+            newline_prefix: bool = True) -> list[Sample]:
+    """The cfg.nbest most likely continuations of `prompt` (beam search of width cfg.beam, ranked by
+    log-probability / the length penalty cfg.length_penalty), best first. A hypothesis ends at </s>,
+    at a token whose text is a stop string (e.g. the newline token for "\n"), or after cfg.max_tokens;
+    its text is cut before the first stop string. Beam 1 is greedy search."""
+    prompt_ids = lm_prompt_ids(tokenizer, prompt, newline_prefix)
+    stop = [s for s in stop if s]
+    ends = [i for i in range(tokenizer.vocab_size)
+            if stop and i != tokenizer.eos_id and tokenizer.decode([i]) in stop]
+    inputs = torch.tensor([prompt_ids], device=next(model.parameters()).device)
+    [hyps] = beam_search(model, model.start(), inputs, cfg, tokenizer.eos_id, end_ids=ends)
+    samples = []
+    for hyp in hyps:
+        ids = hyp.ids[:-1] if hyp.ids[-1:] == [tokenizer.eos_id] else hyp.ids
+        text = tokenizer.decode([prompt_ids[-1], *ids])[len(tokenizer.decode(prompt_ids[-1:])):]
+        hits = [i for s in stop if (i := text.find(s)) >= 0]
+        reason = "eos" if hyp.ids[-1:] == [tokenizer.eos_id] else "stop" if hits else "max_tokens"
+        samples.append(Sample(prompt, text[:min(hits)] if hits else text, hyp.ids, hyp.logprobs, reason))
+    return samples

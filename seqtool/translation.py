@@ -1,5 +1,6 @@
 """Translating with any translation workspace (RNN seq2seq, Transformer) through the step interface:
-batched greedy or beam search, detokenised output, and attention weights for `attention-map`.
+batched greedy search, beam search or sampling, detokenised output, and attention weights for
+`attention-map`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class TranslateConfig:
     nbest: int = 1
     batch_size: int = 64
     no_repeat_ngram: int = 0
+    sample: bool = False  # draw each token from the model's distribution (seeded by the caller)
+    temperature: float = 1.0  # sampling: divide the logits by this
+    top_p: float = 1.0  # sampling: nucleus (Holtzman et al. 2020); 1.0: no limit
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam <= 10_000:
@@ -43,6 +47,15 @@ class TranslateConfig:
                              f"one token (got a={a}, b={b})")
         if self.no_repeat_ngram < 0:
             raise InputError(f"--no-repeat-ngram must be ≥ 0, got {self.no_repeat_ngram}")
+        if self.sample and (self.beam > 1 or self.no_repeat_ngram):
+            raise InputError("--sample draws one translation per line; --beam, --nbest and --no-repeat-ngram "
+                             "belong to beam search", hint="leave out --sample, or the beam options")
+        if not self.sample and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise InputError("--temperature and --top-p shape sampling", hint="add --sample")
+        if not 0 < self.temperature < math.inf:  # NaN fails every comparison
+            raise InputError(f"--temperature must be a finite number > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError(f"--top-p must be in (0, 1], got {self.top_p}")
 
     def max_tokens(self, src_len: int) -> int:
         return max(1, int(self.max_len_a * src_len + self.max_len_b))
@@ -75,6 +88,26 @@ class AttentionMap:
 # loading and decoding
 
 
+class NeverTokens:
+    """A model whose steps give the tokens `ids` no probability: for sampling, which could otherwise
+    draw tokens that no target sentence holds (padding, <s>, <mask>, and the newline, which would
+    break one output line per input line)."""
+
+    def __init__(self, model: Any, ids: Sequence[int]):
+        self.model, self.ids = model, sorted(set(ids))
+
+    def start(self, src_ids: Tensor | None = None, src_mask: Tensor | None = None) -> Any:
+        return self.model.start(src_ids, src_mask)
+
+    def step(self, next_ids: Tensor, state: Any) -> tuple[Tensor, Any]:
+        logits, state = self.model.step(next_ids, state)  # (B, V)
+        banned = torch.tensor(self.ids, device=logits.device)
+        return logits.index_fill(1, banned, float("-inf")), state
+
+    def reorder(self, state: Any, index: Tensor) -> Any:
+        return self.model.reorder(state, index)
+
+
 class Translator:
     """A translation model and its source/target tokenizers, ready to decode (eval mode)."""
 
@@ -105,14 +138,21 @@ class Translator:
         return ids, ids != self.src_tok.pad_id, lengths
 
     @torch.no_grad()
-    def decode_batch(self, lines: Sequence[str], cfg: TranslateConfig) -> list[list[Candidate]]:
-        """The cfg.nbest best translations of every line (non-empty lines only)."""
+    def decode_batch(self, lines: Sequence[str], cfg: TranslateConfig,
+                     generator: torch.Generator | None = None) -> list[list[Candidate]]:
+        """The cfg.nbest best translations of every line (non-empty lines only), or with cfg.sample
+        one translation drawn from the model (its random numbers from `generator`)."""
         src, mask, lengths = self.encode_sources(lines)
         limits = [cfg.max_tokens(n - 1) + 1 for n in lengths]  # + 1 for </s>
         state = self.model.start(src, mask)
         bos = torch.full((len(lines), 1), self.tgt_tok.bos_id, dtype=torch.long, device=self.device)
         eos = self.tgt_tok.eos_id
-        if cfg.beam == 1 and cfg.nbest == 1 and not cfg.no_repeat_ngram:
+        if cfg.sample:
+            dcfg = DecodeConfig(max_tokens=max(limits), temperature=cfg.temperature, top_p=cfg.top_p)
+            tok = self.tgt_tok
+            model = NeverTokens(self.model, [tok.pad_id, tok.bos_id, tok.mask_id, tok.newline_id])
+            results = [[h] for h in sample(model, state, bos, dcfg, generator, eos_id=eos)]
+        elif cfg.beam == 1 and cfg.nbest == 1 and not cfg.no_repeat_ngram:
             dcfg = DecodeConfig(max_tokens=max(limits), greedy=True)
             results = [[h] for h in sample(self.model, state, bos, dcfg, eos_id=eos)]
         else:
@@ -129,22 +169,27 @@ class Translator:
         score = hyp.score if len(hyp.ids) <= limit else sum(hyp.logprobs[:limit])
         return Candidate(self.tgt_tok.decode(ids), float(score), ids)
 
-    def translate(self, lines: Iterable[str], cfg: TranslateConfig) -> Iterator[list[Candidate]]:
-        """One list of candidates per input line, in input order; an empty line gives [Candidate('')]."""
+    def translate(self, lines: Iterable[str], cfg: TranslateConfig, generator: torch.Generator | None = None
+                  ) -> Iterator[list[Candidate]]:
+        """One list of candidates per input line, in input order; an empty line gives [Candidate('')].
+        Sampling draws from `generator` batch after batch: the same seed and --batch-size give the
+        same translations."""
         chunk: list[str] = []
         for line in lines:
             chunk.append(line)
             if len(chunk) == cfg.batch_size:
-                yield from self._translate_chunk(chunk, cfg)
+                yield from self._translate_chunk(chunk, cfg, generator)
                 chunk = []
         if chunk:
-            yield from self._translate_chunk(chunk, cfg)
+            yield from self._translate_chunk(chunk, cfg, generator)
 
-    def _translate_chunk(self, chunk: list[str], cfg: TranslateConfig) -> list[list[Candidate]]:
+    def _translate_chunk(self, chunk: list[str], cfg: TranslateConfig, generator: torch.Generator | None
+                         ) -> list[list[Candidate]]:
         todo = [i for i, line in enumerate(chunk) if line.strip()]
         out: list[list[Candidate]] = [[Candidate("", 0.0, [])] for _ in chunk]
         if todo:
-            for i, cands in zip(todo, self.decode_batch([chunk[i].strip() for i in todo], cfg), strict=True):
+            decoded = self.decode_batch([chunk[i].strip() for i in todo], cfg, generator)
+            for i, cands in zip(todo, decoded, strict=True):
                 out[i] = cands
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -51,6 +52,19 @@ def generate(
                                           "much probability (1: all)."), Key("top_p")] = None,
     greedy: Annotated[bool, Opt("--greedy", help="Always take the most likely token."), Key("greedy")] \
         = False,
+    beam: Annotated[Optional[int], Opt("--beam", "-k", help="Beam search of this width instead of sampling: "
+                                       "the most likely continuation (with -n N, the N best); 1 is greedy. "
+                                       "A --stop text that is one token (e.g. '\\n') ends a hypothesis."),
+                    Key("beam")] = None,
+    length_penalty: Annotated[Optional[float], Opt(
+        "--length-penalty", "-a", help="Beam search: a hypothesis Y scores log P(Y) / ((5 + |Y|) / 6)^α "
+        "(GNMT's length normalisation); 0 ranks by raw log-probability, which favours ending early."),
+        Key("length_penalty")] = None,
+    window: Annotated[Optional[int], Opt(help="Feed the model only the last N tokens before each new one, "
+                                         "from a fresh state (re-read the window, as the window objective "
+                                         "trains). Default: the training window of a model trained with "
+                                         "--objective window, else 0 (read the whole text once).",
+                                         show_default=False)] = None,
     newline_prefix: Annotated[bool, Opt("--newline-prefix/--no-newline-prefix", help="Condition on a newline "
                                         "before the prompt, as the model read each line of its training "
                                         "text. --no-newline-prefix: the prompt's tokens alone, as "
@@ -71,12 +85,17 @@ def generate(
     device: Device = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
-    """Generate text with a language-model workspace (greedy, temperature, top-k, top-p).
+    """Generate text with a language-model workspace (greedy, temperature, top-k, top-p, beam search).
 
     The model continues a newline followed by the prompt, since it learnt from text read as lines: an
     imported GPT-2 given the bare prompt (transformers, or --no-newline-prefix) continues differently.
 
+    A model trained with --objective window (N tokens → the next) generates as it was trained: each
+    new token from the last N tokens alone (see --window).
+
     Example: seqtool generate -w runs/recipes --prompt "Chocolate" --max-tokens 300 --temperature 0.7 --seed 1
+
+    Example: seqtool generate -w runs/recipes --prompt "Chocolate" --beam 5 --stop '\\n' -n 3
     """
     options = config_options(ctx, generate, locals())
     import random
@@ -86,8 +105,9 @@ def generate(
     from seqtool.config import check_seed, resolve
     from seqtool.data.io import iter_lines, open_output
     from seqtool.data.tokenizers import load_tokenizer
-    from seqtool.decoding import DecodeConfig, TextStream
+    from seqtool.decoding import DecodeConfig, TextStream, WindowLM, lm_beam
     from seqtool.errors import InputError
+    from seqtool.evaluation import workspace_reading
     from seqtool.generation import sample_batch
     from seqtool.models import load_published
     from seqtool.models.quantize import quantize_int8
@@ -102,6 +122,14 @@ def generate(
     if prompt is not None and prompt_file is not None:
         raise InputError("give --prompt or --prompt-file, not both")
     cfg = resolve(DecodeConfig, options=options)
+    searching = beam is not None or cfg.beam > 1
+    if searching and (temperature is not None or top_k is not None or top_p is not None):
+        raise InputError("beam search does not sample: --temperature, --top-k and --top-p do not apply",
+                         hint="leave them out, or leave out --beam")
+    if length_penalty is not None and not searching:
+        raise InputError("--length-penalty ranks beam-search hypotheses", hint="add --beam N")
+    if window is not None and window < 0:
+        raise InputError(f"--window must be ≥ 0 (0: read the whole text), got {window}")
     report = reporter(ctx)
     path = require_workspace(workspace, ctx)
     if fill is not None or WS.open(path).kind in MLM_KINDS:
@@ -113,6 +141,11 @@ def generate(
     if quantize == "int8":
         model = quantize_int8(model, dev)
     tok = load_tokenizer(ws.tokenizer_dir)
+    if window is None:
+        reading, context, _ = workspace_reading(ws.kind, ws.config, model)
+        window = context if reading == "window" else 0
+    if window:
+        model = WindowLM(model, window).eval()
     seed = pick(seed, ctx, "seed")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     check_seed("--seed", seed)
@@ -128,6 +161,22 @@ def generate(
             for k in range(num_samples):
                 yield n, text, k
 
+    if searching:  # each prompt's --num-samples best continuations, best first
+        cfg = dataclasses.replace(cfg, nbest=num_samples)
+        with open_output("-") as out:
+            for n, text, k in rows():
+                if k:
+                    continue
+                for k, s in enumerate(lm_beam(model, tok, text, cfg, stops, newline_prefix)):
+                    if fmt == "text":
+                        out.write(("\n" if n or k else "") + text + s.text + "\n")
+                    else:
+                        out.write(json.dumps({"prompt": text, "sample": k, "beam": cfg.beam, "text": s.text,
+                                              "tokens": [tok.id_to_piece(i) for i in s.ids], "ids": s.ids,
+                                              "logprobs": [round(lp, 5) for lp in s.logprobs],
+                                              "stop_reason": s.stop_reason}, ensure_ascii=False) + "\n")
+                out.flush()
+        return
     with open_output("-") as out:
         for chunk in _chunks(rows(), batch_size):
             if len(chunk) == 1:  # one row: streamed as it is produced

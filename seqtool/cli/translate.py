@@ -1,4 +1,4 @@
-"""`seqtool translate`: one detokenised translation per input line, greedy or beam search."""
+"""`seqtool translate`: one detokenised translation per input line: greedy, beam search or sampling."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from seqtool.cli.options import (
     EncodingErrors,
     Key,
     Quantize,
+    Seed,
     Workspace,
     config_options,
     pick,
@@ -46,6 +47,14 @@ def translate(
     batch_size: Annotated[Optional[int], Opt(help="Sentences decoded together."), Key("batch_size")] = None,
     no_repeat_ngram: Annotated[Optional[int], Opt(help="Never repeat an n-gram of this size (0: off)."),
                                Key("no_repeat_ngram")] = None,
+    sample: Annotated[bool, Opt("--sample", help="Draw each token from the model's distribution instead of "
+                                "searching (e.g. varied back-translations); reproducible with --seed and "
+                                "the same --batch-size."), Key("sample")] = False,
+    temperature: Annotated[Optional[float], Opt(help="With --sample: divide the logits by this (< 1: closer "
+                                                "to greedy)."), Key("temperature")] = None,
+    top_p: Annotated[Optional[float], Opt(help="With --sample: draw from the smallest set of tokens holding "
+                                          "this much probability (1: all)."), Key("top_p")] = None,
+    seed: Seed = None,
     adapter: Adapter = None,
     quantize: Quantize = "none",
     device: Device = None,
@@ -54,23 +63,33 @@ def translate(
     """Translate a file line by line with a translation workspace (empty lines stay empty).
 
     Example: seqtool translate -w runs/enfr test.en --beam 5 --length-penalty 0.6 > test.hyp.fr
+
+    Example: seqtool translate -w runs/enfr test.en --sample --temperature 0.8 --top-p 0.9 --seed 1
     """
     options = config_options(ctx, translate, locals())
-    from seqtool.config import resolve
+    import random
+
+    import torch
+
+    from seqtool.config import check_seed, resolve
     from seqtool.data.io import iter_lines
     from seqtool.models.quantize import quantize_int8
     from seqtool.training import runtime
     from seqtool.translation import TranslateConfig, Translator
 
     cfg = resolve(TranslateConfig, options=options)
-    translator = Translator.from_workspace(require_workspace(workspace, ctx),
-                                           runtime.pick_device(pick(device, ctx, "device")), adapter)
+    dev = runtime.pick_device(pick(device, ctx, "device"))
+    seed = pick(seed, ctx, "seed")
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    check_seed("--seed", seed)
+    generator = torch.Generator(device=dev).manual_seed(seed) if cfg.sample else None
+    translator = Translator.from_workspace(require_workspace(workspace, ctx), dev, adapter)
     if quantize == "int8":
         translator.model = quantize_int8(translator.model, translator.device)
     lines = iter_lines(input, encoding_errors=encoding_errors)
     plain = cfg.nbest == 1 and not scores
     out = sys.stdout
-    for n, candidates in enumerate(translator.translate(lines, cfg), 1):
+    for n, candidates in enumerate(translator.translate(lines, cfg, generator), 1):
         if plain:
             out.write(candidates[0].text + "\n")
         elif nbest_format == "jsonl":
