@@ -269,7 +269,6 @@ def test_what_cannot_be_exported_is_refused_in_one_line_and_nothing_is_written(c
 
 
 def test_sentencepiece_tokenizers_are_refused_not_approximated(cli, tmp_path):
-    pytest.importorskip("tokenizers")
     tok = train_tokenizer("bpe", TEXTS, vocab_size=60)
     ws = _workspace(tmp_path / "bpe", tok)
     _refused(cli, ["-w", ws.path, "-o", tmp_path / "out"], "bpe (sentencepiece) tokenizer", "--format onnx")

@@ -38,28 +38,31 @@ def export(ws_path: Path, fmt: str, out: Path, adapter: str | None = None, merge
     ws = Workspace.open(ws_path)
     _check_output(out, ws.path)
     _check_kind(ws, fmt)
-    model, tokenizer = _load(ws, adapter if (merge or fmt == "onnx") else None)
+    merged = bool(adapter) and (merge or fmt == "onnx")  # ONNX has no adapters: always merged
+    peft = (adapter, *ws.load_adapter(adapter)) if adapter and not merged else None  # read before writing
+    model, tokenizer = _load(ws, adapter if merged else None)
     write = export_hf if fmt == "hf" else export_onnx
     with _staging(out) as staging:
-        summary = write(ws, model, tokenizer, staging, adapter=None if merge else adapter)
+        summary = write(ws, model, tokenizer, staging, peft)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return {"format": fmt, "output": str(out), "workspace": str(ws.path), "kind": ws.kind,
-            "adapter": adapter, "merged": bool(adapter) and (merge or fmt == "onnx"), **summary,
-            "files": files}
+            "adapter": adapter, "merged": merged, **summary, "files": files}
 
 
-def export_hf(ws: Any, model: Any, tokenizer: Any, directory: Path, adapter: str | None) -> dict[str, Any]:
+def export_hf(ws: Any, model: Any, tokenizer: Any, directory: Path, peft: tuple | None) -> dict[str, Any]:
+    """GPT-2 into `directory`; `peft` = (name, weights, config) of an adapter to write beside it."""
     from seqtool.export.hf import save_gpt2, save_peft_adapter
 
     save_gpt2(model, tokenizer, directory)
-    if adapter:
-        target = directory / "adapters" / adapter
+    if peft:
+        name, state, config = peft
+        target = directory / "adapters" / name
         target.mkdir(parents=True)
-        save_peft_adapter(*ws.load_adapter(adapter), target)
+        save_peft_adapter(state, config, target)
     return {"model": "gpt2"}
 
 
-def export_onnx(ws: Any, model: Any, tokenizer: Any, directory: Path, adapter: str | None) -> dict[str, Any]:
+def export_onnx(ws: Any, model: Any, tokenizer: Any, directory: Path, peft: None) -> dict[str, Any]:
     from seqtool.export.onnx import save_onnx
 
     graph = save_onnx(model, directory / "model.onnx")

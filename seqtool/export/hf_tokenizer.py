@@ -55,13 +55,13 @@ def save_hf_tokenizer(tokenizer: Any, directory: Path, model_max_length: int) ->
 
 def _word_level(tokenizer: Any) -> Any:
     """A char or word tokenizer as a `tokenizers.Tokenizer` over the same pieces and ids."""
-    from seqtool.data.gpt2_tokenizer import _tokenizers
-
-    tk = _tokenizers()
-    from tokenizers import Regex, decoders, normalizers, pre_tokenizers
-
+    try:
+        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    except ImportError:
+        raise InputError(f"exporting a {tokenizer.kind} tokenizer needs the `tokenizers` library, which is "
+                         "not installed", hint="pip install 'seqtool[export]'") from None
     vocab = {piece: i for i, piece in enumerate(tokenizer.pieces)}
-    hf = tk.Tokenizer(tk.models.WordLevel(vocab, unk_token=SPECIALS[tokenizer.unk_id]))
+    hf = Tokenizer(models.WordLevel(vocab, unk_token=SPECIALS[tokenizer.unk_id]))
     user_symbols = sorted(tokenizer.options.get("user_symbols") or [], key=len, reverse=True)
     space = SPACE_PIECE if tokenizer.kind == "char" else " "  # char: symbols are matched after the spaces
     symbols = [re.escape(s.replace(" ", space)) for s in user_symbols]
