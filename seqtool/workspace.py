@@ -215,7 +215,7 @@ class Workspace:
 
         The trainer notes the final step in the status, writes the final checkpoint (whose meta.json
         says why the run ended), then the state `finished`. A kill -9 between the last two leaves the
-        state at `running`: that checkpoint then decides, and `settle` (the lock holder) writes the state.
+        state at `running`: that checkpoint then decides, and `settle` writes the state (not on a view).
         Any other state was written by a run that ended knowing how.
         """
         state, final = self.status.get("state"), self.status.get("final_step")
@@ -225,9 +225,8 @@ class Workspace:
         meta = read_json(ckpt / "meta.json") if ckpt is not None else {}
         if not meta.get("finished") or meta.get("step") != final:
             return None
-        if settle:
+        if settle:  # (through the write gate: a view writes nothing)
             self.mark_finished(meta["finished"], meta["step"])
-            return self.status
         return {**self.status, "state": "finished", "finished": meta["finished"], "step": meta["step"]}
 
     def lock(self) -> WorkspaceLock:

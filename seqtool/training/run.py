@@ -17,10 +17,10 @@ import torch
 
 from seqtool.config import check_choice, first_difference, resolve, to_dict
 from seqtool.errors import InputError
-from seqtool.tracking import require_tensorboard
 from seqtool.lock import WorkspaceLock, lock_workspace
+from seqtool.tracking import require_tensorboard
 from seqtool.training import runtime
-from seqtool.training.trainer import Trainer, TrainTask
+from seqtool.training.trainer import NOTHING_TO_DO, Trainer, TrainTask
 from seqtool.workspace import Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]
@@ -98,12 +98,12 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
     lock = WorkspaceLock.of(path)
     trainer = None
     try:
-        if dist.is_main:
+        if dist.is_main:  # the one writer; the lock comes before the workspace (and its views) exists
             lock = lock_workspace(path, lambda message: report({"event": "warning", "message": message}))
         if job.rounds is None:
-            if (done := _finished(path, cfg, saved, dist.is_main)) is not None:
-                report({"event": "info", "message": "nothing to do: the run has finished (change a "
-                        "setting, or --resume never to train afresh)"})
+            if (done := _finished(path, cfg, saved, dist)) is not None:
+                report({"event": "info", "message": f"{NOTHING_TO_DO} (change a setting, or --resume never "
+                        "to train afresh)"})
                 on_summary(lambda status: {"status": "already-finished", "steps": done.get("step", 0),
                                            "best_value": done.get("best_value"), "workspace": str(path)})
                 return {"status": "already-finished"}
@@ -121,7 +121,7 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         if prep.best_value is not None and not prep.resuming:
             trainer.state.best_value = prep.best_value
         summary = trainer.fit(resume=prep.resuming)
-        if prep.after is not None and dist.is_main and summary.get("status") == "finished":
+        if prep.after is not None and not prep.ws.read_only and summary.get("status") == "finished":
             prep.after(summary)
         return summary
     finally:
@@ -152,12 +152,15 @@ def _saved_config(path: Path, kind: str) -> dict[str, Any] | None:
     return ws.config if ws.checkpoint_dirs() else None
 
 
-def _finished(path: Path, cfg: Any, saved: dict[str, Any] | None, is_main: bool) -> dict[str, Any] | None:
+def _finished(path: Path, cfg: Any, saved: dict[str, Any] | None,
+              dist: runtime.Dist) -> dict[str, Any] | None:
     """The status of the finished run in `path` when this is the same command again (cron, a requeued
-    job: nothing to do), else None; the lock holder settles a status a kill -9 left behind."""
+    job: nothing to do, even when its data are gone), else None. Its final checkpoint decides, as it does
+    for the Trainer (which also sees a raised limit); a status a kill -9 left behind is settled here by
+    rank 0 (the others hold a view)."""
     if saved is None or to_dict(cfg) != saved:
         return None
-    return Workspace.open(path).finished_status(settle=is_main)
+    return _for_rank(Workspace.open(path), dist).finished_status(settle=True)
 
 
 def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: str, device: torch.device,

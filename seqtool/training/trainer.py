@@ -28,6 +28,9 @@ from seqtool.training.schedules import lr_at
 from seqtool.workspace import Workspace
 
 
+NOTHING_TO_DO = "nothing to do: the run has finished"  # its final checkpoint says so, and the limits hold
+
+
 class BatchSource(Protocol):
     """Deterministic batches: the same (epoch, start) always yields the same batches, so a resumed run
     continues from the exact data position. Batches are dicts of tensors plus `ntokens`."""
@@ -203,8 +206,7 @@ class Trainer(Checkpointing, Collectives):
                 # a kill -9 between the final checkpoint and the status write left it at "running"
                 self.ws.mark_finished(self.state.finished, self.state.step)
             summary = self.summary("already-finished")
-            self.emit({"event": "summary", **summary, "exit_code": 0,
-                       "message": "nothing to do: the run has finished"})
+            self.emit({"event": "summary", **summary, "exit_code": 0, "message": NOTHING_TO_DO})
             return summary
         self.state.finished = ""
         self.ws.update_status(state="running", final_step=None)
