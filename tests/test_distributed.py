@@ -109,6 +109,9 @@ def test_two_processes_match_one(tmp_path):
     events = two_ws.read_metrics()
     train_steps = [e["step"] for e in events if e["event"] == "train"]
     assert train_steps == list(range(1, steps + 1))
+    # the gradient norm logged is the global one (after DDP's all-reduce), as one process computes it
+    one_norms = [e["grad_norm"] for e in single.read_metrics() if e["event"] == "train"]
+    assert [e["grad_norm"] for e in events if e["event"] == "train"] == pytest.approx(one_norms, rel=1e-4)
     assert sum(e["event"] == "summary" for e in events) == 1
     assert not (two_ws.path / ".lock").exists()
     assert sorted(p.name for p in two_ws.path.iterdir()) == sorted(
