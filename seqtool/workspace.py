@@ -58,6 +58,7 @@ KINDS = {
     "transformer-lm": Kind("transformer", "lm", "block"),
     "transformer-mt": Kind("transformer", "translation"),
     "transformer-mlm": Kind("transformer", "mlm", "masked"),
+    "rnn-forecast": Kind("forecaster", "forecast"),  # the next value of a numeric series (MSE)
     "classifier": Kind("classifier", "classify"),  # any of the bodies above under a label head
 }
 LM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "lm")

@@ -62,6 +62,9 @@ def evaluate(
     Without --data, a language model is scored on the validation text of its own run (its --valid files,
     or the same held-out lines of its training text).
 
+    A forecasting workspace (train-rnn --task forecast): one-step-ahead MSE on the held-out tail of its
+    series (or on --data CSV after its first window) beside the naive forecast (the last value).
+
     Example: seqtool evaluate -w runs/recipes --baseline ngram --order 3
     """
     from seqtool import evaluation
@@ -75,9 +78,14 @@ def evaluate(
     from seqtool.workspace import Workspace as WS
 
     report = reporter(ctx)
-    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, *MLM_KINDS, *MT_KINDS, "classifier"),
-                 purpose="evaluation")
+    ws = WS.open(require_workspace(workspace, ctx), kinds=(*LM_KINDS, *MLM_KINDS, *MT_KINDS, "classifier",
+                                                           "rnn-forecast"), purpose="evaluation")
     dev = runtime.pick_device(pick(device, ctx, "device"))
+    if ws.kind == "rnn-forecast":  # one-step-ahead MSE beside the naive last-value forecast
+        from seqtool.cli.forecast import evaluate_forecast
+
+        evaluate_forecast(ctx, ws, data, None, as_json, dev)
+        return
     if ws.kind == "classifier":  # accuracy, macro-F1, per-class scores, confusion matrix
         from seqtool.cli.classify import evaluate_classifier
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from seqtool.cli import classify as c
+from seqtool.cli import forecast as f
 from seqtool.cli import options as o
 from seqtool.cli.options import Key, config_options, reporter
 
@@ -99,6 +100,7 @@ def train_rnn(
     label_column: c.LabelColumn = None,
     text_key: c.TextKey = None,
     label_key: c.LabelKey = None,
+    column: f.Column = None,
 ) -> None:
     """Train a recurrent language model (RNN, GRU, LSTM or UGRNN) on text; the best weights on
     validation are published to the workspace, with a sample in WS/samples/. With --task classify: a
@@ -118,4 +120,7 @@ def train_rnn(
         from seqtool.training.classify import jobs
 
         job = jobs()["rnn"]
+    if task == "forecast":  # a numeric CSV column → its next value, MSE (workspace kind rnn-forecast)
+        job = f.forecast_job()
+    options = f.forecast_options(task, train_rnn, options, column)
     run_command(ctx, job, workspace, config, options, sets, resume)

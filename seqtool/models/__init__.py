@@ -9,6 +9,7 @@ from typing import Any
 
 from seqtool.errors import InputError, out_of_memory
 from seqtool.models.classifier import Classifier
+from seqtool.models.forecaster import Forecaster
 from seqtool.models.rnn_lm import RNNLM
 from seqtool.models.seq2seq import Seq2Seq
 from seqtool.models.transformer import Transformer
@@ -17,6 +18,7 @@ MODELS: dict[str, type] = {
     "rnn-lm": RNNLM,
     "seq2seq": Seq2Seq,
     "transformer": Transformer,
+    "forecaster": Forecaster,
     "classifier": Classifier,
 }
 

@@ -25,7 +25,8 @@ State = tuple[Tensor, ...]  # (h,) or (h, c) for the LSTM, each (L, B, H)
 
 @dataclass
 class RNNLMConfig:
-    cell: str = "lstm"  # rnn (Elman, tanh) | rnn-relu (Elman, ReLU) | gru | lstm | ugrnn (Collins et al. 2017)
+    cell: str = "lstm"  # rnn (Elman, tanh) | rnn-relu (Elman, ReLU) | gru | lstm | ugrnn (Collins et al.
+    # 2017)
     n_layers: int = 2  # stacked recurrent layers
     hidden: int = 256
     embedding: int = 0  # 0: the same as hidden, so the output layer can share the embedding (tie)
