@@ -210,7 +210,7 @@ def test_word_tokenizer_exports_with_the_same_ids_and_text(tmp_path):
         assert hf_tok.decode(tok.encode(text)) == tok.decode(tok.encode(text)), text
 
 
-def test_onnx_decoder_and_translation_graphs_give_the_torch_logits(char_ws, cli, tmp_path):
+def test_onnx_graphs_give_the_torch_logits(char_ws, cli, tmp_path):
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
 
@@ -237,6 +237,15 @@ def test_onnx_decoder_and_translation_graphs_give_the_torch_logits(char_ws, cli,
     with torch.no_grad():
         expected = model.logits({"src": src, "tgt_in": tgt})
     torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=0, atol=1e-4)
+    # the masked LM's graph (not exported again here, to keep this file quick): the module that is exported
+    # gives seqtool's logits, padding masked as in seqtool
+    from seqtool.export.onnx import graph_of
+
+    mlm = load_published(_workspace(tmp_path / "mlm", tok, kind="transformer-mlm", arch="encoder"))
+    graph, names = graph_of(mlm)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(src), _logits(mlm, src), rtol=0, atol=1e-5)
+    assert names == ("input_ids",)
 
 
 def _refused(cli, args, *words):

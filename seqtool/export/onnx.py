@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,21 @@ def graph_of(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
     return LanguageModelGraph(model), ("input_ids",)
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's warnings and log lines about its own internals (e.g. torchvision's
+    operators it skips): they say nothing about the user's model."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
     """Write model.onnx; → a description of its inputs and outputs (for export.json)."""
     try:
@@ -91,8 +108,8 @@ def save_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
     examples = tuple(torch.full((2, length), 4, dtype=torch.long) for _ in names)
     batch = torch.export.Dim("batch")
     dims = {name: {0: batch, 1: torch.export.Dim(f"{name}_length", max=model.cfg.max_len)} for name in names}
-    chatter = io.StringIO()  # the exporter prints its progress; stdout is for data
-    with contextlib.redirect_stdout(chatter), torch.no_grad():
+    chatter = io.StringIO()  # the exporter prints its progress (stdout is for data)
+    with contextlib.redirect_stdout(chatter), _quiet_exporter(), torch.no_grad():
         try:
             program = torch.onnx.export(graph, examples, input_names=list(names), output_names=["logits"],
                                         dynamic_shapes=dims, dynamo=True, opset_version=OPSET)
@@ -104,4 +121,6 @@ def save_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
         program.save(str(path))
     return {"inputs": {name: "int64 (batch, length)" for name in names},
             "outputs": {"logits": "float32 (batch, length, vocab)"}, "opset": OPSET,
-            "max_length": model.cfg.max_len}
+            "max_length": model.cfg.max_len,
+            # ids from here on are padding rows of the vocabulary, never a token: mask them when decoding
+            "tokenizer_size": model.cfg.tokenizer_size or model.cfg.vocab_size}
