@@ -282,3 +282,30 @@ def test_finetune_an_hf_gpt2_with_a_new_head(cli, tmp_path, data):
     assert model.pooling == "mean" and model.body.cfg.tokenizer_size > 0
     out = _ok(cli(["classify", "-w", tmp_path / "ft", "--probs"], input="broth leek\n")).stdout
     assert set(json.loads(out)["probs"]) == set(WORDS)
+
+
+def test_two_processes_train_the_same_classifier_as_one(tmp_path, data):
+    """DDP (torchrun, gloo): each rank scores its share of a batch's rows, weighted by its share of them,
+    so two processes end with the weights of one (up to float reduction order)."""
+    import os
+    import subprocess
+    import sys
+
+    train, valid = data
+    args = ["train-rnn", str(train), "--valid", str(valid), "--max-steps", "4", "--dropout", "0", "--set",
+            "head.dropout=0", "--set", "run.checkpoint_every=4", *map(str, SMALL_RNN)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                           "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID")}
+    env["OMP_NUM_THREADS"] = "1"
+    one = subprocess.run([sys.executable, "-m", "seqtool", *args, "-w", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "seqtool", *args, "-w", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_file(tmp_path / "one/checkpoints/step-0000004/model.safetensors")
+    b = load_file(tmp_path / "two/checkpoints/step-0000004/model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name

@@ -91,11 +91,31 @@ def test_split_script_is_reproducible(tmp_path):
         assert (copy / "phrasebook" / name).read_bytes() == (DATA / "phrasebook" / name).read_bytes()
 
 
-def _config_class(command: str):
+def test_course_labels_script_is_reproducible(tmp_path):
+    import shutil
+
+    copy = tmp_path / "recipes_data"
+    copy.mkdir()
+    shutil.copy(DATA / "recipes.txt", copy / "recipes.txt")
+    shutil.copy(DATA / "make_courses.py", copy / "make_courses.py")
+    subprocess.run([sys.executable, str(copy / "make_courses.py")], check=True, capture_output=True)
+    for name in ("train.tsv", "valid.tsv", "test.tsv"):
+        assert (copy / "courses" / name).read_bytes() == (DATA / "courses" / name).read_bytes()
+    rows = [line.split("\t") for name in ("train.tsv", "valid.tsv", "test.tsv")
+            for line in (DATA / "courses" / name).read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 513 and all(len(row) == 2 for row in rows)
+    assert {row[1] for row in rows} == {"soup", "main", "side", "condiment", "dessert", "baking", "drink",
+                                        "breakfast"}
+
+
+def _config_class(command: str, classify: bool = False):
+    from seqtool.training.classify import RNNClassifyConfig, TransformerClassifyConfig
     from seqtool.training.lm import TrainRNNConfig
     from seqtool.training.seq2seq import Seq2SeqTrainConfig
     from seqtool.training.transformer import TransformerTrainConfig
 
+    if classify:
+        return {"train-rnn": RNNClassifyConfig, "train-transformer": TransformerClassifyConfig}[command]
     return {"train-rnn": TrainRNNConfig, "train-seq2seq": Seq2SeqTrainConfig,
             "train-transformer": TransformerTrainConfig}[command]
 
@@ -108,10 +128,10 @@ def test_shipped_configs_resolve(path):
     from seqtool.config import parse_duration, resolve
 
     text = path.read_text(encoding="utf-8")
-    command = next(line.split("seqtool ", 1)[1].split()[0] for line in text.splitlines()
-                   if line.startswith("#") and "seqtool train-" in line)
+    line = next(line for line in text.splitlines() if line.startswith("#") and "seqtool train-" in line)
+    command = line.split("seqtool ", 1)[1].split()[0]
     assert text.startswith("# ")
-    cfg = resolve(_config_class(command), path)
+    cfg = resolve(_config_class(command, "--task classify" in line), path)
     root = DATA.parent
     for value in dataclasses.asdict(cfg.data).values():
         for item in value if isinstance(value, list) else [value]:
