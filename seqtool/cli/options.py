@@ -97,6 +97,13 @@ MinCount = Annotated[Optional[int], Opt(help="char/word: keep pieces seen at lea
                      Key("tokenizer.min_count")]
 Lowercase = Annotated[Optional[bool], Opt("--lowercase/--no-lowercase", help="Lower-case the text first."),
                       Key("tokenizer.lowercase")]
+TokenizerSample = Annotated[Optional[int], Opt("--tokenizer-sample", help="Learn the tokenizer from this "
+                                                "many training lines drawn at random, seeded (big "
+                                                "corpora; 0: every line)."), Key("tokenizer.sample")]
+DataStore = Annotated[Optional[str], Opt("--data-store", help="Token store directory (seqtool tokenize "
+                                         "--format store -o DIR, or a shared cache): the text files are "
+                                         "encoded there once and memory-mapped by every later run, resume "
+                                         "and DDP rank (default: WS/store)."), Key("data.store")]
 BatchSize = Annotated[Optional[int], Opt(help="Sequences per batch."), Key("run.batch_size")]
 Lr = Annotated[Optional[float], Opt(help="Learning rate."), Key("optim.lr")]
 Optimizer = Annotated[Optional[Literal[OPTIMIZERS]], Opt(help="Optimizer."), Key("optim.optimizer")]

@@ -29,7 +29,12 @@ def tokenize(
     side: Annotated[
         Optional[Literal["src", "tgt"]], typer.Option("--side", help="The tokenizer of a parallel workspace.")
     ] = None,
-    fmt: Annotated[Literal[FORMATS], typer.Option("--format", help="What to write.")] = "pieces",
+    fmt: Annotated[Literal[(*FORMATS, "store")], typer.Option(
+        "--format", help="What to write; store: a token store in -o DIR for train-* --data-store DIR "
+        "(encoded once, in parallel, memory-mapped by every run and rank).")] = "pieces",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--format store: the store "
+                                                   "directory (created; other corpora in it are kept).",
+                                                   show_default=False)] = None,
     decode: Annotated[bool, typer.Option("--decode", help="Turn ids or pieces back into text.")] = False,
     source: Annotated[Literal[FORMATS], typer.Option("--from", help="What --decode reads.")] = "ids",
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with <s>.")] = False,
@@ -40,6 +45,9 @@ def tokenize(
     """Tokenize text, one output line per input line (empty lines kept).
 
     Example: seqtool tokenize corpus.txt -t tok/ --format ids | seqtool tokenize -t tok/ --decode --from ids
+
+    Before a batch job: seqtool tokenize big/*.txt -t tok/ --format store -o /scratch/store, then
+    seqtool train-transformer big/*.txt -t tok/ --data-store /scratch/store ...
     """
     from seqtool.data.io import iter_lines, open_output
     from seqtool.data.tokenized import StreamStats, decode_lines, encode_lines
@@ -53,6 +61,9 @@ def tokenize(
     if decode and (add_bos or add_eos):
         raise InputError("--add-bos and --add-eos apply only when encoding", hint="drop them with --decode")
     tok = load_tokenizer(tokenizer, side)
+    if fmt == "store" or output is not None:
+        _store(ctx, files or [], tok, output, fmt, decode, add_bos or add_eos, encoding_errors)
+        return
     lines = iter_lines(files or ["-"], encoding_errors, max_line_chars)
     stats = StreamStats()
     chunks = (decode_lines(tok, lines, source) if decode
@@ -65,3 +76,28 @@ def tokenize(
         reporter(ctx).warn(f"{stats.unk:,} of {stats.tokens:,} tokens are <unk> "
                            f"(not in the vocabulary: {common})")
 
+
+
+def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: str, decode: bool,
+           specials: bool, encoding_errors: str) -> None:
+    """--format store: encode FILES into the token store in --output (reused when already there)."""
+    from seqtool.data.io import expand_paths, file_fingerprint
+    from seqtool.data.store import ensure_corpus
+    from seqtool.errors import InputError
+
+    if fmt != "store" or output is None:
+        raise InputError("--output goes with --format store (the other formats write to stdout)",
+                         hint="pass both --format store and -o DIR, or neither")
+    if decode or specials:
+        raise InputError("--decode, --add-bos and --add-eos do not apply to --format store")
+    if not files or "-" in files:
+        raise InputError("--format store needs files: stdin cannot be hashed or read again",
+                         hint="save the text to a file first")
+    paths = expand_paths(files)
+    report = reporter(ctx)
+    sources = [{"role": "train", **file_fingerprint(str(Path(p).resolve()))} for p in paths]
+    corpus, built = ensure_corpus(output, paths, sources, tok, encoding_errors, progress=report.info)
+    m = corpus.manifest
+    report.info(f"token store {corpus.path}: {'built' if built else 'already there'}, {m['tokens']:,} "
+                f"tokens ({m['dtype']}), {m['lines']:,} lines from {len(paths)} file(s); train with "
+                f"--data-store {output}")
