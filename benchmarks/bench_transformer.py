@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -150,6 +151,11 @@ def bench_model_step(args: argparse.Namespace) -> None:
                                          activation="gelu", bias=False, norm_first=True))
     runs = {"nanoGPT": (theirs, lambda: theirs(inputs, targets)[1]),
             "seqtool": (ours, lambda: ours({"inputs": inputs, "targets": targets})[1])}
+    if args.compile:  # both compiled too (train-transformer --compile; nanoGPT's compile=True), same weights
+        theirs2, ours2 = copy.deepcopy(theirs), copy.deepcopy(ours)
+        theirs_c, ours_c = torch.compile(theirs2), torch.compile(ours2)
+        runs["nanoGPT compiled"] = (theirs2, lambda: theirs_c(inputs, targets)[1])
+        runs["seqtool compiled"] = (ours2, lambda: ours_c({"inputs": inputs, "targets": targets})[1])
     optims = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
               for k, (m, _) in runs.items()}
     times: dict[str, dict[str, list[float]]] = {
@@ -180,6 +186,10 @@ def bench_model_step(args: argparse.Namespace) -> None:
         print(f"| {name} | {med['forward']:.2f} | {med['backward']:.2f} | {med['optimizer']:.2f} | "
               f"{totals[name]:.2f} |")
     print(f"\nratio of step times nanoGPT / seqtool: ×{totals['nanoGPT'] / totals['seqtool']:.3f}")
+    if args.compile:
+        print(f"compiled: nanoGPT / seqtool ×{totals['nanoGPT compiled'] / totals['seqtool compiled']:.3f}; "
+              f"speed-up from compiling: seqtool ×{totals['seqtool'] / totals['seqtool compiled']:.2f}, "
+              f"nanoGPT ×{totals['nanoGPT'] / totals['nanoGPT compiled']:.2f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +302,8 @@ def main() -> None:
                         help="run the two full training runs at the same time (a shared, loaded machine)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="--model-step-iters: also time both models under torch.compile")
     parser.add_argument("--model-step-iters", type=int, default=0,
                         help="also time the models alone (needs --nanogpt): this many alternating iterations")
     args = parser.parse_args()
