@@ -6,7 +6,6 @@ byte, per-word perplexity), masked LMs (masked-token loss and accuracy) and tran
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from seqtool.data import batching
 from seqtool.data.masking import mask_tokens, masking_options
 from seqtool.errors import InputError
-from seqtool.metrics import TextSize, lm_scores
+from seqtool.metrics import TextSize, lm_scores, perplexity
 
 if TYPE_CHECKING:
     from seqtool.data.parallel import EncodedPairs, ParallelText
@@ -131,7 +130,7 @@ def mlm_scores(model: torch.nn.Module, batches: Iterable[dict[str, Any]], maskin
         raise InputError("no token of the validation text was selected for masking",
                          hint="pass a longer --valid file")
     loss = nll / n
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "accuracy": correct / n, "masked_tokens": n}
+    return {"loss": loss, "ppl": perplexity(loss), "accuracy": correct / n, "masked_tokens": n}
 
 
 def ngram_scores(tok: Any, train: list[str], ids: torch.Tensor, order: int, smoothing: str, k: float,
@@ -188,7 +187,7 @@ def translation_validation(valid_text: ParallelText, valid: EncodedPairs, src_to
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         total, tokens = translation_nll(model, batches.batches(0, 0), device, max_batches)
         loss = total / max(tokens, 1)
-        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+        metrics = {"loss": loss, "ppl": perplexity(loss)}
         if cfg.bleu:
             translator = Translator(model, src_tok, tgt_tok, device)
             hyps = [c[0].text for c in translator.translate(sources, decode)]

@@ -292,6 +292,14 @@ def text_size(lines: Sequence[str], tokens: int) -> TextSize:
                     sum(len(line.split()) + 1 for line in lines))
 
 
+MAX_LOSS = 700.0  # exp(700) is about 1e304: the largest loss whose perplexity is still a finite float
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped at exp(MAX_LOSS), so that a diverging model reports a huge number, not inf."""
+    return math.exp(min(loss, MAX_LOSS))
+
+
 def lm_scores(nll: float, ntokens: int, char_level: bool = False, size: TextSize | None = None,
               correct: int | None = None) -> dict[str, float]:
     """{loss (nats/token), ppl, bpc for character models} from a summed negative log-likelihood over
@@ -305,12 +313,12 @@ def lm_scores(nll: float, ntokens: int, char_level: bool = False, size: TextSize
     if ntokens <= 0:
         raise InputError("no token to score", hint="the text is too short: it needs at least 2 tokens")
     loss = nll / ntokens
-    scores = {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+    scores = {"loss": loss, "ppl": perplexity(loss)}
     if correct is not None:
         scores["accuracy"] = correct / ntokens
     if char_level:  # one token per character, newline included
         scores["bpc"] = loss / math.log(2)
     if size is not None and size.bytes and size.words:
         scores["bpb"] = loss / math.log(2) * size.tokens / size.bytes
-        scores["word_ppl"] = math.exp(min(loss * size.tokens / size.words, 700.0))
+        scores["word_ppl"] = perplexity(loss * size.tokens / size.words)
     return scores

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from seqtool.decoding import DecodeConfig, Hypothesis, beam_search, sample
 from seqtool.errors import InputError
+from seqtool.metrics import perplexity
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,6 @@ class Translator:
               tokenize: str = "13a") -> dict[str, Any]:
         """Corpus BLEU (with its sacrebleu signature) of the translations of `sources`, and the model's
         loss and perplexity per reference token (teacher-forced, pairs with an empty side skipped)."""
-        import math
 
         from seqtool.data.parallel import ParallelBatches, ParallelText, encode_pairs
         from seqtool.evaluation import translation_nll
@@ -217,7 +217,7 @@ class Translator:
             total, tokens = translation_nll(self.model, batches.batches(0, 0), self.device)
         loss = total / tokens if tokens else float("nan")
         return {"bleu": bleu.score, "signature": bleu.signature, "loss": loss,
-                "ppl": math.exp(min(loss, 700.0)) if tokens else float("nan"), "sentences": len(hyps),
+                "ppl": perplexity(loss) if tokens else float("nan"), "sentences": len(hyps),
                 "tokens": tokens}
 
     # -- attention ------------------------------------------------------------------------------

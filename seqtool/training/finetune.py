@@ -19,6 +19,7 @@ from torch import nn
 from seqtool.config import OptimConfig, RunConfig, check_at_least, check_choice
 from seqtool.errors import InputError
 from seqtool.models import lora
+from seqtool.training import tasks
 from seqtool.training.distill import DistillConfig
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import KINDS, Workspace
@@ -138,7 +139,7 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     train_ids, valid_ids = lm.encode(tok, train), lm.encode(tok, valid)
     check_length(valid_ids, reading, context, "the validation text is too short",
                  hint="pass a longer --valid file")
-    return lm.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run, valid)
+    return tasks.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run, valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +151,6 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
     """Continued training of a translation model on the new pairs `train` (a ParallelText), validated
     by loss and BLEU as in training (the source run's max_len, batch_tokens and validation settings)."""
     from seqtool.data.parallel import ParallelBatches, encode_pairs, read_parallel, split_off
-    from seqtool.evaluation import translation_validation
     from seqtool.training.seq2seq import ParallelDataConfig, ValidConfig
 
     d = cfg.data
@@ -177,5 +177,5 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
                          hint=f"pairs longer than {data_cfg.max_len} tokens are skipped; check the data")
     batches = ParallelBatches(train_pairs, data_cfg.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id,
                               tgt_tok.eos_id, seed=cfg.run.seed)
-    return TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
-        valid, valid_pairs, src_tok, tgt_tok, valid_cfg, data_cfg.batch_tokens, cfg.run.eval_batches, device))
+    return tasks.translation_task(model, batches, valid, valid_pairs, src_tok, tgt_tok, valid_cfg,
+                                  data_cfg.batch_tokens, cfg.run.eval_batches, device)

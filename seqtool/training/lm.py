@@ -13,20 +13,18 @@ from typing import Any
 import torch
 
 from seqtool.config import DataConfig, OptimConfig, RunConfig, TokenizerConfig, check_choice, check_positive
-from seqtool.data import batching
 from seqtool.data.io import (
     describe,
     file_fingerprint,
     iter_lines,
     require_nonempty,
 )
-from seqtool.data.masking import MaskedBatches, masking_options
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream
 from seqtool.errors import InputError
-from seqtool.evaluation import check_length, text_validation
-from seqtool.metrics import text_size
+from seqtool.evaluation import check_length
 from seqtool.models.rnn_lm import RNNLMConfig
+from seqtool.training import tasks
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace, atomic_write
 
@@ -112,32 +110,6 @@ def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
     return torch.frombuffer(ids, dtype=torch.long).clone()
 
 
-# ---------------------------------------------------------------------------------------------
-# the task handed to the trainer
-
-
-def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
-            context: int, run: RunConfig, valid_lines: list[str] | None = None) -> TrainTask:
-    """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
-    `context` tokens: its training batches and a validation that reads the held-out stream the same
-    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes). train-rnn,
-    train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
-    validation length itself, with its own hint."""
-    B = run.batch_size
-    if reading == "bptt":
-        source: Any = batching.StreamBatches(train_ids, B, context)
-    elif reading == "window":
-        source = batching.WindowBatches(train_ids, B, context, run.seed)
-    else:
-        source = batching.BlockBatches(train_ids, B, context, run.seed)
-    if reading == "masked":
-        source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
-    size = text_size(valid_lines, valid_ids.numel() - 1) if valid_lines else None
-    evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches, size)
-    return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
-                     carries_state=reading == "bptt")
-
-
 def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int, max_tokens: int = 300,
                  temperature: float = 0.8, on_text: Callable[[str], None] | None = None) -> Path:
     """Sample `max_tokens` from the published weights into WS/samples/step-N.txt."""
@@ -169,8 +141,8 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
     context = cfg.data.bptt if cfg.data.objective == "bptt" else cfg.data.window
-    task = lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run,
-                   corpus.valid or corpus.train)
+    task = tasks.lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run,
+                         corpus.valid or corpus.train)
     check_length(valid_ids, cfg.data.objective, context, "the validation text is too short",
                  hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 

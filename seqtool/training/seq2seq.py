@@ -20,8 +20,8 @@ from seqtool.data.parallel import (
     split_off,
 )
 from seqtool.errors import InputError
-from seqtool.evaluation import translation_validation
 from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
+from seqtool.training.tasks import translation_task
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace
 
@@ -163,8 +163,8 @@ def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.
     note(f"seq2seq ({cfg.model.encoder_cell}→{cfg.model.decoder_cell}, attention {cfg.model.attention}): "
          f"{params:,} parameters; {src_tok.kind} vocabularies of {src_tok.vocab_size:,} → "
          f"{tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
-    task = TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
-        valid_text, valid, src_tok, tgt_tok, cfg.valid, cfg.data.batch_tokens, cfg.run.eval_batches, device))
+    task = translation_task(model, batches, valid_text, valid, src_tok, tgt_tok, cfg.valid,
+                            cfg.data.batch_tokens, cfg.run.eval_batches, device)
 
     def after(summary: dict) -> None:
         best = summary.get("best_value")

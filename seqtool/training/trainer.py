@@ -20,13 +20,13 @@ from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig, parse_duration
 from seqtool.errors import EXIT_INTERRUPTED, RuntimeFailure, SeqtoolError, TemporaryFailure
+from seqtool.metrics import perplexity
 from seqtool.tracking import TensorBoardSink
 from seqtool.training import runtime
 from seqtool.training.checkpointing import Checkpointing
 from seqtool.training.distributed import Collectives
 from seqtool.training.schedules import lr_at
 from seqtool.workspace import Workspace
-
 
 NOTHING_TO_DO = "nothing to do: the run has finished"  # its final checkpoint says so, and the limits hold
 
@@ -278,7 +278,7 @@ class Trainer(Checkpointing, Collectives):
                         now = time.time()
                         avg = log_loss / log_steps
                         event = {"event": "train", "step": s.step, "epoch": s.epoch, "loss": avg,
-                                 "ppl": math.exp(min(avg, 50.0)), "lr": lr,
+                                 "ppl": perplexity(avg), "lr": lr,
                                  "grad_norm": log_norm / log_steps, "grad_norm_max": log_norm_max,
                                  "tokens_per_s": log_tokens * self.dist.world_size
                                  / max(now - log_start, 1e-9)}

@@ -15,8 +15,9 @@ import torch
 from seqtool.config import OptimConfig, RunConfig, check_choice, check_positive
 from seqtool.data.noising import NoiseConfig
 from seqtool.errors import InputError
-from seqtool.evaluation import check_length, translation_validation
+from seqtool.evaluation import check_length
 from seqtool.models.transformer import Transformer, TransformerConfig
+from seqtool.training import tasks
 from seqtool.training.seq2seq import ParallelDataConfig, ParallelTokenizerConfig, ValidConfig
 from seqtool.training.trainer import TrainTask
 from seqtool.workspace import Workspace
@@ -110,7 +111,8 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
     reading = "block" if cfg.model.arch == "decoder" else "masked"
-    task = lm.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run, corpus.valid or corpus.train)
+    task = tasks.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run,
+                         corpus.valid_text)
     note(f"{cfg.model.arch} Transformer: {model.num_params():,} parameters, {tok.kind} vocabulary of "
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {task.data.steps_per_epoch:,} "
          f"batches of {B}×{block}; {corpus.note}")
@@ -144,6 +146,6 @@ def _translation_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.
     model = Transformer(model_cfg, cfg.optim.label_smoothing)
     note(f"encoder-decoder Transformer: {model.num_params():,} parameters; {src_tok.kind} vocabularies of "
          f"{src_tok.vocab_size:,} → {tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
-    return TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
-        valid_text, valid, src_tok, tgt_tok, cfg.valid, cfg.data.batch_tokens, cfg.run.eval_batches, device))
+    return tasks.translation_task(model, batches, valid_text, valid, src_tok, tgt_tok, cfg.valid,
+                                  cfg.data.batch_tokens, cfg.run.eval_batches, device)
 

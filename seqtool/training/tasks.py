@@ -1,0 +1,51 @@
+"""The tasks the Trainer trains, assembled in one place for train-rnn, train-seq2seq, train-transformer and
+finetune: a language model's on a token stream (lm: the next token, read as bptt, window or block; mlm:
+masked tokens), and a translation model's on parallel batches. Each job reads its data, tokenizers and
+model itself (lm.py, seq2seq.py, transformer.py, finetune.py), then hands them here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from seqtool.config import RunConfig
+from seqtool.data import batching
+from seqtool.data.masking import MaskedBatches, masking_options
+from seqtool.data.parallel import EncodedPairs, ParallelBatches, ParallelText
+from seqtool.data.tokenizers import Tokenizer
+from seqtool.evaluation import text_validation, translation_validation
+from seqtool.metrics import text_size
+from seqtool.training.trainer import TrainTask
+
+
+def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
+            context: int, run: RunConfig, valid_lines: list[str] | None = None) -> TrainTask:
+    """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
+    `context` tokens: its training batches and a validation that reads the held-out stream the same
+    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes). train-rnn,
+    train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
+    validation length itself, with its own hint."""
+    B = run.batch_size
+    if reading == "bptt":
+        source: Any = batching.StreamBatches(train_ids, B, context)
+    elif reading == "window":
+        source = batching.WindowBatches(train_ids, B, context, run.seed)
+    else:
+        source = batching.BlockBatches(train_ids, B, context, run.seed)
+    if reading == "masked":
+        source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
+    size = text_size(valid_lines, valid_ids.numel() - 1) if valid_lines else None
+    evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches, size)
+    return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
+                     carries_state=reading == "bptt")
+
+
+def translation_task(model: Any, batches: ParallelBatches, valid_text: ParallelText, valid: EncodedPairs,
+                     src_tok: Tokenizer, tgt_tok: Tokenizer, valid_cfg: Any, batch_tokens: int,
+                     eval_batches: int, device: torch.device) -> TrainTask:
+    """A translation model's task: its training batches, and a validation by loss and (per `valid_cfg`,
+    seq2seq.ValidConfig) BLEU or chrF on the held-out pairs `valid` of `valid_text`."""
+    return TrainTask(model=model, data=batches, arch=model.arch(), **translation_validation(
+        valid_text, valid, src_tok, tgt_tok, valid_cfg, batch_tokens, eval_batches, device))
