@@ -163,8 +163,11 @@ def ensure_corpus(root: str | Path, paths: Sequence[str], sources: Sequence[dict
                   progress: Progress | None = None) -> tuple[StoredCorpus, bool]:
     """The entry of (paths, tok) in the store directory `root`, built first if it is not there (by
     the `writer` alone: the other DDP ranks wait for it at a barrier, then map it); with whether it was
-    built now. `sources` are the files' {path, bytes, sha256} (data.io.data_fingerprints)."""
+    built now. `root` may also be an entry itself, which must then hold these files and tokenizer.
+    `sources` are the files' {path, bytes, sha256} (data.io.data_fingerprints)."""
     key = corpus_key(sources, tokenizer_hash(tok), encoding_errors)
+    if (Path(root) / MANIFEST).is_file():  # an entry itself, not a store directory: it must match
+        return open_corpus(root, key), False
     target = Path(root) / key[:32]
     built = False
     if writer and not (target / MANIFEST).is_file():

@@ -1,0 +1,120 @@
+"""Training from the token store: a store-backed run trains on exactly the batches of the in-memory path,
+a resume reuses the store and continues bit-identically, a prebuilt shared store (tokenize --format
+store) is used as it is, and a corrupt or mismatched store is one clear error."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seqtool.cli import app
+from seqtool.data import store
+from seqtool.storage import load_tensors
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "red", "hat"]
+TRAIN = ["--cell", "gru", "--n-layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
+         "--bptt", "16", "--eval-every", "3", "--set", "run.checkpoint_every=3", "--device", "cpu",
+         "--seed", "1", "--kind", "char", "--set", "run.eval_batches=4"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "train.txt"
+    path.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(8)) + "\n" for _ in range(200)))
+    return path
+
+
+def train(files: list[str], ws: Path, steps: int, *extra: str, stdin: str | None = None) -> list[dict]:
+    result = CliRunner().invoke(app, ["--log-format", "json", "train-rnn", *files, "-w", str(ws), *TRAIN,
+                                      "--max-steps", str(steps), *extra], input=stdin)
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 0, lines[-3:]
+    return lines
+
+
+def messages(lines: list[dict]) -> str:
+    return "\n".join(str(line.get("message", "")) for line in lines)
+
+
+def published(ws: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(ws / "model.safetensors")
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    """6 steps from the file (so from WS/store), uninterrupted."""
+    ws = tmp_path_factory.mktemp("ref") / "ws"
+    lines = train([str(corpus)], ws, 6)
+    assert "token store: built" in messages(lines)
+    return ws
+
+
+def test_a_store_backed_run_trains_as_the_in_memory_path(corpus, reference, tmp_path):
+    # stdin is read and encoded in memory (no store): the same tokens must give the same weights
+    lines = train(["-"], tmp_path / "ws", 6, stdin=corpus.read_text())
+    assert "token store" not in messages(lines)
+    assert not (tmp_path / "ws" / "store").exists()
+    assert_same(published(reference), published(tmp_path / "ws"))
+
+
+def test_resume_reuses_the_store_and_is_bit_identical(corpus, reference, tmp_path):
+    ws = tmp_path / "ws"
+    train([str(corpus)], ws, 3)
+    entry = next((ws / "store").iterdir())
+    built_at = (entry / store.TOKENS).stat().st_mtime_ns
+    lines = train([str(corpus)], ws, 6)  # resumes from the checkpoint at step 3
+    assert "token store: reusing" in messages(lines)
+    assert (entry / store.TOKENS).stat().st_mtime_ns == built_at
+    assert_same(published(reference), published(ws))
+
+
+def test_a_prebuilt_shared_store_is_used_by_every_run(corpus, reference, tmp_path):
+    runner = CliRunner()
+    tok = tmp_path / "tok"
+    result = runner.invoke(app, ["build-vocab", str(corpus), "-o", str(tok), "--kind", "char"])
+    assert result.exit_code == 0, result.output
+    shared = tmp_path / "shared"
+    result = runner.invoke(app, ["tokenize", str(corpus), "-t", str(tok), "--format", "store", "-o",
+                                 str(shared)])
+    assert result.exit_code == 0 and "built" in result.stderr, result.stderr
+    entries = list(shared.iterdir())
+    for name in ("a", "b"):
+        lines = train([str(corpus)], tmp_path / name, 3, "-t", str(tok), "--data-store", str(shared))
+        assert "token store: reusing" in messages(lines)
+        assert not (tmp_path / name / "store").exists()
+    assert list(shared.iterdir()) == entries
+
+
+def test_a_corrupt_store_is_one_error_line_with_exit_2(corpus, tmp_path):
+    ws = tmp_path / "ws"
+    train([str(corpus)], ws, 3)
+    tokens = next((ws / "store").iterdir()) / store.TOKENS
+    tokens.write_bytes(tokens.read_bytes()[:100])
+    result = CliRunner().invoke(app, ["train-rnn", str(corpus), "-w", str(ws), *TRAIN, "--max-steps", "6"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.stderr
+    assert "is corrupt" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_a_store_entry_of_other_data_is_refused(corpus, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("a different text\n" * 50)
+    ws = tmp_path / "ws"
+    train([str(other)], ws, 1)
+    entry = next((ws / "store").iterdir())  # an entry passed as the store itself
+    result = CliRunner().invoke(app, ["train-rnn", str(corpus), "-w", str(tmp_path / "ws2"), *TRAIN,
+                                      "--max-steps", "1", "--data-store", str(entry)])
+    assert result.exit_code == 2, result.stderr
+    assert "built from other data or another tokenizer" in result.stderr
