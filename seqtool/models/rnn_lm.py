@@ -106,6 +106,8 @@ class RNNLM(nn.Module):
 
     lora_targets: dict = {}  # no LoRA: the recurrent weights are not nn.Linear layers
     vocab_keys = {"": ("vocab_size",)}  # --extend-vocab: arch keys sized by its one tokenizer
+    # --freeze (models/freezing.py): layer N is the fused rnn's _lN weights, or a UGRNN's layers.N
+    freeze_groups = {"embeddings": r"^embed\.", "layers": r"^rnn\.\w+_l{i}(_reverse)?$|^layers\.{i}\."}
 
     def __init__(self, cfg: RNNLMConfig, vocab_size: int):
         super().__init__()

@@ -153,6 +153,9 @@ class Seq2Seq(nn.Module):
     }
     # --extend-vocab: arch keys sized by each tokenizer ("" for one shared, src and tgt for two)
     vocab_keys = {"": ("src_vocab", "tgt_vocab"), "src": ("src_vocab",), "tgt": ("tgt_vocab",)}
+    # --freeze (models/freezing.py): layer N of encoder and decoder (the fused LSTM/GRU's _lN weights)
+    freeze_groups = {"embeddings": r"^(src|tgt)_embed\.", "encoder": r"^(encoder|src_embed)\.",
+                     "layers": r"_l{i}(_reverse)?$"}
 
     def __init__(self, cfg: Seq2SeqConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0,
                  label_smoothing: float = 0.0, teacher_forcing: TeacherForcing | None = None):

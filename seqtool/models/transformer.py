@@ -192,6 +192,9 @@ class Transformer(nn.Module):
     }
     # --extend-vocab: arch keys sized by each tokenizer ("" for one shared, src and tgt for two)
     vocab_keys = {"": ("vocab_size",), "src": ("src_vocab_size",), "tgt": ("vocab_size",)}
+    # --freeze (models/freezing.py): token and learned position tables; layer N of each stack
+    freeze_groups = {"embeddings": r"\.(embed|pos)\.weight$", "encoder": r"^encoder\.",
+                     "layers": r"(^|\.)layers\.{i}\."}
 
     def __init__(self, cfg: TransformerConfig, label_smoothing: float = 0.0):
         super().__init__()
