@@ -236,10 +236,6 @@ class Workspace:
 
         return WorkspaceLock.of(self.path)
 
-    def sub(self, *parts: str) -> Path:
-        """Deprecated: use the layout properties below (kept until the last callers move to them)."""
-        return self.path.joinpath(*parts)
-
     # -- layout: where each part of a workspace lives -----------------------------------------
     @property
     def tokenizer_dir(self) -> Path:

@@ -30,7 +30,7 @@ def _teacher(path, kind="char"):
     model = Transformer(TransformerConfig(arch="decoder", vocab_size=tok.vocab_size, n_layers=1, n_heads=2,
                                           d_model=16, d_ff=32, dropout=0.0, positions="learned", max_len=32))
     ws = Workspace.create(path, "transformer-lm", {"data": {"block_size": 32}})
-    tok.save(ws.sub("tokenizer"))
+    tok.save(ws.tokenizer_dir)
     ws.publish(model.state_dict(), model.arch())
     return ws
 
@@ -40,7 +40,7 @@ def _student(path):
     torch.manual_seed(2)
     model = RNNLM(RNNLMConfig(cell="lstm", n_layers=1, hidden=16, dropout=0.0), tok.vocab_size)
     ws = Workspace.create(path, "rnn-lm", {"data": {"bptt": 16}})
-    tok.save(ws.sub("tokenizer"))
+    tok.save(ws.tokenizer_dir)
     ws.publish(model.state_dict(), model.arch())
     return ws
 

@@ -26,7 +26,7 @@ def _lm_workspace(path, kind="char", arch="decoder"):
                             dropout=0.0, positions="learned", max_len=64, activation="gelu-tanh")
     model = Transformer(cfg)
     ws = Workspace.create(path, "transformer-lm", {"data": {"bptt": 16}})
-    tok.save(ws.sub("tokenizer"))
+    tok.save(ws.tokenizer_dir)
     ws.publish(model.state_dict(), model.arch())
     return ws
 
@@ -40,7 +40,7 @@ def _run(cli, *args):
 def _loss(ws_path, adapter=None):
     ws = Workspace.open(ws_path)
     model = load_published(ws, adapter=adapter)
-    tok = load_tokenizer(ws.sub("tokenizer"))
+    tok = load_tokenizer(ws.tokenizer_dir)
     ids = torch.tensor([tok.encode("melt the chocolate gently")])
     with torch.no_grad():
         return model({"inputs": ids[:, :-1], "targets": ids[:, 1:]})[1].item(), model, ids
@@ -58,7 +58,7 @@ def test_full_finetune_continues_training_and_reports_unknown_text(cli, tmp_path
     assert "trainable parameters" in result.stderr
     ws = Workspace.open(tmp_path / "ft")
     assert ws.kind == "transformer-lm" and ws.status["best_step"] > 0
-    assert (ws.sub("data", "valid.txt")).is_file()
+    assert ws.fixed_data("valid.txt").is_file()
     before, _, _ = _loss(tmp_path / "base")
     after, _, _ = _loss(tmp_path / "ft")
     assert after < before
@@ -147,8 +147,8 @@ def test_lora_adapter_resume_and_merge(cli, tmp_path, tmp_text):
     adapter, config = ws.load_adapter("cakes")
     assert config["rank"] == 4 and config["targets"] == ["q", "v", "mlp"]
     assert all(k.endswith(("lora_a", "lora_b")) for k in adapter)
-    size = ws.sub("adapters", "cakes.safetensors").stat().st_size
-    assert size < ws.sub("model.safetensors").stat().st_size / 2
+    size = ws.adapter_file("cakes").stat().st_size
+    assert size < ws.weights_file.stat().st_size / 2
     info = json.loads(cli(["info", "-w", str(tmp_path / "ft"), "--json"]).stdout)
     assert info["finetuned_from"] == {"source": str(tmp_path / "base"), "method": "LoRA rank 4",
                                       "promote_if_better": False}

@@ -380,7 +380,7 @@ class Trainer(Checkpointing, Collectives):
             # shutdown_distributed(wait=True) holds every rank until rank 0 is done (and has unlocked).
             self.stopped_by = name = reason.split(":", 1)[1]
             self.checkpoint()
-            last = self.ws.sub("checkpoints", f"step-{s.step:07d}")
+            last = self.ws.checkpoint_dir(s.step)
             if name == "SIGINT":
                 err: SeqtoolError = SeqtoolError(
                     f"interrupted by Ctrl-C at step {s.step}; checkpoint {last} written",
