@@ -1,9 +1,11 @@
-"""The workspace directory: its kinds, its layout, the writer lock, checkpoints and published weights.
+"""The workspace directory: its kinds, its layout, its metadata and published weights; the writer lock is
+lock.py's and the checkpoint files checkpoints.py's, reached through Workspace methods.
 
 Layout (DESIGN.md): seqtool.yaml, tokenizer/, model.safetensors + model.json, checkpoints/step-N/,
 metrics.jsonl, plots/, samples/, attention/, adapters/, .lock. Every file is written through storage.py
 (atomic writes, safetensors); torch is imported only by the functions that move tensors, so
-`seqtool info` stays light.
+`seqtool info` stays light. A read-only view (Workspace.view) writes nothing: every writing method passes
+the one write gate (_writes).
 """
 
 from __future__ import annotations
