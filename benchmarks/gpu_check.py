@@ -229,10 +229,10 @@ class Check:
         import torch
 
         from seqtool.config import OptimConfig
-        from seqtool.training.trainer import _make_optimizer
+        from seqtool.training.optim import make_optimizer
 
         params = [torch.nn.Parameter(torch.randn(256, 256, device=self.device))]
-        optimizer = _make_optimizer(params, OptimConfig(optimizer="adamw"))
+        optimizer = make_optimizer(params, OptimConfig(optimizer="adamw"))
         params[0].grad = torch.randn_like(params[0])
         optimizer.step()
         fused = optimizer.defaults.get("fused")

@@ -1,5 +1,5 @@
 """Language-model batches from a token stream: truncated BPTT over B parallel streams (RNNs), shuffled
-blocks (Transformers), or (window → next token) examples. All implement the trainer's BatchSource: the
+blocks (Transformers), or (window → next token) examples. All implement the tasks.BatchSource protocol: the
 same (epoch, start) always yields the same batches, so a resumed run continues from the exact data
 position. The stream may be a memory-mapped uint16/int32 view (data/store.py): batches come out int64.
 """

@@ -135,7 +135,7 @@ def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], pad_i
 
 
 class ParallelBatches:
-    """Length-bucketed batches with a token budget (trainer.BatchSource).
+    """Length-bucketed batches with a token budget (training.tasks.BatchSource).
 
     Each epoch shuffles the pairs with a seed derived from (seed, epoch), sorts them stably by
     length (so equal lengths stay shuffled), cuts batches of at most `batch_tokens` padded tokens

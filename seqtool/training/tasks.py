@@ -1,14 +1,18 @@
-"""The tasks the Trainer trains, assembled in one place for train-rnn, train-seq2seq, train-transformer and
-finetune: a language model's on a token stream (lm: the next token, read as bptt, window or block; mlm:
-masked tokens), and a translation model's on parallel batches. Each job reads its data, tokenizers and
-model itself (lm.py, seq2seq.py, transformer.py, finetune.py), then hands them here.
+"""The tasks the Trainer trains (TrainTask: a model, its batches, its validation), assembled in one place
+for train-rnn, train-seq2seq, train-transformer and finetune: a language model's on a token stream (lm: the
+next token, read as bptt, window or block; mlm: masked tokens), and a translation model's on parallel
+batches. Each job reads its data, tokenizers and model itself (lm.py, seq2seq.py, transformer.py,
+finetune.py), then hands them here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from seqtool.config import RunConfig
 from seqtool.data import batching
@@ -17,7 +21,28 @@ from seqtool.data.parallel import EncodedPairs, ParallelBatches, ParallelText
 from seqtool.data.tokenizers import Tokenizer
 from seqtool.evaluation import text_validation, translation_validation
 from seqtool.metrics import text_size
-from seqtool.training.trainer import TrainTask
+
+
+class BatchSource(Protocol):
+    """Deterministic batches: the same (epoch, start) always yields the same batches, so a resumed run
+    continues from the exact data position. Batches are dicts of tensors plus `ntokens`."""
+
+    steps_per_epoch: int
+
+    def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]: ...
+
+
+@dataclass
+class TrainTask:
+    model: nn.Module
+    data: BatchSource
+    evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics; must include "loss"
+    arch: dict[str, Any]  # written to model.json beside the published weights
+    metric: str = "loss"  # the validation metric that picks the published weights
+    mode: str = "min"  # "min" for loss/perplexity, "max" for BLEU/accuracy
+    carries_state: bool = False  # truncated BPTT: hidden state flows from one batch to the next
+    adapter: str = ""  # LoRA (finetune): checkpoints hold and publishing writes only adapters/NAME
+    trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None  # default: all requiring grad
 
 
 def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,32 +25,11 @@ from seqtool.tracking import TensorBoardSink
 from seqtool.training import runtime
 from seqtool.training.checkpointing import Checkpointing
 from seqtool.training.distributed import Collectives
-from seqtool.training.schedules import lr_at
+from seqtool.training.optim import lr_at, make_optimizer
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 NOTHING_TO_DO = "nothing to do: the run has finished"  # its final checkpoint says so, and the limits hold
-
-
-class BatchSource(Protocol):
-    """Deterministic batches: the same (epoch, start) always yields the same batches, so a resumed run
-    continues from the exact data position. Batches are dicts of tensors plus `ntokens`."""
-
-    steps_per_epoch: int
-
-    def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]: ...
-
-
-@dataclass
-class TrainTask:
-    model: nn.Module
-    data: BatchSource
-    evaluate: Callable[[nn.Module], dict[str, float]]  # validation metrics; must include "loss"
-    arch: dict[str, Any]  # written to model.json beside the published weights
-    metric: str = "loss"  # the validation metric that picks the published weights
-    mode: str = "min"  # "min" for loss/perplexity, "max" for BLEU/accuracy
-    carries_state: bool = False  # truncated BPTT: hidden state flows from one batch to the next
-    adapter: str = ""  # LoRA (finetune): checkpoints hold and publishing writes only adapters/NAME
-    trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None  # default: all requiring grad
 
 
 @dataclass
@@ -103,7 +82,7 @@ class Trainer(Checkpointing, Collectives):
         params = task.trainable(self.model) if task.trainable else [
             p for p in self.model.parameters() if p.requires_grad]
         self.params = params
-        self.optimizer = _make_optimizer(params, optim)
+        self.optimizer = make_optimizer(params, optim)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.forward_model: nn.Module = self.model
         if self.dist.enabled:
@@ -422,16 +401,6 @@ class Trainer(Checkpointing, Collectives):
                 self.ws.draw_plot(name, lambda path, draw=draw: draw(self.ws.read_metrics(), path))
             except Exception as err:  # noqa: BLE001 - a missing plot must never fail a finished run
                 self.on_event({"event": "warning", "message": f"could not draw plots/{name}: {err}"})
-
-
-def _make_optimizer(params: list[nn.Parameter], o: OptimConfig) -> torch.optim.Optimizer:
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    # On CUDA one fused kernel updates every tensor (fewer launches than foreach); the CPU keeps
-    # torch's default implementation, so CPU runs and their bit-identical resume are unchanged.
-    fused = True if params and all(p.is_cuda for p in params) else None
-    adam = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
-    return adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=fused)
 
 
 def _status_of(err: BaseException) -> str:
