@@ -52,7 +52,7 @@ def weight_bytes(model) -> int:
 
     total, seen = 0, set()
     for module in model.modules():
-        if hasattr(module, "_packed_params"):  # DynamicQuantizedLinear
+        if hasattr(module, "_packed_params") and hasattr(module, "out_features"):  # DynamicQuantizedLinear
             w = module.weight()
             total += w.numel() + 4 * module.out_features  # int8 weights + float bias
         elif isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
