@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,13 +283,16 @@ class TextSize:
     words: int  # whitespace-separated words of each line, plus one per line for its end
 
 
-def text_size(lines: Sequence[str], tokens: int) -> TextSize:
-    """The TextSize of `lines` as a language model reads them (training.lm.encode: each line followed
-    by a newline token), `tokens` being the predicted tokens of that stream (all but the first
-    newline, which is context). A line's end counts as one byte and as one word, as the newline is a
-    token the model must predict, like the <eos> that word-level perplexities count."""
-    return TextSize(tokens, sum(len(line.encode("utf-8")) + 1 for line in lines),
-                    sum(len(line.split()) + 1 for line in lines))
+def text_size(lines: Iterable[str], tokens: int) -> TextSize:
+    """The TextSize of `lines` (read once) as a language model reads them (training.lm.encode: each
+    line followed by a newline token), `tokens` being the predicted tokens of that stream (all but the
+    first newline, which is context). A line's end counts as one byte and as one word, as the newline
+    is a token the model must predict, like the <eos> that word-level perplexities count."""
+    nbytes = nwords = 0
+    for line in lines:
+        nbytes += len(line.encode("utf-8")) + 1
+        nwords += len(line.split()) + 1
+    return TextSize(tokens, nbytes, nwords)
 
 
 MAX_LOSS = 700.0  # exp(700) is about 1e304: the largest loss whose perplexity is still a finite float

@@ -142,7 +142,7 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
          f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
     context = cfg.data.bptt if cfg.data.objective == "bptt" else cfg.data.window
     task = tasks.lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run,
-                         corpus.valid or corpus.train)
+                         corpus.valid_text)
     check_length(valid_ids, cfg.data.objective, context, "the validation text is too short",
                  hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 

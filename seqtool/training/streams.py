@@ -10,7 +10,7 @@ training lines), and a store's line index cuts it without copying.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,24 @@ Note = Callable[[str], None]
 
 
 @dataclass
+class TextLines:
+    """The lines of `paths` from line `first` on, read again at each iteration: a stored corpus's
+    validation text, for counting its bytes and words once (metrics.text_size) without holding it."""
+
+    paths: list[str]
+    encoding_errors: str
+    first: int = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.islice(iter_lines(self.paths, self.encoding_errors), self.first, None)
+
+
+@dataclass
 class Streams:
     """A language model's data: its tokenizer, training and validation token streams (N,) (mapped
     from the store, uint16/int32, or in memory, int64), and where the validation text comes from. The
-    lines are there only when read into memory (stdin)."""
+    lines are there only when read into memory (stdin); `valid_text` gives the validation lines either
+    way (bits per byte and per-word perplexity count them)."""
 
     tok: Any
     train_ids: Any
@@ -34,6 +48,7 @@ class Streams:
     note: str
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
+    valid_text: Iterable[str] = ()
 
 
 def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: int, note: Note) -> Streams:
@@ -54,7 +69,8 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
                else lm.prepare_tokenizer(tok_cfg, corpus.train, ws))
         train_ids = lm.encode(tok, corpus.train)
         valid_ids = lm.encode(tok, corpus.valid) if corpus.valid else train_ids
-        return Streams(tok, train_ids, valid_ids, corpus.note, corpus.train, corpus.valid)
+        return Streams(tok, train_ids, valid_ids, corpus.note, corpus.train, corpus.valid,
+                       corpus.valid or corpus.train)
 
     train_files = expand_paths(data.train)
     if resuming:
@@ -69,15 +85,17 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
     train = _stored(root, "train", train_files, data, ws, tok, note)
     if data.valid:
         valid = _stored(root, "valid", expand_paths(data.valid), data, ws, tok, note)
-        return Streams(tok, train.tokens, valid.tokens, f"validation text: {describe(data.valid)}")
+        return Streams(tok, train.tokens, valid.tokens, f"validation text: {describe(data.valid)}",
+                       valid_text=TextLines(expand_paths(data.valid), data.encoding_errors))
     held_out = int(train.lines * data.valid_fraction)
     if held_out < 1:
         return Streams(tok, train.tokens, train.tokens, "no validation text (too few lines to hold out, or "
-                       "valid_fraction 0): validating on the training text")
+                       "valid_fraction 0): validating on the training text",
+                       valid_text=TextLines(train_files, data.encoding_errors))
     first = train.lines - held_out
     return Streams(tok, train.slice_lines(0, first), train.slice_lines(first, train.lines),
                    f"validation text: the last {held_out:,} of {train.lines:,} lines (valid_fraction "
-                   f"{data.valid_fraction})")
+                   f"{data.valid_fraction})", valid_text=TextLines(train_files, data.encoding_errors, first))
 
 
 def _learn_tokenizer(tok_cfg: Any, data: Any, files: list[str], seed: int, note: Note) -> Any:
