@@ -1,18 +1,15 @@
-"""Workspace: metadata, versions, kinds, atomic writes, the lock, checkpoints and tied weights."""
+"""Workspace: metadata, versions, kinds, layout, the read-only view (the lock: test_lock.py; checkpoint
+files: test_checkpoints.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from seqtool.errors import InputError, RuntimeFailure, TemporaryFailure
+from seqtool.errors import InputError, RuntimeFailure
 from seqtool.lock import WorkspaceLock
 from seqtool.storage import atomic_write, save_tensors
 from seqtool.workspace import FORMAT_VERSION, KINDS, Workspace, is_workspace
@@ -123,65 +120,6 @@ def test_read_only_workspace_is_a_clear_error(tmp_path):
             atomic_write(ws.path / "x", "y")
     finally:
         os.chmod(ws.path, 0o755)
-
-
-def test_lock_second_writer_and_stale_lock(tmp_path):
-    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
-    holder = f"pid {os.getpid()} on host {socket.gethostname()}"
-    with ws.lock(), pytest.raises(TemporaryFailure, match=holder):
-        ws.lock().acquire()
-    assert not (ws.path / ".lock").exists()
-    # a dead process's lock on this host is taken over with a warning
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    (ws.path / ".lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
-    lock = ws.lock().acquire()
-    assert lock.warnings and "stale lock" in lock.warnings[0]
-    lock.release()
-
-
-def test_temp_files_are_removed_only_by_the_lock_holder(tmp_path):
-    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
-    temp = ws.path / ".model.safetensors.a1b2c3d4.tmp"  # a writer's, in flight or killed
-    with ws.lock():
-        temp.write_bytes(b"half")
-        with pytest.raises(TemporaryFailure):
-            ws.lock().acquire()  # a second process must not touch the running writer's files
-        assert temp.exists()
-    with ws.lock():
-        assert not temp.exists()
-
-
-def test_checkpoints_verified_and_pruned(tmp_path):
-    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
-    for step in (10, 20, 30, 40):
-        ws.save_checkpoint(step, {"w": torch.full((3,), float(step))}, {"step": step, "rng": torch.ones(2)},
-                           {"loss": 1.0}, keep=3)
-    assert [p.name for p in ws.checkpoint_dirs()] == ["step-0000020", "step-0000030", "step-0000040"]
-    latest = ws.latest_checkpoint()
-    model, trainer, meta = ws.load_checkpoint(latest)
-    assert model["w"][0] == 40 and trainer["step"] == 40 and meta["step"] == 40
-    # truncate the newest: it is detected, named, and the previous one is used
-    path = latest / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:20])
-    warnings = []
-    assert ws.latest_checkpoint(warnings).name == "step-0000030"
-    assert "step-0000040" in warnings[0] and "sha256" in warnings[0]
-
-
-def test_malicious_pickle_is_refused(tmp_path):
-    ws = Workspace.create(tmp_path / "ws", "rnn-lm", {})
-    ckpt = ws.save_checkpoint(1, {"w": torch.zeros(1)}, {"step": 1}, {})
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    (ckpt / "trainer.pt").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(InputError, match="refused"):
-        ws.load_checkpoint(ckpt)
-    assert not marker.exists()
 
 
 def test_missing_weights_message(tmp_path):
