@@ -131,7 +131,12 @@ def test_shipped_configs_resolve(path):
     line = next(line for line in text.splitlines() if line.startswith("#") and "seqtool train-" in line)
     command = line.split("seqtool ", 1)[1].split()[0]
     assert text.startswith("# ")
-    cfg = resolve(_config_class(command, "--task classify" in line), path)
+    if "--task forecast" in line:
+        from seqtool.training.forecast import ForecastConfig
+
+        cfg = resolve(ForecastConfig, path)
+    else:
+        cfg = resolve(_config_class(command, "--task classify" in line), path)
     root = DATA.parent
     for value in dataclasses.asdict(cfg.data).values():
         for item in value if isinstance(value, list) else [value]:

@@ -106,7 +106,8 @@ def train_rnn(
 ) -> None:
     """Train a recurrent language model (RNN, GRU, LSTM or UGRNN) on text; the best weights on
     validation are published to the workspace, with a sample in WS/samples/. With --task classify: a
-    many-to-one classifier on labelled text (best weights by validation macro-F1).
+    many-to-one classifier on labelled text (best weights by validation macro-F1). With --task forecast:
+    --window values of a numeric CSV --column → the next value, MSE, scored against the naive forecast.
 
     Example: seqtool train-rnn recipes_data/recipes.txt -w runs/char --hidden 256 --time-budget 10m
     """
