@@ -86,7 +86,6 @@ def _writes(nothing: Callable[..., Any] | None = None) -> Callable[[Callable[...
     without touching the disk or the metadata: None, or `nothing(self, *args)` where a caller needs one."""
     def gate(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
-        @functools.wraps(method)
         def gated(self: Workspace, *args: Any, **kwargs: Any) -> Any:
             if self.read_only:
                 return nothing(self, *args, **kwargs) if nothing is not None else None
