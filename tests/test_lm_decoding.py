@@ -130,6 +130,9 @@ def test_generate_beam_and_window_from_the_cli(cli, tmp_path, tmp_text):
     assert out.stdout == expected + "\n"
     beam_one = cli(["generate", "-w", ws, "--prompt", "mix", "--beam", "1", "--max-tokens", "12"])
     assert beam_one.stdout == out.stdout
+    # the sample written after training reads the window too: the same text as generate gives
+    sample = cli(["generate", "-w", ws, "--max-tokens", "300", "--temperature", "0.8", "--seed", "1"])
+    assert (ws / "samples" / "step-0000008.txt").read_text() == sample.stdout
 
     beams = cli(["generate", "-w", ws, "--prompt", "mix", "--beam", "3", "-n", "2", "--stop", r"\n",
                  "--length-penalty", "1", "--max-tokens", "40", "--format", "jsonl"])

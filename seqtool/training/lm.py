@@ -20,7 +20,7 @@ from seqtool.data.io import (
     require_nonempty,
 )
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from seqtool.decoding import DecodeConfig, TextStream
+from seqtool.decoding import DecodeConfig, TextStream, WindowLM
 from seqtool.errors import InputError
 from seqtool.evaluation import check_length
 from seqtool.models.rnn_lm import RNNLMConfig
@@ -111,11 +111,15 @@ def encode(tok: Tokenizer, lines: list[str]) -> torch.Tensor:
 
 
 def write_sample(ws: Workspace, model: Any, tok: Tokenizer, seed: int, step: int, max_tokens: int = 300,
-                 temperature: float = 0.8, on_text: Callable[[str], None] | None = None) -> Path:
-    """Sample `max_tokens` from the published weights into WS/samples/step-N.txt."""
+                 temperature: float = 0.8, on_text: Callable[[str], None] | None = None, window: int = 0
+                 ) -> Path:
+    """Sample `max_tokens` from the published weights into WS/samples/step-N.txt (each token from the
+    last `window` tokens alone, for a window-objective model: decoding.WindowLM)."""
     state, _arch = ws.load_published()
     model.load_state_dict(state)
     model.eval()
+    if window:
+        model = WindowLM(model, window)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     cfg = DecodeConfig(max_tokens=max_tokens, temperature=temperature)
@@ -147,8 +151,9 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
                  hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 
     def after(summary: dict) -> None:
+        window = cfg.data.window if cfg.data.objective == "window" else 0
         path = write_sample(ws, RNNLM(cfg.model, tok.vocab_size).to(device), tok, cfg.run.seed,
-                            int(summary.get("steps", 0)))
+                            int(summary.get("steps", 0)), window=window)
         note(f"sample: {path}")
 
     return task, after

@@ -7,7 +7,7 @@ finetune.py), then hands them here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,10 +46,10 @@ class TrainTask:
 
 
 def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
-            context: int, run: RunConfig, valid_lines: list[str] | None = None) -> TrainTask:
+            context: int, run: RunConfig, valid_lines: Iterable[str] | None = None) -> TrainTask:
     """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
     `context` tokens: its training batches and a validation that reads the held-out stream the same
-    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes). train-rnn,
+    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes, read once). train-rnn,
     train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
     validation length itself, with its own hint."""
     B = run.batch_size
