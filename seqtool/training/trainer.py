@@ -54,8 +54,12 @@ def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The batch's tensors on `device`. To CUDA through pinned memory: the copy then queues behind the
     GPU's work instead of making the CPU wait for it (a pageable copy blocks until the stream is idle)."""
     cuda = device.type == "cuda"
-    return {k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda) if isinstance(v, torch.Tensor)
-            else v for k, v in batch.items()}
+    return {k: _pinned(v).to(device, non_blocking=True) if cuda and isinstance(v, torch.Tensor)
+            else v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.pin_memory() if tensor.device.type == "cpu" and not tensor.is_pinned() else tensor
 
 
 def _detach(state: Any) -> Any:
