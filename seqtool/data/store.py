@@ -205,6 +205,8 @@ def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dic
         raise write_error(err, target) from None
     try:
         tok.save(tmp / TOKENIZER)
+        cores = workers or os.cpu_count() or 1  # ranges of a quarter of a core's share at most: balance
+        chunk_bytes = min(chunk_bytes, max(1 << 20, sum(map(os.path.getsize, files)) // (4 * cores)))
         tasks = _tasks(files, chunk_bytes)
         dtype = "uint16" if tok.vocab_size <= 1 << 16 else "int32"
         started = time.time()
