@@ -150,6 +150,11 @@ def test_train_evaluate_forecast_and_resume_from_the_command_line(cli, tmp_text,
     assert json.loads(result.stdout)["forecast"] == pytest.approx(expected.tolist(), abs=1e-4)
     lines = cli(["forecast", "-w", ws, "-n", "3", "--history", csv]).stdout.splitlines()
     assert [float(v) for v in lines] == pytest.approx(expected[:3].tolist(), abs=1e-4)
+    # what a forecaster is not: a text model
+    for argv, message in ((["generate", "-w", ws], "holds a rnn-forecast model"),
+                          (["embeddings", "-w", ws, "--neighbours", "x"], "has no token embedding")):
+        result = cli(argv)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
