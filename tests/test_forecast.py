@@ -138,6 +138,8 @@ def test_train_evaluate_forecast_and_resume_from_the_command_line(cli, tmp_text,
     best = [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
     valid = [e for e in best if e.get("event") == "valid"]
     assert scores["values"] == 24 and any(e["mse"] == pytest.approx(scores["mse"]) for e in valid)
+    trained = [e for e in best if e.get("event") == "train"]
+    assert trained and not any("ppl" in e for e in trained)  # exp(MSE) is no perplexity
     table = cli(["evaluate", "-w", ws]).stdout
     assert "naive" in table and "skill" in table
     # forecast: N values after the series' end, the model's own roll-forward

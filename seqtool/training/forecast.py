@@ -14,7 +14,7 @@ from seqtool.config import DataConfig, OptimConfig, RunConfig, check_positive
 from seqtool.data.series import Series, SeriesWindows, Split, read_series, tail_windows
 from seqtool.errors import InputError
 from seqtool.models.forecaster import Forecaster, ForecasterConfig
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 HISTORY_FILE = "history.txt"  # data/history.txt: the series' last values, where `seqtool forecast` goes on
@@ -106,7 +106,7 @@ def build(cfg: ForecastConfig, ws: Workspace, resuming: bool, device: torch.devi
         del scores["values"]  # the same every time
         return scores
 
-    task = TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch())
+    task = TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(), nll=False)
 
     def after(summary: dict) -> None:
         best = summary.get("best_scores") or {}

@@ -43,6 +43,7 @@ class TrainTask:
     carries_state: bool = False  # truncated BPTT: hidden state flows from one batch to the next
     adapter: str = ""  # LoRA (finetune): checkpoints hold and publishing writes only adapters/NAME
     trainable: Callable[[nn.Module], list[nn.Parameter]] | None = None  # default: all requiring grad
+    nll: bool = True  # the loss is a negative log-likelihood, so train lines show exp(loss) (False: an MSE)
 
 
 def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,

@@ -261,7 +261,7 @@ class Trainer(Checkpointing, Collectives):
                         now = time.time()
                         avg = log_loss / log_steps
                         event = {"event": "train", "step": s.step, "epoch": s.epoch, "loss": avg,
-                                 "ppl": perplexity(avg), "lr": lr,
+                                 **({"ppl": perplexity(avg)} if self.task.nll else {}), "lr": lr,
                                  "grad_norm": log_norm / log_steps, "grad_norm_max": log_norm_max,
                                  "tokens_per_s": log_tokens * self.dist.world_size
                                  / max(now - log_start, 1e-9)}
