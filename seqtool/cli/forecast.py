@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -76,16 +75,18 @@ def forecast(
     Example: seqtool forecast -w runs/sines --steps 50
     """
     from seqtool.errors import InputError
+    from seqtool.models import load_published
     from seqtool.training import forecast as core
     from seqtool.training import runtime
+    from seqtool.workspace import Workspace as Ws
 
     if steps < 1:
         raise InputError(f"--steps must be ≥ 1, got {steps}")
-    ws = _open(workspace, ctx, "forecasting")
-    model = _model(ws, pick(device, ctx, "device"), runtime)
+    ws = Ws.open(require_workspace(workspace, ctx), kinds=(KIND,), purpose="forecasting")
+    model = load_published(ws, runtime.pick_device(pick(device, ctx, "device")))
     values, source = core.history(ws, history, column)
     reporter(ctx).info(f"forecasting {steps} values after the {len(values):,} values of {source}")
-    out = [float(v) for v in model.forecast(_tensor(values), steps)]
+    out = core.roll_forward(model, values, steps)
     if as_json:
         sys.stdout.write(json.dumps({"source": source, "steps": steps, "forecast": out}) + "\n")
         return
@@ -97,11 +98,11 @@ def evaluate_forecast(ctx: typer.Context, ws: Any, data: list[str] | None, colum
                       device: Any) -> None:
     """`seqtool evaluate` of a forecasting workspace: MSE on the held-out tail (or the whole of --data
     FILE), beside the naive last-value forecast."""
+    from seqtool.models import load_published
     from seqtool.storage import json_line
     from seqtool.training import forecast as core
-    from seqtool.training import runtime
 
-    model = _model(ws, device, runtime)
+    model = load_published(ws, device)
     (context, tail), source = core.evaluation_split(ws, data, column, reporter(ctx).warn)
     scores = core.forecast_scores(model, context, tail)
     if as_json:
@@ -113,21 +114,3 @@ def evaluate_forecast(ctx: typer.Context, ws: Any, data: list[str] | None, colum
     sys.stdout.write(f"{'naive':<14}mse {scores['naive_mse']:.6g}  (the last value of each window)\n")
     sys.stdout.write(f"{'skill':<14}{scores['skill']:+.4f}  (1 − mse / naive mse; > 0: better than naive)\n")
 
-
-def _open(workspace: Path | None, ctx: typer.Context, purpose: str) -> Any:
-    from seqtool.workspace import Workspace as Ws
-
-    return Ws.open(require_workspace(workspace, ctx), kinds=(KIND,), purpose=purpose)
-
-
-def _model(ws: Any, device: Any, runtime: Any) -> Any:
-    from seqtool.models import load_published
-
-    picked = runtime.pick_device(device) if isinstance(device, (str, type(None))) else device
-    return load_published(ws, picked)
-
-
-def _tensor(values: list[float]) -> Any:
-    import torch
-
-    return torch.tensor(values, dtype=torch.float32)

@@ -142,6 +142,11 @@ def history(ws: Workspace, path: str | None, column: str | None) -> tuple[list[f
     return values, f"the training series ({', '.join(str(f['path']) for f in ws.meta.get('data', []))})"
 
 
+def roll_forward(model: Forecaster, values: list[float], steps: int) -> list[float]:
+    """The `steps` values after `values`, each predicted from the window before it (Forecaster.forecast)."""
+    return [float(v) for v in model.forecast(torch.tensor(values, dtype=torch.float32), steps)]
+
+
 def evaluation_split(ws: Workspace, paths: list[str] | None, column: str | None,
                      warn: Callable[[str], None]) -> tuple[tuple[list[float], list[float]], str]:
     """((context, tail), where from) that `seqtool evaluate` scores: every value of `paths` after the
