@@ -48,6 +48,7 @@ class Kind:
 
     family: str
     task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation" | "classify" (a label per text)
+    # | "forecast" (the next value of a numeric series)
     reading: str = ""  # "bptt" (a recurrent state over one stream; or windows) | "block" | "masked"
 
 
