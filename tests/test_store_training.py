@@ -118,3 +118,21 @@ def test_a_store_entry_of_other_data_is_refused(corpus, tmp_path):
                                       "--max-steps", "1", "--data-store", str(entry)])
     assert result.exit_code == 2, result.stderr
     assert "built from other data or another tokenizer" in result.stderr
+
+
+def test_finetune_reads_its_training_text_from_the_store(corpus, reference, tmp_path):
+    def finetune(data: str, ws: Path, steps: int, stdin: str | None = None) -> None:
+        result = CliRunner().invoke(app, ["finetune", "--from", str(reference), "--data", data, "-w", str(ws),
+                                          "--max-steps", str(steps), "--eval-every", "2", "--batch-size", "4",
+                                          "--context", "16", "--device", "cpu", "--set",
+                                          "run.checkpoint_every=2"], input=stdin)
+        assert result.exit_code == 0, result.stderr
+
+    finetune(str(corpus), tmp_path / "stored", 2)
+    finetune("-", tmp_path / "in-memory", 2, stdin=corpus.read_text())
+    assert_same(published(tmp_path / "stored"), published(tmp_path / "in-memory"))
+    assert not (tmp_path / "in-memory" / "store").exists()
+    entry = next((tmp_path / "stored" / "store").iterdir())
+    built_at = (entry / store.TOKENS).stat().st_mtime_ns
+    finetune(str(corpus), tmp_path / "stored", 4)  # resumes: the store is read, not built again
+    assert (entry / store.TOKENS).stat().st_mtime_ns == built_at

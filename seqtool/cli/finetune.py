@@ -39,6 +39,7 @@ def finetune(
                          Key("data.valid_tgt")] = None,
     context: Annotated[Optional[int], Opt(help="Tokens per training row (bptt / block size; 0: the source's, "
                                           "else 64)."), Key("data.context")] = None,
+    data_store: o.DataStore = None,
     extend_vocab: Annotated[bool, Opt("--extend-vocab", help="Char/word tokenizers: add the symbols the "
                                       "source cannot represent and grow the embeddings."),
                             Key("extend_vocab")] = False,

@@ -39,6 +39,7 @@ class FinetuneData:
     valid_fraction: float = 0.05  # held out from the end of the data (first run only; then kept fixed)
     context: int = 0  # tokens per training row (bptt / block size); 0: the source's, else 64
     encoding_errors: str = "strict"
+    store: str = ""  # language models: the token store's directory (data/store.py); empty: WS/store
 
     def __post_init__(self) -> None:
         check_at_least("data.context", self.context, 0, " (0: the source's, else 64)")
@@ -136,10 +137,26 @@ def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok
     reading = KINDS[kind].reading
     if reading != "bptt":  # blocks and masked rows fit the model's learned positions
         context = min(context, model.cfg.max_len)
-    train_ids, valid_ids = lm.encode(tok, train), lm.encode(tok, valid)
+    train_ids, valid_ids = _train_stream(cfg, ws, tok, train), lm.encode(tok, valid)
     check_length(valid_ids, reading, context, "the validation text is too short",
                  hint="pass a longer --valid file")
     return tasks.lm_task(model, tok, train_ids, valid_ids, reading, context, cfg.run, valid)
+
+
+def _train_stream(cfg: FinetuneConfig, ws: Workspace, tok: Any, train: list[str]) -> torch.Tensor:
+    """The token stream of `train`, the first lines of the --data files: from the token store (so a
+    resume does not tokenize them again), or encoded in memory when they came from stdin."""
+    from pathlib import Path
+
+    from seqtool.data.io import STDIN, expand_paths
+    from seqtool.training import lm
+    from seqtool.training.streams import stored
+
+    if STDIN in cfg.data.train:
+        return lm.encode(tok, train)
+    root = Path(cfg.data.store) if cfg.data.store else ws.store_dir
+    corpus = stored(root, "train", expand_paths(cfg.data.train), cfg.data, ws, tok, lambda message: None)
+    return corpus.slice_lines(0, len(train))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,9 +82,9 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
         tok = _learn_tokenizer(tok_cfg, data, train_files, seed, note)
         ws.save_tokenizers({"": tok})
     root = Path(data.store) if data.store else ws.store_dir
-    train = _stored(root, "train", train_files, data, ws, tok, note)
+    train = stored(root, "train", train_files, data, ws, tok, note)
     if data.valid:
-        valid = _stored(root, "valid", expand_paths(data.valid), data, ws, tok, note)
+        valid = stored(root, "valid", expand_paths(data.valid), data, ws, tok, note)
         return Streams(tok, train.tokens, valid.tokens, f"validation text: {describe(data.valid)}",
                        valid_text=TextLines(expand_paths(data.valid), data.encoding_errors))
     held_out = int(train.lines * data.valid_fraction)
@@ -118,8 +118,9 @@ def _learn_tokenizer(tok_cfg: Any, data: Any, files: list[str], seed: int, note:
                            lowercase=tok_cfg.lowercase)
 
 
-def _stored(root: Path, role: str, files: list[str], data: Any, ws: Workspace, tok: Any, note: Note) -> Any:
-    """The store entry of `files` (built here by the writing rank if missing)."""
+def stored(root: Path, role: str, files: list[str], data: Any, ws: Workspace, tok: Any, note: Note) -> Any:
+    """The store entry (data.store.StoredCorpus) of `files`, the `role` ("train" or "valid") files of
+    `data`; built here by the writing rank if missing."""
     from seqtool.data.store import ensure_corpus
 
     recorded = [f for f in ws.meta.get("data", []) if f.get("role") == role]
