@@ -89,6 +89,9 @@ def evaluate(
     if ws.kind == "classifier":  # accuracy, macro-F1, per-class scores, confusion matrix
         from seqtool.cli.classify import evaluate_classifier
 
+        if baseline or src or ref or adapter:
+            raise InputError("--baseline, --src, --ref and --adapter do not apply to a classifier",
+                             hint="pass its labelled data with --data FILE.tsv")
         evaluate_classifier(ctx, ws, data, as_json, dev, encoding_errors)
         return
     if ws.kind in MT_KINDS:

@@ -181,7 +181,9 @@ def make_batch(rows: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int
 
 class LabelledBatches:
     """Shuffled batches of encoded texts; the order of epoch e is a permutation seeded by (seed, e), so
-    (epoch, start) always yields the same batches (the trainer's BatchSource)."""
+    (epoch, start) always yields the same batches (the trainer's BatchSource). Every batch holds
+    batch_size rows (the last one of an epoch wraps round to the epoch's first rows), so that DDP's ranks
+    always get rows to share."""
 
     def __init__(self, rows: list[list[int]], labels: list[int], batch_size: int, pad_id: int, seed: int):
         self.rows, self.labels, self.batch_size = rows, labels, batch_size
@@ -190,8 +192,9 @@ class LabelledBatches:
 
     def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed + epoch))
+        n, size = len(self.rows), min(self.batch_size, len(self.rows))
         for step in range(start, self.steps_per_epoch):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size].tolist()
+            index = [int(order[(step * self.batch_size + i) % n]) for i in range(size)]
             yield make_batch([self.rows[i] for i in index], [self.labels[i] for i in index], self.pad_id)
 
 
