@@ -71,7 +71,7 @@ def test_every_kind_names_a_model_family():
     from seqtool.models import MODELS
 
     assert {kind.family for kind in KINDS.values()} <= set(MODELS)
-    assert {kind.task for kind in KINDS.values()} == {"lm", "mlm", "translation", "classify"}
+    assert {kind.task for kind in KINDS.values()} == {"lm", "mlm", "translation", "classify", "forecast"}
 
 
 def test_open_errors(tmp_path):
