@@ -67,7 +67,8 @@ def train_rnn(
                                                             "each token predict it."), Key("data.objective")]
     = None,
     bptt: Annotated[Optional[int], Opt(help="Tokens per truncated-BPTT segment."), Key("data.bptt")] = None,
-    window: Annotated[Optional[int], Opt(help="Tokens per example of the window objective."),
+    window: Annotated[Optional[int], Opt(help="Tokens per example of the window objective (--task "
+                                         "forecast: values read before each value predicted)."),
                       Key("data.window")] = None,
     valid: o.Valid = None,
     valid_fraction: o.ValidFraction = None,
