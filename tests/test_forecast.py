@@ -166,6 +166,7 @@ def test_train_evaluate_forecast_and_resume_from_the_command_line(cli, tmp_text,
     (["--task", "forecast", "--cell", "ugrnn"], "model.cell must be one of rnn, rnn-relu, gru, lstm"),
     (["--task", "forecast", "--column", "value", "--window", "500"], "the series is too short"),
     (["--task", "forecast"], "row 2: 'x' in 'other' is not a number"),
+    (["--task", "forecast", "--column", "value", "--data-store", "st"], "--data-store (data.store) is for"),
 ])
 def test_train_errors_are_one_line(cli, tmp_text, tmp_path, args, message):
     csv = tmp_text(sine_csv(60), name="sine.csv")

@@ -31,6 +31,9 @@ class SeriesDataConfig(DataConfig):
         if self.valid:
             raise InputError("forecasting holds out the end of the series, not a --valid file",
                              hint="use --valid-fraction to choose how much of the end")
+        if getattr(self, "store", ""):  # DataConfig's token store: text corpora only
+            raise InputError("--data-store (data.store) is for token streams; forecasting reads its CSV",
+                             hint="drop --data-store")
 
 
 @dataclass
