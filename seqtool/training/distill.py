@@ -32,9 +32,6 @@ class DistillConfig:
     alpha: float = 0.5  # weight of the soft (teacher) loss; 1 - alpha goes to the hard targets
 
     def __post_init__(self) -> None:
-        if not self.teacher:
-            raise InputError("--distill-temperature/--distill-alpha need a teacher",
-                             hint="pass --distill-from TEACHER_WS")
         check_positive("distill.temperature", self.temperature)
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"distill.alpha must be in [0, 1], got {self.alpha}")

@@ -84,6 +84,9 @@ class FinetuneConfig:
         if self.lora is not None and (self.freeze or self.extend_vocab):
             raise InputError("LoRA trains only the adapters: --freeze and --extend-vocab do not apply",
                              hint="drop them, or fine-tune fully without --lora-rank")
+        if self.distill is not None and not self.distill.teacher:
+            raise InputError("--distill-temperature/--distill-alpha need a teacher",
+                             hint="pass --distill-from TEACHER_WS")
         if self.distill is not None and (self.lora is not None or self.extend_vocab):
             raise InputError("--distill-from trains the whole student on the teacher's vocabulary: --lora-* "
                              "and --extend-vocab do not apply", hint="drop them, or drop --distill-from")
