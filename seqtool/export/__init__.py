@@ -81,10 +81,10 @@ def _check_kind(ws: Any, fmt: str) -> None:
     from seqtool.workspace import KINDS, LM_KINDS, MLM_KINDS
 
     transformer = KINDS[ws.kind].family == "transformer" if ws.kind in KINDS else False
-    if fmt == "onnx" and not transformer:
+    if fmt == "onnx" and not transformer:  # the RNNs pack padded sequences, which the exporter does not take
         raise InputError(f"workspace {ws.path} holds a {ws.kind} model; --format onnx exports Transformers "
-                         "(the RNNs' packed sequences do not export)",
-                         hint="train with seqtool train-transformer to get an exportable model")
+                         "(transformer-lm, transformer-mlm, transformer-mt)",
+                         hint="train one with seqtool train-transformer")
     if fmt == "hf" and ws.kind in MLM_KINDS:
         raise InputError(f"workspace {ws.path} holds a masked language model, which has no Hugging Face "
                          f"equivalent: {NOT_BERT}", hint="export it with --format onnx")
@@ -92,7 +92,7 @@ def _check_kind(ws: Any, fmt: str) -> None:
         raise InputError(f"workspace {ws.path} holds a {ws.kind} model; --format hf writes decoder "
                          "Transformers (GPT-2)",
                          hint="--format onnx exports Transformer translation models"
-                         if transformer else "train with seqtool train-transformer --arch decoder")
+                         if transformer else "train one with seqtool train-transformer --arch decoder")
 
 
 def _load(ws: Any, adapter: str | None) -> tuple[Any, Any]:
