@@ -280,3 +280,14 @@ def test_no_rank_exits_before_rank_0_has_saved_and_unlocked(corpus, tmp_path):
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert reports[0] == {"code": 75, "status": "preempted", "lock": False}, result.stderr[-2000:]
     assert reports[1] == {"code": 75, "status": "preempted", "lock": False}
+
+
+def test_rank_0_builds_the_token_store_and_rank_1_maps_it(corpus, tmp_path):
+    """Both ranks ask for the store; rank 0 alone encodes (rank 1 waits at a barrier, then maps the same
+    entry), so the shared store holds one complete entry and no temporary build."""
+    shared = tmp_path / "shared"
+    result = torchrun(2, *train_rnn(corpus, tmp_path / "ws", 3), "--data-store", str(shared), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = list(shared.iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith("."), entries
+    assert "token store: built" in result.stderr
