@@ -52,10 +52,10 @@ def plot_loss(events: list[dict[str, Any]], path: str | Path) -> Path:
     return _save(plt, fig, path)
 
 
-def plot_grad_norm(events: list[dict[str, Any]], path: str | Path) -> Path:
+def plot_grad_norm(events: list[dict[str, Any]], path: str | Path, clip: float = 0.0) -> Path:
     """The gradient norm before clipping against step, on a log scale (vanishing gradients fall
-    towards 0, exploding ones spike): the mean over each logging interval and its largest step, and
-    the steps skipped for a non-finite gradient."""
+    towards 0, exploding ones spike): the mean over each logging interval and its largest step, the
+    clipping threshold `clip` (0: none) and the steps skipped for a non-finite gradient."""
     plt = _pyplot()
     train = [e for e in events if e.get("event") == "train" and e.get("grad_norm") is not None]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
@@ -67,6 +67,8 @@ def plot_grad_norm(events: list[dict[str, Any]], path: str | Path) -> Path:
                     label="largest in the interval")
         if all(e["grad_norm"] > 0 for e in train):
             ax.set_yscale("log")
+    if clip > 0:
+        ax.axhline(clip, color="tab:gray", ls="--", lw=0.8, label=f"clipped above {clip:g}")
     skipped = [e["step"] for e in events if e.get("event") == "skip"]
     for step in skipped:
         ax.axvline(step, color="tab:red", lw=0.8, alpha=0.5)

@@ -9,6 +9,7 @@ truncated BPTT does), a deterministic batch source, and an `evaluate` function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -400,7 +401,8 @@ class Trainer(Checkpointing, Collectives):
     def _plot(self) -> None:
         from seqtool import viz
 
-        for name, draw in (("loss.png", viz.plot_loss), ("grad_norm.png", viz.plot_grad_norm)):
+        grad_norm = functools.partial(viz.plot_grad_norm, clip=self.optim_cfg.clip)
+        for name, draw in (("loss.png", viz.plot_loss), ("grad_norm.png", grad_norm)):
             try:  # (a read-only view draws nothing, and reads nothing)
                 self.ws.draw_plot(name, lambda path, draw=draw: draw(self.ws.read_metrics(), path))
             except Exception as err:  # noqa: BLE001 - a missing plot must never fail a finished run
