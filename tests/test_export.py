@@ -137,6 +137,18 @@ def test_an_exported_gpt2_imports_back_with_the_same_weights(gpt2_ws, cli, tmp_p
     assert again.cfg.tokenizer_size == ours.cfg.tokenizer_size == tok.vocab_size
 
 
+def test_a_char_model_exported_imports_back_with_its_own_tokenizer(char_ws, cli, tmp_path):
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.models.gpt2 import load_hf_gpt2
+
+    out = _export(cli, char_ws, tmp_path / "hf")
+    again, tok = load_hf_gpt2(f"hf:{out}")
+    for key, value in load_published(char_ws).state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+    ours = load_tokenizer(char_ws.tokenizer_dir)
+    assert tok.kind == "char" and tok.encode(TEXTS[2]) == ours.encode(TEXTS[2])
+
+
 def test_peft_loads_the_adapter_onto_the_export_with_the_same_outputs(gpt2_ws, cli, tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")

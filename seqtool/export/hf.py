@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from seqtool.errors import InputError
-from seqtool.models.gpt2 import CONV1D, PER_LAYER, parameter_names
+from seqtool.models.gpt2 import CONV1D, PER_LAYER, SEQTOOL_TOKENIZER, parameter_names
 
 # seqtool's activation → GPT2Config.activation_function (each the same function in both)
 ACTIVATIONS = {"gelu-tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
@@ -106,6 +106,8 @@ def save_gpt2(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
     _write_json(directory / "generation_config.json",
                 generation_config(config, int(arch.get("tokenizer_size") or 0)))
     save_hf_tokenizer(tokenizer, directory, model_max_length=config["n_positions"])
+    if tokenizer.kind != "gpt2-bpe":  # so that finetune --from hf:DIR reads it back as the same kind
+        tokenizer.save(directory / SEQTOOL_TOKENIZER)
 
 
 def save_peft_adapter(state: dict[str, torch.Tensor], adapter: dict[str, Any], directory: Path) -> None:

@@ -30,6 +30,7 @@ PREFIX = "hf:"
 IGNORE_INDEX = -100  # the loss's ignore index for an imported GPT-2: not a token id
 ACTIVATIONS = {"gelu_new": "gelu-tanh", "gelu_pytorch_tanh": "gelu-tanh", "gelu_fast": "gelu-tanh",
                "gelu": "gelu", "relu": "relu"}
+SEQTOOL_TOKENIZER = "seqtool_tokenizer"  # in an exported directory: the tokenizer in seqtool's format
 NEEDED = ("config.json", "model.safetensors or pytorch_model.bin",
           "tokenizer.json, or vocab.json and merges.txt")
 
@@ -137,6 +138,7 @@ def convert_state(hf_state: dict[str, torch.Tensor], n_layers: int) -> dict[str,
 def load_hf_gpt2(source: str) -> tuple[Transformer, Any]:
     """`hf:DIR` → (a decoder Transformer holding GPT-2's weights, its GPT2Tokenizer)."""
     from seqtool.data.gpt2_tokenizer import from_hf_dir
+    from seqtool.data.tokenizers import load_tokenizer
 
     directory = hf_directory(source)
     try:
@@ -144,7 +146,9 @@ def load_hf_gpt2(source: str) -> tuple[Transformer, Any]:
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{directory / 'config.json'} is not valid JSON ({err})") from None
     cfg = config_from_hf(hf_config)
-    tokenizer = from_hf_dir(directory)
+    # A seqtool export of a char/word model carries seqtool's own tokenizer files (seqtool/export/hf.py)
+    own = directory / SEQTOOL_TOKENIZER
+    tokenizer = load_tokenizer(own) if own.is_dir() else from_hf_dir(directory)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise InputError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {cfg.vocab_size}",
                          hint="the tokenizer files belong to another model")
