@@ -142,7 +142,8 @@ def test_generate_beam_and_window_from_the_cli(cli, tmp_path, tmp_text):
     assert all("\n" not in r["text"] for r in rows)
 
     for bad, message in ((["--beam", "2", "--temperature", "0.5"], "does not sample"),
-                         (["--length-penalty", "1"], "add --beam"), (["--window", "-1"], "--window")):
+                         (["--length-penalty", "1"], "add --beam"), (["--window", "-1"], "--window"),
+                         (["--beam", "2", "-n", "3"], "≤ the beam size 2")):
         result = cli(["generate", "-w", ws, *bad])
         assert result.exit_code == 2 and message in result.stderr, result.stderr
 

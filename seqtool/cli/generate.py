@@ -126,6 +126,10 @@ def generate(
     if searching and (temperature is not None or top_k is not None or top_p is not None):
         raise InputError("beam search does not sample: --temperature, --top-k and --top-p do not apply",
                          hint="leave them out, or leave out --beam")
+    if searching and num_samples > cfg.beam:
+        raise InputError(f"with --beam, -n/--num-samples prints the N best hypotheses: it must be ≤ the "
+                         f"beam size {cfg.beam}, got {num_samples}",
+                         hint=f"raise --beam to at least {num_samples}")
     if length_penalty is not None and not searching:
         raise InputError("--length-penalty ranks beam-search hypotheses", hint="add --beam N")
     if window is not None and window < 0:
