@@ -91,8 +91,90 @@ print(time.perf_counter() - t, n)
     return rates
 
 
+DATA_READY = """
+import sys, time
+from pathlib import Path
+from seqtool.config import TokenizerConfig
+from seqtool.metrics import text_size
+from seqtool.training import lm
+from seqtool.training.streams import token_streams
+from seqtool.training.transformer import TransformerDataConfig
+from seqtool.workspace import Workspace
+mode, corpus, tok, store, ws = sys.argv[1:]
+data = TransformerDataConfig(train=[corpus], store=store)
+t = time.perf_counter()
+if mode == "in-memory":
+    from seqtool.data.tokenizers import load_tokenizer
+    corpus = lm.read_corpus(data)
+    tokenizer = load_tokenizer(tok)
+    train, valid = lm.encode(tokenizer, corpus.train), lm.encode(tokenizer, corpus.valid)
+    ready = time.perf_counter() - t
+    text_size(corpus.valid, valid.numel() - 1)
+else:
+    space = Workspace.open(ws) if mode == "resume" else Workspace.create(ws, "transformer-lm", {})
+    s = token_streams(data, TokenizerConfig(path=tok), space, mode == "resume", 1, lambda m: None)
+    ready = time.perf_counter() - t
+    text_size(s.valid_text, s.valid_ids.numel() - 1)
+print(ready, time.perf_counter() - t - ready)
+"""
+
+
+def data_ready(mode: str, corpus: Path, tok: Path, store: Path, ws: Path) -> tuple[float, float]:
+    """(seconds until the token streams are ready, seconds counting the validation text's bytes and
+    words) in a fresh process, imports excluded: `mode` in-memory (the old path: read, encode and hold
+    the corpus), fresh (a new workspace mapping the store) or resume (the same workspace again)."""
+    if mode == "fresh":
+        shutil.rmtree(ws, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", DATA_READY, mode, str(corpus), str(tok), str(store), str(ws)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def seqtool(*args: str) -> list[str]:
     return [sys.executable, "-m", "seqtool", "--log-format", "json", *args]
+
+
+def measure_runs(args: argparse.Namespace, work: Path, tok: Path, corpus: Path, mb: int, size: float) -> str:
+    """The table row of one corpus: store builds, sentencepiece, and train-transformer runs."""
+    builds, peaks = [], []
+    for _ in range(args.repeats):
+        shutil.rmtree(work / "store", ignore_errors=True)
+        _, peak, _ = timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store",
+                                   "-o", str(work / "store")))
+        manifest = json.loads(next((work / "store").glob("*/manifest.json")).read_text())
+        builds.append(size / manifest["seconds"])  # the encoding itself, as timed for sentencepiece
+        peaks.append(peak)
+    spm = spm_rate(corpus, tok, args.repeats)
+    fresh, resume, evals, run_peaks = [], [], [], []
+    for i in range(args.repeats):
+        ws = work / f"ws-{mb}-{i}"
+        shutil.rmtree(ws, ignore_errors=True)
+        run = seqtool("train-transformer", str(corpus), "-t", str(tok), "--data-store",
+                      str(work / "store"), "-w", str(ws), *MODEL)
+        ttfs, eval_s, peak = first_step([*run, "--max-steps", "2"])
+        fresh.append(ttfs)
+        evals.append(eval_s)
+        run_peaks.append(peak)
+        ttfs, _, peak = first_step([*run, "--max-steps", "4"])  # resumes from step 2
+        resume.append(ttfs)
+        run_peaks.append(peak)
+    old = "not measured"
+    old_peak = ""
+    if mb <= args.old_path_up_to:
+        ws = work / f"ws-{mb}-old"
+        shutil.rmtree(ws, ignore_errors=True)
+        ttfs, _, peak = first_step(seqtool("train-transformer", "-", "-t", str(tok), "-w", str(ws),
+                                           *MODEL, "--max-steps", "2"), stdin=corpus)
+        old, old_peak = f"{ttfs:.1f} s", str(peak)
+
+    ratio = statistics.median(builds) / statistics.median(spm)
+    return (f"| {size:,.0f} MB | {med(builds, '', '{:.1f}')} | {med(spm, '', '{:.1f}')} | {ratio:.2f}× | "
+          f"{max(peaks)} | {med(fresh)} | {med(resume)} | {med(evals)} | {max(run_peaks)} | {old} | "
+          f"{old_peak} |")
+
+
+def med(xs: list[float], unit: str = " s", fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(xs))}{unit} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 
 
 def main() -> None:
@@ -101,6 +183,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/bench_store", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-path-up-to", type=int, default=10, help="measure the in-memory path up to MB")
+    parser.add_argument("--only-data-ready", action="store_true", help="skip the runs: data readiness only")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -113,47 +196,28 @@ def main() -> None:
           "fresh run reusing the store | first step, resume | validation (20 batches) | peak RSS of the "
           "run MB | in-memory path: first step | in-memory path: peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    data_lines = ["", "Data ready (in a fresh process, imports excluded): median (min–max)", "",
+                  "| corpus | path | token streams ready | counting the validation text (bpb, word ppl) |",
+                  "|---|---|---|---|"]
     for mb in map(int, args.sizes.split(",")):
         corpus = make_corpus(work / f"corpus-{mb}MB.txt", mb)
         size = corpus.stat().st_size / 1e6
-        builds, peaks = [], []
-        for _ in range(args.repeats):
-            shutil.rmtree(work / "store", ignore_errors=True)
-            _, peak, _ = timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store",
-                                       "-o", str(work / "store")))
-            manifest = json.loads(next((work / "store").glob("*/manifest.json")).read_text())
-            builds.append(size / manifest["seconds"])  # the encoding itself, as timed for sentencepiece
-            peaks.append(peak)
-        spm = spm_rate(corpus, tok, args.repeats)
-        fresh, resume, evals, run_peaks = [], [], [], []
-        for i in range(args.repeats):
-            ws = work / f"ws-{mb}-{i}"
-            shutil.rmtree(ws, ignore_errors=True)
-            run = seqtool("train-transformer", str(corpus), "-t", str(tok), "--data-store",
-                          str(work / "store"), "-w", str(ws), *MODEL)
-            ttfs, eval_s, peak = first_step([*run, "--max-steps", "2"])
-            fresh.append(ttfs)
-            evals.append(eval_s)
-            run_peaks.append(peak)
-            ttfs, _, peak = first_step([*run, "--max-steps", "4"])  # resumes from step 2
-            resume.append(ttfs)
-            run_peaks.append(peak)
-        old = "not measured"
-        old_peak = ""
-        if mb <= args.old_path_up_to:
-            ws = work / f"ws-{mb}-old"
-            shutil.rmtree(ws, ignore_errors=True)
-            ttfs, _, peak = first_step(seqtool("train-transformer", "-", "-t", str(tok), "-w", str(ws),
-                                               *MODEL, "--max-steps", "2"), stdin=corpus)
-            old, old_peak = f"{ttfs:.1f} s", str(peak)
-
-        def med(xs: list[float], unit: str = " s", fmt: str = "{:.2f}") -> str:
-            return f"{fmt.format(statistics.median(xs))}{unit} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
-
-        ratio = statistics.median(builds) / statistics.median(spm)
-        print(f"| {size:,.0f} MB | {med(builds, '', '{:.1f}')} | {med(spm, '', '{:.1f}')} | {ratio:.2f}× | "
-              f"{max(peaks)} | {med(fresh)} | {med(resume)} | {med(evals)} | {max(run_peaks)} | {old} | "
-              f"{old_peak} |", flush=True)
+        if args.only_data_ready:
+            timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store", "-o",
+                          str(work / "store")))
+        else:
+            row = measure_runs(args, work, tok, corpus, mb, size)
+        ready: dict[str, list[tuple[float, float]]] = {"in-memory": [], "fresh": [], "resume": []}
+        for _ in range(args.repeats):  # interleaved, so that the machine's load falls on each alike
+            for mode in ready if mb <= args.old_path_up_to else ("fresh", "resume"):
+                ready[mode].append(data_ready(mode, corpus, tok, work / "store", work / f"ready-{mb}"))
+        for mode, times in ready.items():
+            if times:
+                data_lines.append(f"| {size:,.0f} MB | {mode} | {med([t[0] for t in times])} | "
+                                  f"{med([t[1] for t in times])} |")
+        if not args.only_data_ready:
+            print(row, flush=True)
+    print("\n".join(data_lines))
 
 
 if __name__ == "__main__":
