@@ -127,7 +127,8 @@ class Reporter:
 _FORMATS = {"loss": "{:.4f}", "ppl": "{:.2f}", "bpc": "{:.3f}", "bleu": "{:.2f}", "accuracy": "{:.4f}",
             "bpb": "{:.3f}", "word_ppl": "{:.2f}", "grad_norm": "{:.3g}", "grad_norm_max": "{:.3g}",
             "mse": "{:.4g}", "rmse": "{:.4g}", "naive_mse": "{:.4g}", "skill": "{:+.3f}",  # forecasting
-            "lr": "{:.2e}", "tokens_per_s": "{:.0f}"}  # the numbers a train/valid line shows first
+            "lr": "{:.2e}", "tokens_per_s": "{:.0f}",
+            "macro_f1": "{:.4f}"}  # the numbers a train/valid line shows first
 
 
 def format_event(ev: dict[str, Any]) -> str:
