@@ -24,7 +24,7 @@ from seqtool.models.lora import LoraConfig
 from seqtool.models.rnn_lm import RNNLMConfig
 from seqtool.models.transformer import TransformerConfig
 from seqtool.training.run import Job
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 KIND = "classifier"
