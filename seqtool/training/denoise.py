@@ -9,7 +9,6 @@ fine-tunes for translation.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from seqtool.data.noising import DenoisingBatches, NoiseConfig, pack
 from seqtool.errors import InputError
 from seqtool.models.transformer import Transformer
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 Note = Callable[[str], None]
@@ -34,6 +33,7 @@ def build(cfg: Any, ws: Workspace, device: torch.device, note: Note, resuming: b
     on a fixed noising of the validation examples."""
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.evaluation import translation_nll
+    from seqtool.metrics import perplexity
     from seqtool.training import lm
 
     noise: NoiseConfig = cfg.noise
@@ -62,6 +62,6 @@ def build(cfg: Any, ws: Workspace, device: torch.device, note: Note, resuming: b
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         total, tokens = translation_nll(m, held_out.batches(0, 0), device, cfg.run.eval_batches)
         loss = total / max(tokens, 1)
-        return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+        return {"loss": loss, "ppl": perplexity(loss)}
 
     return TrainTask(model=model, data=batches, arch=model.arch(), evaluate=evaluate)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from seqtool.config import check_positive
 from seqtool.errors import InputError
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import KINDS, Workspace
 
 
@@ -111,8 +111,8 @@ def attach(cfg: DistillConfig, task: TrainTask, ws: Workspace, kind: str, tokeni
     """`task` with its model replaced by the Distilled student of the teacher `cfg.teacher`; refuses a
     teacher of another task or tokenizer, and on a resumed run one whose workspace changed. The student's
     validation is unchanged (the student alone, on the hard targets)."""
-    from seqtool.finetune import _same_tokenizers
     from seqtool.models import load_published
+    from seqtool.source_model import _same_tokenizers
 
     tws = Workspace.open(cfg.teacher, kinds=tuple(KINDS), purpose="distillation (the teacher)")
     if KINDS[tws.kind].task != KINDS[kind].task:
