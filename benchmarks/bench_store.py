@@ -130,6 +130,37 @@ def data_ready(mode: str, corpus: Path, tok: Path, store: Path, ws: Path) -> tup
     return float(out[0]), float(out[1])
 
 
+PER_CORE = """
+import os, shutil, sys, tempfile, time
+import sentencepiece as spm
+from seqtool.data import store
+from seqtool.data.tokenizers import load_tokenizer
+corpus, tok_dir = sys.argv[1:]
+tok, sp = load_tokenizer(tok_dir), spm.SentencePieceProcessor(model_file=tok_dir + "/spm.model")
+t = time.perf_counter(); batch = []
+with open(corpus, encoding="utf-8") as fh:
+    for line in fh:
+        batch.append(line.rstrip("\\n"))
+        if len(batch) == 1000:
+            sp.encode(batch); batch = []
+sp.encode(batch)
+theirs = time.perf_counter() - t
+with tempfile.TemporaryDirectory() as tmp:
+    t = time.perf_counter()
+    store.build_corpus(tmp + "/s", [corpus], [], tok, "k", workers=1)
+    ours = time.perf_counter() - t
+print(os.path.getsize(corpus) / 1e6 / ours, os.path.getsize(corpus) / 1e6 / theirs)
+"""
+
+
+def per_core(corpus: Path, tok: Path) -> tuple[float, float]:
+    """(MB/s of the store's encoder with one worker, of sentencepiece's batch encode), one after the
+    other in one process: the encoders compared on one core, whatever the machine's other load."""
+    out = subprocess.run([sys.executable, "-c", PER_CORE, str(corpus), str(tok)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def seqtool(*args: str) -> list[str]:
     return [sys.executable, "-m", "seqtool", "--log-format", "json", *args]
 
@@ -199,6 +230,9 @@ def main() -> None:
     data_lines = ["", "Data ready (in a fresh process, imports excluded): median (min–max)", "",
                   "| corpus | path | token streams ready | counting the validation text (bpb, word ppl) |",
                   "|---|---|---|---|"]
+    core_lines = ["", "One core: the store's encoder (1 worker) vs sentencepiece's batch encode, one after "
+                  "the other in one process", "", "| corpus | store MB/s | spm MB/s | ratio |",
+                  "|---|---|---|---|"]
     for mb in map(int, args.sizes.split(",")):
         corpus = make_corpus(work / f"corpus-{mb}MB.txt", mb)
         size = corpus.stat().st_size / 1e6
@@ -211,6 +245,10 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so that the machine's load falls on each alike
             for mode in ready if mb <= args.old_path_up_to else ("fresh", "resume"):
                 ready[mode].append(data_ready(mode, corpus, tok, work / "store", work / f"ready-{mb}"))
+        cores = [per_core(corpus, tok) for _ in range(args.repeats)]
+        ratio = statistics.median(c[0] for c in cores) / statistics.median(c[1] for c in cores)
+        core_lines.append(f"| {size:,.0f} MB | {med([c[0] for c in cores], '', '{:.2f}')} | "
+                          f"{med([c[1] for c in cores], '', '{:.2f}')} | {ratio:.2f}× |")
         for mode, times in ready.items():
             if times:
                 data_lines.append(f"| {size:,.0f} MB | {mode} | {med([t[0] for t in times])} | "
@@ -218,6 +256,7 @@ def main() -> None:
         if not args.only_data_ready:
             print(row, flush=True)
     print("\n".join(data_lines))
+    print("\n".join(core_lines))
 
 
 if __name__ == "__main__":
