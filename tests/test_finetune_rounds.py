@@ -214,3 +214,27 @@ def test_finetune_takes_over_a_stale_lock_with_a_warning(cli, tmp_path, tmp_text
     result = ok(_finetune(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "ft", *COMMON))
     assert f"took over a stale lock of pid {dead}" in result.stderr
     assert not (tmp_path / "ft" / ".lock").exists() and os.path.isdir(tmp_path / "ft" / "checkpoints")
+
+
+def test_a_resumed_round_trains_on_what_an_uninterrupted_one_does(cli, tmp_path, tmp_text):
+    """The validation lines a round holds out of --data at its start stay out of training on resume (they
+    used to be trained on after a resume: other batches, and validation on trained lines)."""
+    from safetensors.torch import load_file
+
+    _lm_workspace(tmp_path / "base")
+    letters = "abcdefghij"
+    new = tmp_text("".join(f"stir pot {letters[i % 10]}{letters[i // 10]} gently\n" for i in range(40)),
+                   name="new.txt")
+    rest = COMMON[2:]
+    ok(_finetune(cli, "--from", tmp_path / "base", "--data", new, "-w", tmp_path / "straight",
+                 "--max-steps", 9, *rest))
+    args = ("--from", tmp_path / "base", "--data", new, "-w", tmp_path / "resumed")
+    ok(_finetune(cli, *args, "--max-steps", 6, *rest))
+    Workspace.open(tmp_path / "resumed").update_status(state="preempted")
+    assert "resumed from" in ok(_finetune(cli, *args, "--max-steps", 9, *rest)).stderr
+    final = [load_file(tmp_path / name / "checkpoints" / "step-0000009" / "model.safetensors")
+             for name in ("straight", "resumed")]
+    assert final[0].keys() == final[1].keys()
+    assert all(final[0][k].equal(final[1][k]) for k in final[0])
+    assert [e["loss"] for e in _events(tmp_path / "resumed", "valid")][-1] == \
+        [e["loss"] for e in _events(tmp_path / "straight", "valid")][-1]

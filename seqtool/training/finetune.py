@@ -117,6 +117,7 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str]) -> tuple[list[
         valid = read_lines(cfg.data.valid, cfg.data.encoding_errors)
     elif fixed.is_file():
         valid = fixed.read_text(encoding="utf-8").split("\n")
+        train = without_held_out(train, valid)
     else:
         k = max(1, int(round(len(train) * cfg.data.valid_fraction)))
         if len(train) - k < 1:
@@ -124,6 +125,13 @@ def lm_text(cfg: FinetuneConfig, ws: Workspace, train: list[str]) -> tuple[list[
         train, valid = train[:-k], train[-k:]
     ws.keep_fixed_data({"valid.txt": valid})
     return train, valid
+
+
+def without_held_out(train: list[str], valid: list[str]) -> list[str]:
+    """`train` less its last lines when they are the kept validation lines: a resumed round held them out
+    of this same data at its start, and must not train on them now (a later round's new data keeps all)."""
+    k = len(valid)
+    return train[:-k] if 0 < k < len(train) and train[-k:] == valid else train
 
 
 def lm_task(cfg: FinetuneConfig, ws: Workspace, kind: str, model: nn.Module, tok: Any,
@@ -179,6 +187,9 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
         valid = read_parallel(d.valid_src, d.valid_tgt, None, d.encoding_errors)
     elif fixed_src.is_file():
         valid = read_parallel(str(fixed_src), str(fixed_tgt), None, d.encoding_errors)
+        src, tgt = without_held_out(train.src, valid.src), without_held_out(train.tgt, valid.tgt)
+        if len(src) == len(tgt) < len(train.src):  # the pairs this round held out (resumed): not trained on
+            train = type(train)(src, tgt, train.where)
     else:
         train, valid = split_off(train, d.valid_fraction)
     ws.keep_fixed_data({"valid.src": valid.src, "valid.tgt": valid.tgt})
