@@ -238,7 +238,7 @@ def test_resume_equals_an_uninterrupted_run(cli, train, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
-    (["--set", "model.cell=transformer"], ["model.cell must be one of rnn, gru, lstm, ugrnn"]),
+    (["--set", "model.cell=transformer"], ["model.cell must be one of rnn, rnn-relu, gru, lstm, ugrnn"]),
     (["--batch-size", "64", "--bptt", "100"], ["training text is too short", "batch size 64 × bptt 100"]),
     (["--objective", "window", "--window", "5000"], ["too short"]),
     (["--set", "model.colour=blue"], ["unknown config key 'model.colour'"]),
