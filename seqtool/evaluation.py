@@ -213,20 +213,3 @@ def classifier_validation(rows: list[list[int]], gold: list[int], batch_size: in
         return {key: scores[key] for key in ("loss", "accuracy", "macro_f1")}
 
     return evaluate
-
-
-# ---------------------------------------------------------------------------------------------
-# classification
-
-
-def classifier_validation(rows: list[list[int]], gold: list[int], batch_size: int, pad_id: int,
-                          max_batches: int) -> Evaluate:
-    """The trainer's evaluate() for a classifier: loss, accuracy and macro-F1 on the encoded validation
-    texts `rows` with their label ids `gold` (classification.score_rows)."""
-    from seqtool.classification import score_rows
-
-    def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        scores = score_rows(model, rows, gold, batch_size, pad_id, max_batches)
-        return {key: scores[key] for key in ("loss", "accuracy", "macro_f1")}
-
-    return evaluate

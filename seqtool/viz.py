@@ -196,26 +196,3 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Pa
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the gold label's texts")
     fig.tight_layout()
     return _save(plt, fig, path)
-
-
-def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:
-    """Save a classifier's confusion matrix (rows: gold label, columns: predicted) as an annotated heatmap,
-    each row shaded by its share of that label's texts."""
-    plt = _pyplot()
-    n = len(labels)
-    shares = [[c / max(sum(row), 1) for c in row] for row in confusion]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * n + 2.4), max(3.2, 0.5 * n + 1.8)), dpi=120)
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    for g in range(n):
-        for p in range(n):
-            ax.text(p, g, str(confusion[g][p]), ha="center", va="center", fontsize=8,
-                    color="white" if shares[g][p] > 0.5 else "black")
-    ax.set_xticks(range(n), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_yticks(range(n), labels, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the gold label's texts")
-    fig.tight_layout()
-    return _save(plt, fig, path)
