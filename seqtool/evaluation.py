@@ -94,7 +94,7 @@ def workspace_reading(kind: str, config: dict[str, Any], model: Any) -> tuple[st
     """(reading, context, default rows) of a trained language model: as its run validated it.
     One stream keeps every token's whole history for bptt models; windows and blocks go 64 and 16
     at a time."""
-    from seqtool.workspace import KINDS
+    from seqtool.kinds import KINDS
 
     reading = KINDS[kind].reading
     if reading == "bptt":  # a recurrent model: bptt or window, as its run chose

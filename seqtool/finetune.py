@@ -26,6 +26,7 @@ from torch import nn
 from seqtool.config import first_difference
 from seqtool.data.io import data_fingerprints
 from seqtool.errors import InputError
+from seqtool.kinds import MT_KINDS
 from seqtool.models import load_published, lora
 from seqtool.models.freezing import freeze
 from seqtool.source_model import (
@@ -42,7 +43,7 @@ from seqtool.source_model import (
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds, new_workspace
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import MT_KINDS, Workspace, is_workspace
+from seqtool.workspace import Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]
 

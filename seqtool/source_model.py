@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from seqtool.errors import InputError
+from seqtool.kinds import LM_KINDS, MLM_KINDS, MT_KINDS
 from seqtool.models import MODELS, load_published
-from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS, Workspace
+from seqtool.workspace import Workspace
 
 TRAINABLE_KINDS = (*LM_KINDS, *MT_KINDS, *MLM_KINDS)  # every kind
 

@@ -118,8 +118,9 @@ class Translator:
     @classmethod
     def from_workspace(cls, path: str | Path, device: torch.device, adapter: str | None = None) -> Translator:
         from seqtool.data.tokenizers import load_tokenizer
+        from seqtool.kinds import MT_KINDS
         from seqtool.models import load_published
-        from seqtool.workspace import MT_KINDS, Workspace
+        from seqtool.workspace import Workspace
 
         ws = Workspace.open(path, kinds=MT_KINDS, purpose="translation")
         model = load_published(ws, device, adapter)
@@ -266,8 +267,9 @@ def text_attention(path: str | Path, device: torch.device, adapter: str | None =
     layer and head), causal for a decoder (GPT-like), both ways for an encoder (BERT-like). The text is
     cut to the model's positions."""
     from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.kinds import KINDS, LM_KINDS, MLM_KINDS
     from seqtool.models import load_published
-    from seqtool.workspace import KINDS, LM_KINDS, MLM_KINDS, Workspace
+    from seqtool.workspace import Workspace
 
     ws = Workspace.open(path, kinds=(*LM_KINDS, *MLM_KINDS), purpose="a self-attention map")
     if KINDS[ws.kind].reading == "bptt":  # a recurrent stream, not positions in a block

@@ -1,4 +1,4 @@
-"""The workspace directory: its kinds, its layout, its metadata and published weights; the writer lock is
+"""The workspace directory: its layout, its metadata and published weights; the writer lock is
 lock.py's and the checkpoint files checkpoints.py's, reached through Workspace methods.
 
 Layout (DESIGN.md): seqtool.yaml, tokenizer/, model.safetensors + model.json, checkpoints/step-N/,
@@ -26,6 +26,7 @@ import yaml
 from seqtool import __version__, checkpoints
 from seqtool.config import upgrade_keys
 from seqtool.errors import InputError
+from seqtool.kinds import KINDS
 from seqtool.storage import (
     atomic_write,
     json_line,
@@ -40,33 +41,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 
-
-@dataclass(frozen=True)
-class Kind:
-    """What a workspace of this kind holds: a model of `family` (models.MODELS) trained for `task`, which
-    reads text as `reading` (language models only)."""
-
-    family: str
-    task: str  # "lm" (next token) | "mlm" (masked tokens) | "translation" | "classify" (a label per text)
-    # | "forecast" (the next value of a numeric series)
-    reading: str = ""  # "bptt" (a recurrent state over one stream; or windows) | "block" | "masked"
-
-
-# The one table of workspace kinds (seqtool.yaml's `kind`). It stays here, free of torch, because
-# build-vocab and info open workspaces without importing the models; the family's facts (its LoRA
-# targets, ...) sit on its model class.
-KINDS = {
-    "rnn-lm": Kind("rnn-lm", "lm", "bptt"),
-    "seq2seq": Kind("seq2seq", "translation"),
-    "transformer-lm": Kind("transformer", "lm", "block"),
-    "transformer-mt": Kind("transformer", "translation"),
-    "transformer-mlm": Kind("transformer", "mlm", "masked"),
-    "rnn-forecast": Kind("forecaster", "forecast"),  # the next value of a numeric series (MSE)
-    "classifier": Kind("classifier", "classify"),  # any of the bodies above under a label head
-}
-LM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "lm")
-MLM_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "mlm")
-MT_KINDS = tuple(name for name, kind in KINDS.items() if kind.task == "translation")
 
 # The layout: the names here and the Workspace properties below are the only places that spell it.
 META_FILE = "seqtool.yaml"

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from seqtool.errors import InputError, RuntimeFailure
+from seqtool.kinds import KINDS
 from seqtool.lock import WorkspaceLock
 from seqtool.storage import atomic_write, save_tensors
-from seqtool.workspace import FORMAT_VERSION, KINDS, Workspace, is_workspace
+from seqtool.workspace import FORMAT_VERSION, Workspace, is_workspace
 
 
 def test_create_and_open(tmp_path):

@@ -52,9 +52,9 @@ def attention_map(
     """
     from seqtool.data.io import iter_lines
     from seqtool.errors import InputError
+    from seqtool.kinds import MT_KINDS
     from seqtool.training import runtime
     from seqtool.translation import Translator, text_attention
-    from seqtool.workspace import MT_KINDS
     from seqtool.workspace import Workspace as WS
 
     if (source is None) == (input is None):

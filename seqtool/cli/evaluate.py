@@ -71,10 +71,10 @@ def evaluate(
     from seqtool.data.io import describe, iter_lines, require_nonempty
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.errors import InputError
+    from seqtool.kinds import LM_KINDS, MLM_KINDS, MT_KINDS
     from seqtool.metrics import text_size
     from seqtool.models import load_published
     from seqtool.training import lm, runtime
-    from seqtool.workspace import LM_KINDS, MLM_KINDS, MT_KINDS
     from seqtool.workspace import Workspace as WS
 
     report = reporter(ctx)

@@ -12,7 +12,7 @@ import typer
 from seqtool.cli.options import Device, Json, Workspace, pick, reporter, require_workspace
 
 Opt = typer.Option
-KIND = "rnn-forecast"  # workspace.KINDS
+KIND = "rnn-forecast"  # kinds.KINDS
 
 Column = Annotated[Optional[str], Opt(
     help="--task forecast: the CSV column to forecast, by its header name (default: the last column). "

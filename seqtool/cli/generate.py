@@ -109,10 +109,10 @@ def generate(
     from seqtool.errors import InputError
     from seqtool.evaluation import workspace_reading
     from seqtool.generation import sample_batch
+    from seqtool.kinds import LM_KINDS, MLM_KINDS
     from seqtool.models import load_published
     from seqtool.models.quantize import quantize_int8
     from seqtool.training import runtime
-    from seqtool.workspace import LM_KINDS, MLM_KINDS
     from seqtool.workspace import Workspace as WS
 
     if num_samples < 1:
@@ -228,9 +228,9 @@ def _fill(path, text: str | None, top_k: int, fmt: str, device: str | None) -> N
     from seqtool.data.masking import MASK_TEXT, fill_masks
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.errors import InputError
+    from seqtool.kinds import MLM_KINDS
     from seqtool.models import load_published
     from seqtool.training import runtime
-    from seqtool.workspace import MLM_KINDS
     from seqtool.workspace import Workspace as WS
 
     ws = WS.open(path)

@@ -78,7 +78,7 @@ def export_onnx(ws: Any, model: Any, tokenizer: Any, directory: Path, peft: None
 
 def _check_kind(ws: Any, fmt: str) -> None:
     """Refuse, before loading anything, a workspace whose kind `fmt` cannot hold."""
-    from seqtool.workspace import KINDS, LM_KINDS, MLM_KINDS
+    from seqtool.kinds import KINDS, LM_KINDS, MLM_KINDS
 
     transformer = KINDS[ws.kind].family == "transformer" if ws.kind in KINDS else False
     if fmt == "onnx" and not transformer:  # the RNNs pack padded sequences, which the exporter does not take

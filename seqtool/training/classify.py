@@ -216,8 +216,8 @@ def build_finetune(cfg: FinetuneClassifyConfig, ws: Workspace, resuming: bool, d
                    note: Note) -> tuple[TrainTask, None]:
     """The source's body and tokenizer under a new head. A resumed run rebuilds the same (the seed draws
     the same head) and the trainer then loads its checkpoint over it."""
+    from seqtool.kinds import LM_KINDS, MLM_KINDS
     from seqtool.source_model import open_source
-    from seqtool.workspace import LM_KINDS, MLM_KINDS
 
     src = open_source(cfg.source)
     if src.kind not in (*LM_KINDS, *MLM_KINDS):

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from seqtool.config import check_positive
 from seqtool.errors import InputError
+from seqtool.kinds import KINDS
 from seqtool.training.tasks import TrainTask
-from seqtool.workspace import KINDS, Workspace
+from seqtool.workspace import Workspace
 
 
 @dataclass

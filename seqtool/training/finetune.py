@@ -18,11 +18,12 @@ from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig, check_at_least, check_choice
 from seqtool.errors import InputError
+from seqtool.kinds import KINDS
 from seqtool.models import lora
 from seqtool.training import tasks
 from seqtool.training.distill import DistillConfig
 from seqtool.training.trainer import TrainTask
-from seqtool.workspace import KINDS, Workspace
+from seqtool.workspace import Workspace
 
 Report = Callable[[dict[str, Any]], None]
 
