@@ -172,7 +172,8 @@ def measure_runs(args: argparse.Namespace, work: Path, tok: Path, corpus: Path, 
         shutil.rmtree(work / "store", ignore_errors=True)
         _, peak, _ = timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store",
                                    "-o", str(work / "store")))
-        manifest = json.loads(next((work / "store").glob("*/manifest.json")).read_text())
+        manifest = next(m for f in (work / "store").glob("*/manifest.json")
+                        if (m := json.loads(f.read_text()))["sources"][0]["path"] == str(corpus.resolve()))
         builds.append(size / manifest["seconds"])  # the encoding itself, as timed for sentencepiece
         peaks.append(peak)
     spm = spm_rate(corpus, tok, args.repeats)
