@@ -6,6 +6,7 @@ The files themselves are seqtool.checkpoints' (through Workspace.save_checkpoint
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,7 +17,25 @@ from seqtool.workspace import Workspace
 
 if TYPE_CHECKING:
     from seqtool.config import RunConfig
-    from seqtool.training.trainer import TrainState, TrainTask
+    from seqtool.training.tasks import TrainTask
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    index: int = 0  # micro-batches consumed in this epoch
+    elapsed: float = 0.0  # seconds of training over all runs
+    best_value: float | None = None
+    best_step: int = 0
+    best_scores: dict[str, float] | None = None  # every validation metric at best_step (the summary's)
+    evals_since_best: int = 0  # early stopping counts these
+    evals_since_decay: int = 0  # schedule=plateau counts these (best or last decay)
+    plateau_factor: float = 1.0
+    bad_steps: int = 0  # non-finite steps skipped, in a row
+    bad_steps_total: int = 0
+    tokens: int = 0
+    finished: str = ""  # why the run ended ("max_steps", "time_budget", ...); "" while running
 
 
 class Checkpointing:
@@ -48,7 +67,7 @@ class Checkpointing:
         self.optimizer.load_state_dict(trainer_state["optimizer"])
         if self.scaler is not None and "scaler" in trainer_state:
             self.scaler.load_state_dict(trainer_state["scaler"])
-        self.state = type(self.state)(**trainer_state["train_state"])  # a TrainState
+        self.state = TrainState(**trainer_state["train_state"])
         self._saved = (self.state.step, self.state.finished)
         # Each rank continues its own random stream (dropout differs per rank) and its own carried BPTT
         # state (its rows of the batch). A checkpoint written by a different number of processes falls

@@ -237,3 +237,15 @@ class StopFlags:
 def _stop_signals() -> list[signal.Signals]:
     """The signals that stop a run at the next step: those of SIGTERM, SIGUSR1, SIGINT this platform has."""
     return [sig for name in ("SIGTERM", "SIGUSR1", "SIGINT") if (sig := getattr(signal, name, None))]
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's tensors on `device`. To CUDA through pinned memory: the copy then queues behind the
+    GPU's work instead of making the CPU wait for it (a pageable copy blocks until the stream is idle)."""
+    cuda = device.type == "cuda"
+    return {k: pinned(v).to(device, non_blocking=True) if cuda and isinstance(v, torch.Tensor)
+            else v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def pinned(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.pin_memory() if tensor.device.type == "cpu" and not tensor.is_pinned() else tensor

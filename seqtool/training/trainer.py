@@ -13,7 +13,6 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,43 +23,13 @@ from seqtool.errors import EXIT_INTERRUPTED, RuntimeFailure, SeqtoolError, Tempo
 from seqtool.metrics import perplexity
 from seqtool.tracking import TensorBoardSink
 from seqtool.training import runtime
-from seqtool.training.checkpointing import Checkpointing
+from seqtool.training.checkpointing import Checkpointing, TrainState
 from seqtool.training.distributed import Collectives
 from seqtool.training.optim import lr_at, make_optimizer
 from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 NOTHING_TO_DO = "nothing to do: the run has finished"  # its final checkpoint says so, and the limits hold
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    epoch: int = 0
-    index: int = 0  # micro-batches consumed in this epoch
-    elapsed: float = 0.0  # seconds of training over all runs
-    best_value: float | None = None
-    best_step: int = 0
-    best_scores: dict[str, float] | None = None  # every validation metric at best_step (the summary's)
-    evals_since_best: int = 0  # early stopping counts these
-    evals_since_decay: int = 0  # schedule=plateau counts these (best or last decay)
-    plateau_factor: float = 1.0
-    bad_steps: int = 0  # non-finite steps skipped, in a row
-    bad_steps_total: int = 0
-    tokens: int = 0
-    finished: str = ""  # why the run ended ("max_steps", "time_budget", ...); "" while running
-
-
-def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch's tensors on `device`. To CUDA through pinned memory: the copy then queues behind the
-    GPU's work instead of making the CPU wait for it (a pageable copy blocks until the stream is idle)."""
-    cuda = device.type == "cuda"
-    return {k: _pinned(v).to(device, non_blocking=True) if cuda and isinstance(v, torch.Tensor)
-            else v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _pinned(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.pin_memory() if tensor.device.type == "cpu" and not tensor.is_pinned() else tensor
 
 
 def _detach(state: Any) -> Any:
@@ -318,7 +287,7 @@ class Trainer(Checkpointing, Collectives):
         total_loss, ntokens, finite = 0.0, 0, True
         carry_before = self.carry
         for i, batch in enumerate(group):
-            batch = _move(self._shard(batch), self.device)
+            batch = runtime.move_batch(self._shard(batch), self.device)
             ntokens += int(batch.get("ntokens", 0))
             weight = float(batch.pop("loss_weight", 1.0))  # this rank's share of the tokens (DDP)
             with self._grad_sync(last=i == len(group) - 1):
