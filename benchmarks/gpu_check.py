@@ -7,7 +7,7 @@ Paths: decoder training in bf16 and in fp16 with a GradScaler (through `seqtool 
 and MFU), the fused SDPA kernels (flash / memory-efficient forced, forward + backward), `--compile`,
 cuDNN LSTM training (`train-rnn`) and its cell-kernel decoding (`generate`), seq2seq training + `translate`,
 the KV-cache decoder generating batch 1 and batched, pinned-memory non_blocking copies (the trainer's
-`_move`), fused AdamW, and DDP over NCCL with 2 processes when 2 GPUs are visible. Each path runs the real
+`runtime.move_batch`), fused AdamW, and DDP over NCCL with 2 processes when 2 GPUs are visible. Each path runs the real
 commands or functions; a failure prints its last error line and the script goes on.
 
 Without CUDA (and without --dry-run) it prints one line saying so and exits 0. --dry-run runs every path on
@@ -204,14 +204,14 @@ class Check:
     def pinned(self) -> str:
         import torch
 
-        from seqtool.training.trainer import _move
+        from seqtool.training.runtime import move_batch
 
         batch = {"inputs": torch.randint(0, 100, (64, 1024)), "note": "kept"}
-        moved = _move(batch, torch.device(self.device))
+        moved = move_batch(batch, torch.device(self.device))
         assert moved["inputs"].device.type == self.device and moved["note"] == "kept"
         assert torch.equal(moved["inputs"].cpu(), batch["inputs"])
         if not self.cuda:
-            return "trainer._move on the CPU: no copy (pinning applies to CUDA only)"
+            return "runtime.move_batch on the CPU: no copy (pinning applies to CUDA only)"
         big = torch.empty(64 << 20, dtype=torch.uint8)
         rates = {}
         for name, host in (("pageable", big), ("pinned", big.pin_memory())):
@@ -222,7 +222,7 @@ class Check:
                 host.to("cuda", non_blocking=True)
             self._sync()
             rates[name] = 10 * host.numel() / (time.perf_counter() - start) / 1e9
-        return (f"trainer._move pins and copies non_blocking; host→device GB/s pageable "
+        return (f"runtime.move_batch pins and copies non_blocking; host→device GB/s pageable "
                 f"{rates['pageable']:.1f}, pinned {rates['pinned']:.1f}")
 
     def fused_adamw(self) -> str:
