@@ -7,8 +7,8 @@ Paths: decoder training in bf16 and in fp16 with a GradScaler (through `seqtool 
 and MFU), the fused SDPA kernels (flash / memory-efficient forced, forward + backward), `--compile`,
 cuDNN LSTM training (`train-rnn`) and its cell-kernel decoding (`generate`), seq2seq training + `translate`,
 the KV-cache decoder generating batch 1 and batched, pinned-memory non_blocking copies (the trainer's
-`runtime.move_batch`), fused AdamW, and DDP over NCCL with 2 processes when 2 GPUs are visible. Each path runs the real
-commands or functions; a failure prints its last error line and the script goes on.
+`runtime.move_batch`), fused AdamW, and DDP over NCCL with 2 processes when 2 GPUs are visible. Each path
+runs the real commands or functions; a failure prints its last error line and the script goes on.
 
 Without CUDA (and without --dry-run) it prints one line saying so and exits 0. --dry-run runs every path on
 the CPU (fp32 for the GPU-only precisions, gloo for DDP), so the script itself is tested where no GPU is.
