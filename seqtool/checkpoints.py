@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from seqtool.storage import (
     read_json,
     save_tensors,
     sha256_file,
+    temp_dir_beside,
     write_error,
 )
 
@@ -46,21 +46,16 @@ def save(root: Path, step: int, model_state: dict[str, Any], trainer_state: dict
     import torch
 
     final = step_dir(root, step)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        # The writer holds the lock, so temp dirs here are left over by a process killed mid-save.
-        for stale in root.glob(".step-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", suffix=".tmp", dir=root))
-    except OSError as err:
-        raise write_error(err, final) from err
+    # The writer holds the lock, so temp dirs here are left over by a process killed mid-save.
+    for stale in root.glob(".step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_dir_beside(final)
     try:
         save_tensors(tmp / "model.safetensors", model_state)
         atomic_write_with(tmp / "trainer.pt", lambda p: torch.save(trainer_state, p))
         info = {**meta, "step": step, "time": time.time(), "sha256": {
             name: sha256_file(tmp / name) for name in ("model.safetensors", "trainer.pt")}}
         atomic_write(tmp / "meta.json", json.dumps(info, indent=2, default=float))
-        _apply_umask_dir(tmp)
         if final.exists():  # rewriting a step (the run's end): move the old copy aside, then drop it
             os.replace(final, tmp.with_name(tmp.name + ".old"))
         os.replace(tmp, final)
@@ -118,8 +113,3 @@ def verify(ckpt: Path) -> str | None:
         return f"meta.json unreadable: {err}"
     return None
 
-
-def _apply_umask_dir(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)

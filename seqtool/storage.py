@@ -216,3 +216,16 @@ def _finite(value: Any) -> Any:
         return [None if bad(x) else _finite(x) for x in value]
     return value
 
+
+def temp_dir_beside(target: Path) -> Path:
+    """A new empty directory beside `target` (.NAME.XXXXXXXX.tmp, lock.TEMP_NAME; with a plain mkdir's mode,
+    not mkdtemp's private one) to build `target` in and rename into place; a failure is write_error's line."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+    except OSError as err:
+        raise write_error(err, target) from None
+    return tmp

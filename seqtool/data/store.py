@@ -191,18 +191,14 @@ def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dic
     docstring), with `workers` processes (0: one per CPU core), each taking runs of whole lines of
     about `chunk_bytes`."""
     from seqtool.data.io import describe, expand_paths
-    from seqtool.storage import fsync_dir, write_error
+    from seqtool.storage import fsync_dir, temp_dir_beside, write_error
 
     files = expand_paths(paths)
     if "-" in files:
         raise InputError("a token store is built from files, not stdin (it cannot be read twice or hashed)",
                          hint="save the text to a file first")
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as err:
-        raise write_error(err, target) from None
+    tmp = temp_dir_beside(target)
     try:
         tok.save(tmp / TOKENIZER)
         cores = workers or os.cpu_count() or 1  # ranges of a quarter of a core's share at most: balance

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 from seqtool.config import MAX_VOCAB, check_between
 from seqtool.data.io import batches, sample_lines
 from seqtool.errors import InputError
-from seqtool.storage import write_error
+from seqtool.storage import temp_dir_beside, write_error
 
 KINDS = ("char", "word", "bpe", "unigram")
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")  # ids 0..4 in every kind
@@ -254,15 +253,8 @@ def save_tokenizers(target: str | os.PathLike, tokenizers: dict[str, Tokenizer])
     if target.exists() and not is_tokenizer_dir(target) and (not target.is_dir() or any(target.iterdir())):
         raise InputError(f"refusing to replace {target}: it exists and is not a tokenizer directory",
                          hint="choose a new or empty output directory")
+    tmp = temp_dir_beside(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as err:
-        raise write_error(err, target) from None
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; give it a normal directory's mode
         for sub, tok in tokenizers.items():
             tok.save(tmp / sub)
         if target.exists():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +126,9 @@ class _staging:
         self.out = out
 
     def __enter__(self) -> Path:
-        from seqtool.storage import write_error
+        from seqtool.storage import temp_dir_beside
 
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
-        except OSError as err:
-            raise write_error(err, self.out) from err
+        self.tmp = temp_dir_beside(self.out)
         return self.tmp
 
     def __exit__(self, kind, *exc: object) -> None:
