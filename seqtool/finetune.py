@@ -42,7 +42,7 @@ from seqtool.source_model import (
 )
 from seqtool.training.finetune import FIXED_KEYS, FinetuneConfig, lm_task, mt_task, read_lines
 from seqtool.training.run import Job, Prepared, Rounds, new_workspace
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]

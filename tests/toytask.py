@@ -24,7 +24,8 @@ from torch import nn
 
 from seqtool.config import OptimConfig, RunConfig
 from seqtool.training import runtime
-from seqtool.training.trainer import Trainer, TrainTask
+from seqtool.training.tasks import TrainTask
+from seqtool.training.trainer import Trainer
 from seqtool.workspace import Workspace
 
 VOCAB, WIDTH, SEQ = 13, 16, 6

@@ -22,7 +22,7 @@ from seqtool.kinds import KINDS
 from seqtool.models import lora
 from seqtool.training import tasks
 from seqtool.training.distill import DistillConfig
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 Report = Callable[[dict[str, Any]], None]

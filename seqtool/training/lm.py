@@ -25,7 +25,7 @@ from seqtool.errors import InputError
 from seqtool.evaluation import check_length
 from seqtool.models.rnn_lm import RNNLMConfig
 from seqtool.training import tasks
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace, atomic_write
 
 OBJECTIVES = ("bptt", "window")

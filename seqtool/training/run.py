@@ -20,7 +20,8 @@ from seqtool.errors import InputError
 from seqtool.lock import WorkspaceLock, lock_workspace
 from seqtool.tracking import require_tensorboard
 from seqtool.training import runtime
-from seqtool.training.trainer import NOTHING_TO_DO, Trainer, TrainTask
+from seqtool.training.tasks import TrainTask
+from seqtool.training.trainer import NOTHING_TO_DO, Trainer
 from seqtool.workspace import Workspace, is_workspace
 
 Report = Callable[[dict[str, Any]], None]

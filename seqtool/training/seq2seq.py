@@ -21,8 +21,7 @@ from seqtool.data.parallel import (
 )
 from seqtool.errors import InputError
 from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
-from seqtool.training.tasks import translation_task
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask, translation_task
 from seqtool.workspace import Workspace
 
 

@@ -19,7 +19,7 @@ from seqtool.evaluation import check_length
 from seqtool.models.transformer import Transformer, TransformerConfig
 from seqtool.training import tasks
 from seqtool.training.seq2seq import ParallelDataConfig, ParallelTokenizerConfig, ValidConfig
-from seqtool.training.trainer import TrainTask
+from seqtool.training.tasks import TrainTask
 from seqtool.workspace import Workspace
 
 Note = Callable[[str], None]
