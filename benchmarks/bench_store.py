@@ -95,7 +95,7 @@ DATA_READY = """
 import sys, time
 from pathlib import Path
 from seqtool.config import TokenizerConfig
-from seqtool.metrics import text_size
+from seqtool.metrics import TextSize, text_size
 from seqtool.training import lm
 from seqtool.training.streams import token_streams
 from seqtool.training.transformer import TransformerDataConfig
@@ -114,7 +114,7 @@ else:
     space = Workspace.open(ws) if mode == "resume" else Workspace.create(ws, "transformer-lm", {})
     s = token_streams(data, TokenizerConfig(path=tok), space, mode == "resume", 1, lambda m: None)
     ready = time.perf_counter() - t
-    text_size(s.valid_text, s.valid_ids.numel() - 1)
+    s.valid_text if isinstance(s.valid_text, TextSize) else text_size(s.valid_text, s.valid_ids.numel() - 1)
 print(ready, time.perf_counter() - t - ready)
 """
 

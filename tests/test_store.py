@@ -13,6 +13,7 @@ from seqtool.data import store
 from seqtool.data.io import file_fingerprint, iter_lines
 from seqtool.data.tokenizers import train_tokenizer
 from seqtool.errors import InputError
+from seqtool.metrics import text_size
 from seqtool.training.lm import encode
 
 
@@ -48,12 +49,27 @@ def test_store_holds_the_tokens_of_the_in_memory_path(tmp_path, corpus, kind):
     assert torch.equal(stored.slice_lines(k, len(lines)).long(), encode(tok, lines[k:]))
 
 
+def test_the_index_holds_the_bytes_and_words_that_text_size_counts(tmp_path, corpus):
+    # bits per byte and word perplexity of a stored slice, without reading the text again
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait\n\xff\xfe two  words \n")
+    files = [*corpus, str(tmp_path / "bad.txt")]
+    lines = list(iter_lines(files, "replace"))
+    tok = train_tokenizer("char", lines)
+    for workers, chunk in ((1, store.CHUNK_BYTES), (2, 700)):
+        stored = _build(tmp_path, files, tok, f"s{workers}", workers=workers, chunk_bytes=chunk,
+                        encoding_errors="replace")
+        for first, last in ((0, len(lines)), (0, 1), (5, 301), (len(lines) - 2, len(lines)), (7, 7)):
+            want = text_size(lines[first:last], 0)
+            assert stored.text_size(first, last) == (want.bytes, want.words), (workers, first, last)
+
+
 def test_parallel_encoding_equals_serial_encoding(tmp_path, corpus):
     tok = train_tokenizer("char", iter_lines(corpus))
     serial = _build(tmp_path, corpus, tok, "serial", workers=1)
     parallel = _build(tmp_path, corpus, tok, "parallel", workers=2, chunk_bytes=1000)  # many ranges
     assert torch.equal(serial.tokens, parallel.tokens)
     assert torch.equal(serial.line_ends, parallel.line_ends)
+    assert torch.equal(serial.text_ends, parallel.text_ends)
 
 
 def test_a_store_is_reused_by_its_key_and_rebuilt_for_another_tokenizer(tmp_path, corpus):

@@ -46,6 +46,13 @@ def published(ws: Path) -> dict[str, torch.Tensor]:
     return load_tensors(ws / "model.safetensors")
 
 
+def validations(ws: Path) -> list[dict]:
+    """The validation scores in WS/metrics.jsonl (times aside)."""
+    rows = [json.loads(line) for line in (ws / "metrics.jsonl").read_text().splitlines()]
+    drop = ("time", "elapsed")
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows if row.get("event") == "valid"]
+
+
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for name in a:
@@ -67,6 +74,9 @@ def test_a_store_backed_run_trains_as_the_in_memory_path(corpus, reference, tmp_
     assert "token store" not in messages(lines)
     assert not (tmp_path / "ws" / "store").exists()
     assert_same(published(reference), published(tmp_path / "ws"))
+    # bits per byte and word perplexity: the store's counts of the held-out text = counting the lines
+    stored, in_memory = validations(reference), validations(tmp_path / "ws")
+    assert stored == in_memory and all(v["bpb"] > 0 and v["word_ppl"] > 1 for v in stored)
 
 
 def test_resume_reuses_the_store_and_is_bit_identical(corpus, reference, tmp_path):
@@ -136,3 +146,30 @@ def test_finetune_reads_its_training_text_from_the_store(corpus, reference, tmp_
     built_at = (entry / store.TOKENS).stat().st_mtime_ns
     finetune(str(corpus), tmp_path / "stored", 4)  # resumes: the store is read, not built again
     assert (entry / store.TOKENS).stat().st_mtime_ns == built_at
+
+
+def test_the_held_out_size_comes_from_the_store_without_reading_the_text(corpus, tmp_path, monkeypatch):
+    from seqtool.config import TokenizerConfig
+    from seqtool.data import io
+    from seqtool.data.tokenizers import train_tokenizer
+    from seqtool.metrics import TextSize, text_size
+    from seqtool.training import streams
+    from seqtool.training.transformer import TransformerDataConfig
+    from seqtool.workspace import Workspace
+
+    lines = corpus.read_text().splitlines()
+    tok = train_tokenizer("char", lines)
+    tok.save(tmp_path / "tok")
+    data = TransformerDataConfig(train=[str(corpus)])
+    ws = Workspace.create(tmp_path / "ws", "transformer-lm", {})
+    streams.token_streams(data, TokenizerConfig(path=str(tmp_path / "tok")), ws, False, 1, lambda m: None)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the text was read again")
+
+    monkeypatch.setattr(io, "iter_lines", no_reading)
+    monkeypatch.setattr(streams, "iter_lines", no_reading)
+    again = streams.token_streams(data, TokenizerConfig(), ws, True, 1, lambda m: None)  # a resume
+    held_out = lines[len(lines) - int(len(lines) * data.valid_fraction):]
+    assert isinstance(again.valid_text, TextSize)
+    assert again.valid_text == text_size(held_out, again.valid_ids.numel() - 1)

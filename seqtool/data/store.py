@@ -10,6 +10,9 @@ text is read. An entry is
     KEY/tokens.bin      the token stream, uint16 (vocabularies up to 65,536) or int32, little-endian:
                         newline_id, then each line's ids followed by newline_id (training/lm.encode)
     KEY/lines.bin       int64: where each line's stream ends (just past its newline)
+    KEY/text_size.bin   int64 pairs: the UTF-8 bytes and the words of the lines up to each line's end
+                        (each line end counting one of each, as metrics.text_size counts them), so the
+                        bits per byte and word perplexity of any run of lines need no reading of the text
     KEY/tokenizer/      the tokenizer that encoded it
 
 Encoding streams: the files are cut into byte ranges at line boundaries, the ranges are encoded in
@@ -38,10 +41,11 @@ from typing import Any, BinaryIO
 
 from seqtool.errors import InputError
 
-FORMAT = 1
+FORMAT = 2  # 2: text_size.bin
 MANIFEST = "manifest.json"
 TOKENS = "tokens.bin"
 LINES = "lines.bin"
+TEXT_SIZE = "text_size.bin"
 TOKENIZER = "tokenizer"
 CHUNK_BYTES = 16 << 20  # a worker's share of a file at a time; small enough to balance the workers
 LINE_BATCH = 1000  # lines per encode_batch call (sentencepiece's batch encoder does the work)
@@ -89,6 +93,7 @@ class StoredCorpus:
     manifest: dict[str, Any]
     tokens: Any  # torch.Tensor (N,), uint16 or int32
     line_ends: Any  # torch.Tensor (L,), int64
+    text_ends: Any  # torch.Tensor (L, 2), int64: UTF-8 bytes and words through each line's end
 
     @property
     def lines(self) -> int:
@@ -100,6 +105,14 @@ class StoredCorpus:
         start = int(self.line_ends[first - 1]) - 1 if first else 0
         end = int(self.line_ends[last - 1]) if last else 1
         return self.tokens[start:end]
+
+    def text_size(self, first: int, last: int) -> tuple[int, int]:
+        """(UTF-8 bytes, words) of lines [first, last) as metrics.text_size counts them, from the index."""
+        if last <= first:
+            return 0, 0
+        end_bytes, end_words = self.text_ends[last - 1].tolist()
+        start_bytes, start_words = self.text_ends[first - 1].tolist() if first else (0, 0)
+        return end_bytes - start_bytes, end_words - start_words
 
 
 def open_corpus(path: str | Path, key: str | None = None) -> StoredCorpus:
@@ -125,16 +138,18 @@ def open_corpus(path: str | Path, key: str | None = None) -> StoredCorpus:
         raise InputError(f"token store {path} was built from other data or another tokenizer",
                          hint="pass the files and tokenizer it was built from, or rebuild it")
     itemsize = 2 if manifest["dtype"] == "uint16" else 4
-    for name, want in ((TOKENS, tokens * itemsize), (LINES, lines * 8)):
+    for name, want in ((TOKENS, tokens * itemsize), (LINES, lines * 8), (TEXT_SIZE, lines * 16)):
         size = (path / name).stat().st_size if (path / name).is_file() else None
         if size != want:
             raise _corrupt(path, f"{name} holds {size} bytes, the manifest says {want}")
     token_view = torch.from_file(str(path / TOKENS), shared=False, size=tokens, dtype=dtype)
     line_ends = (torch.from_file(str(path / LINES), shared=False, size=lines, dtype=torch.int64)
                  if lines else torch.zeros(0, dtype=torch.int64))
+    text_ends = (torch.from_file(str(path / TEXT_SIZE), shared=False, size=2 * lines, dtype=torch.int64)
+                 .view(lines, 2) if lines else torch.zeros(0, 2, dtype=torch.int64))
     if lines and int(line_ends[-1]) != tokens:
         raise _corrupt(path, f"its line index ends at token {int(line_ends[-1])}, not {tokens}")
-    return StoredCorpus(path, manifest, token_view, line_ends)
+    return StoredCorpus(path, manifest, token_view, line_ends, text_ends)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +230,7 @@ def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dic
                     "encoding_errors": encoding_errors, "sources": list(sources),
                     "bytes": sum(t[3] for t in tasks), "seconds": round(time.time() - started, 3)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        for name in (TOKENS, LINES, MANIFEST):
+        for name in (TOKENS, LINES, TEXT_SIZE, MANIFEST):
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         if target.exists():  # a corrupt entry being rebuilt
@@ -257,13 +272,16 @@ def _tasks(files: Sequence[str], chunk_bytes: int) -> list[Task]:
 def _encode_all(tasks: list[Task], tmp: Path, tok: Any, dtype: str, encoding_errors: str, workers: int,
                 progress: Progress | None) -> tuple[int, int, bool]:
     """Encode every task (in worker processes when there are several), appending each part to
-    tokens.bin and lines.bin in task order as it arrives; (tokens, lines, any non-empty line)."""
+    tokens.bin, lines.bin and text_size.bin in task order as it arrives; (tokens, lines, any non-empty
+    line)."""
     total_bytes = sum(t[3] for t in tasks) or 1
     workers = min(workers or os.cpu_count() or 1, len(tasks)) or 1
     job = (str(tmp / TOKENIZER), str(tmp), dtype, encoding_errors)
     started, last_report, done_bytes = time.time(), 0.0, 0
     tokens_written, lines_written, nonempty = 1, 0, False
-    with open(tmp / TOKENS, "wb") as tokens_out, open(tmp / LINES, "wb") as lines_out:
+    text_written = [0, 0]  # UTF-8 bytes, words
+    with open(tmp / TOKENS, "wb") as tokens_out, open(tmp / LINES, "wb") as lines_out, \
+            open(tmp / TEXT_SIZE, "wb") as text_out:
         array("H" if dtype == "uint16" else "i", [tok.newline_id]).tofile(tokens_out)
         with _pool(workers, job) as results_of:
             for (index, path, _start, size), (_count, n_lines, has_text, error) in zip(
@@ -273,12 +291,19 @@ def _encode_all(tasks: list[Task], tmp: Path, tok: Any, dtype: str, encoding_err
                 part_tokens, part_lines = _part(tmp, index, "tok"), _part(tmp, index, "len")
                 with open(part_tokens, "rb") as fh:
                     shutil.copyfileobj(fh, tokens_out, 1 << 20)
-                lengths = array("q")
+                counts = array("q")  # per line: tokens, UTF-8 bytes, words
                 with open(part_lines, "rb") as fh:
-                    lengths.frombytes(fh.read())
-                ends = array("q", itertools.accumulate(lengths, initial=tokens_written))  # → absolute ends
+                    counts.frombytes(fh.read())
+                ends = array("q", itertools.accumulate(counts[0::3], initial=tokens_written))  # → absolute
                 ends[1:].tofile(lines_out)
                 tokens_written = ends[-1]
+                text_ends = array("q", [0]) * (len(counts) // 3 * 2)
+                for column in (0, 1):
+                    running = array("q", itertools.accumulate(counts[column + 1::3],
+                                                              initial=text_written[column]))
+                    text_ends[column::2] = running[1:]
+                    text_written[column] = running[-1]
+                text_ends.tofile(text_out)
                 part_tokens.unlink()
                 part_lines.unlink()
                 lines_written += n_lines
@@ -339,7 +364,8 @@ def _start_worker(tokenizer_dir: str, tmp: str, dtype: str, encoding_errors: str
 
 def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
     """Encode one run of lines into part files: the ids (each line followed by newline_id) and each
-    line's token count; (tokens, lines, any non-empty line, the error message of bad input or None)."""
+    line's tokens, UTF-8 bytes and words, its end counting one of each (metrics.text_size); (tokens, lines,
+    any non-empty line, the error message of bad input or None)."""
     from seqtool.data.io import MAX_LINE_CHARS, _lines_of, batches
 
     index, path, start, size = task
@@ -353,10 +379,10 @@ def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
             for batch in batches(lines, LINE_BATCH):
                 has_text = has_text or any(line.strip() for line in batch)
                 ids = array(code)
-                for row in tok.encode_batch(batch):
+                for line, row in zip(batch, tok.encode_batch(batch), strict=True):
                     ids.extend(row)
                     ids.append(nl)
-                    lengths.append(len(row) + 1)
+                    lengths.extend((len(row) + 1, len(line.encode("utf-8")) + 1, len(line.split()) + 1))
                 ids.tofile(out)
                 count += len(ids)
                 n_lines += len(batch)

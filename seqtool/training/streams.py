@@ -4,43 +4,32 @@ a later run on the same data or another DDP rank — and never held in memory; t
 and encoded in memory (training/lm.py's read_corpus and encode), as it cannot be read twice.
 
 Both paths give the same streams: the held-out split is by lines (the last valid_fraction of the
-training lines), and a store's line index cuts it without copying.
+training lines), and a store's line index cuts it without copying; the store's index also holds the
+text's bytes and words, so bits per byte and word perplexity need no second reading of the text.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqtool.data.io import STDIN, data_fingerprints, describe, expand_paths, iter_lines, require_nonempty
 from seqtool.errors import InputError
+from seqtool.metrics import TextSize
 from seqtool.workspace import Workspace
 
 Note = Callable[[str], None]
 
 
 @dataclass
-class TextLines:
-    """The lines of `paths` from line `first` on, read again at each iteration: a stored corpus's
-    validation text, for counting its bytes and words once (metrics.text_size) without holding it."""
-
-    paths: list[str]
-    encoding_errors: str
-    first: int = 0
-
-    def __iter__(self) -> Iterator[str]:
-        return itertools.islice(iter_lines(self.paths, self.encoding_errors), self.first, None)
-
-
-@dataclass
 class Streams:
     """A language model's data: its tokenizer, training and validation token streams (N,) (mapped
     from the store, uint16/int32, or in memory, int64), and where the validation text comes from. The
-    lines are there only when read into memory (stdin); `valid_text` gives the validation lines either
-    way (bits per byte and per-word perplexity count them)."""
+    lines are there only when read into memory (stdin); `valid_text` is the validation lines (stdin)
+    or their size, counted by the store (bits per byte and per-word perplexity need it)."""
 
     tok: Any
     train_ids: Any
@@ -48,7 +37,7 @@ class Streams:
     note: str
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
-    valid_text: Iterable[str] = ()
+    valid_text: Iterable[str] | TextSize = ()
 
 
 def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: int, note: Note) -> Streams:
@@ -86,16 +75,21 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
     if data.valid:
         valid = stored(root, "valid", expand_paths(data.valid), data, ws, tok, note)
         return Streams(tok, train.tokens, valid.tokens, f"validation text: {describe(data.valid)}",
-                       valid_text=TextLines(expand_paths(data.valid), data.encoding_errors))
+                       valid_text=_size(valid, 0, valid.lines))
     held_out = int(train.lines * data.valid_fraction)
     if held_out < 1:
         return Streams(tok, train.tokens, train.tokens, "no validation text (too few lines to hold out, or "
                        "valid_fraction 0): validating on the training text",
-                       valid_text=TextLines(train_files, data.encoding_errors))
+                       valid_text=_size(train, 0, train.lines))
     first = train.lines - held_out
     return Streams(tok, train.slice_lines(0, first), train.slice_lines(first, train.lines),
                    f"validation text: the last {held_out:,} of {train.lines:,} lines (valid_fraction "
-                   f"{data.valid_fraction})", valid_text=TextLines(train_files, data.encoding_errors, first))
+                   f"{data.valid_fraction})", valid_text=_size(train, first, train.lines))
+
+
+def _size(corpus: Any, first: int, last: int) -> TextSize:
+    """The TextSize (metrics.text_size) of lines [first, last) of a stored corpus, from its index."""
+    return TextSize(corpus.slice_lines(first, last).numel() - 1, *corpus.text_size(first, last))
 
 
 def _learn_tokenizer(tok_cfg: Any, data: Any, files: list[str], seed: int, note: Note) -> Any:

@@ -20,7 +20,7 @@ from seqtool.data.masking import MaskedBatches, masking_options
 from seqtool.data.parallel import EncodedPairs, ParallelBatches, ParallelText
 from seqtool.data.tokenizers import Tokenizer
 from seqtool.evaluation import text_validation, translation_validation
-from seqtool.metrics import text_size
+from seqtool.metrics import TextSize, text_size
 
 
 class BatchSource(Protocol):
@@ -47,10 +47,11 @@ class TrainTask:
 
 
 def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torch.Tensor, reading: str,
-            context: int, run: RunConfig, valid_lines: Iterable[str] | None = None) -> TrainTask:
+            context: int, run: RunConfig, valid_lines: Iterable[str] | TextSize | None = None) -> TrainTask:
     """A language model's task on a token stream, read as `reading` (evaluation.READINGS) in rows of
     `context` tokens: its training batches and a validation that reads the held-out stream the same
-    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes, read once). train-rnn,
+    way (per byte and per word too, given the `valid_lines` that `valid_ids` encodes, read once, or their
+    TextSize, counted by the token store when it was built). train-rnn,
     train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
     validation length itself, with its own hint."""
     B = run.batch_size
@@ -62,7 +63,10 @@ def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torc
         source = batching.BlockBatches(train_ids, B, context, run.seed)
     if reading == "masked":
         source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
-    size = text_size(valid_lines, valid_ids.numel() - 1) if valid_lines else None
+    if isinstance(valid_lines, TextSize):
+        size: TextSize | None = valid_lines
+    else:
+        size = text_size(valid_lines, valid_ids.numel() - 1) if valid_lines else None
     evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches, size)
     return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
                      carries_state=reading == "bptt")
