@@ -35,6 +35,13 @@ def tokenize(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="--format store: the store "
                                                    "directory (created; other corpora in it are kept).",
                                                    show_default=False)] = None,
+    src: Annotated[Optional[str], typer.Option("--src", help="--format store: the source side of parallel "
+                                               "text (with --tgt), for train-seq2seq / encoder-decoder "
+                                               "--data-store DIR.", show_default=False)] = None,
+    tgt: Annotated[Optional[str], typer.Option("--tgt", help="--format store: the target side (line-aligned "
+                                               "with --src).", show_default=False)] = None,
+    tsv: Annotated[Optional[str], typer.Option("--tsv", help="--format store: parallel text as one "
+                                               "source<TAB>target file.", show_default=False)] = None,
     decode: Annotated[bool, typer.Option("--decode", help="Turn ids or pieces back into text.")] = False,
     source: Annotated[Literal[FORMATS], typer.Option("--from", help="What --decode reads.")] = "ids",
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with <s>.")] = False,
@@ -48,6 +55,10 @@ def tokenize(
 
     Before a batch job: seqtool tokenize big/*.txt -t tok/ --format store -o /scratch/store, then
     seqtool train-transformer big/*.txt -t tok/ --data-store /scratch/store ...
+
+    Parallel text (a translation workspace or tokenizer with src/ and tgt/): seqtool tokenize --src train.en
+    --tgt train.fr -t runs/enfr --format store -o /scratch/store, then train-seq2seq or train-transformer
+    --arch encoder-decoder --src train.en --tgt train.fr -t runs/enfr --data-store /scratch/store ...
     """
     from seqtool.data.io import iter_lines, open_output
     from seqtool.data.tokenized import StreamStats, decode_lines, encode_lines
@@ -60,6 +71,12 @@ def tokenize(
         raise InputError("no tokenizer given", hint="pass -t DIR, a directory written by seqtool build-vocab")
     if decode and (add_bos or add_eos):
         raise InputError("--add-bos and --add-eos apply only when encoding", hint="drop them with --decode")
+    if src or tgt or tsv:
+        if fmt != "store" or files or side:
+            raise InputError("--src, --tgt and --tsv go with --format store (without FILES or --side)",
+                             hint="pass --format store -o DIR, or tokenize each side as FILES with --side")
+        _parallel_store(ctx, tokenizer, src, tgt, tsv, output, encoding_errors)
+        return
     tok = load_tokenizer(tokenizer, side)
     if fmt == "store" or output is not None:
         _store(ctx, files or [], tok, output, fmt, decode, add_bos or add_eos, encoding_errors)
@@ -101,3 +118,26 @@ def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: 
     report.info(f"token store {corpus.path}: {'built' if built else 'already there'}, {m['tokens']:,} "
                 f"tokens ({m['dtype']}), {m['lines']:,} lines from {len(paths)} file(s); train with "
                 f"--data-store {output}")
+
+
+def _parallel_store(ctx: typer.Context, tokenizer: Path, src: str | None, tgt: str | None, tsv: str | None,
+                    output: Path | None, encoding_errors: str) -> None:
+    """--format store --src/--tgt (or --tsv): encode both sides of parallel text into the store in
+    --output, each with its side's tokenizer (data/stored_pairs.py)."""
+    from seqtool.data.io import file_fingerprint
+    from seqtool.data.parallel import sides
+    from seqtool.data.stored_pairs import ensure_sides
+    from seqtool.data.tokenizers import load_tokenizer
+    from seqtool.errors import InputError
+
+    if output is None:
+        raise InputError("--format store needs -o DIR, the store directory")
+    pair_sides = sides(src, tgt, tsv)
+    if "-" in (path for path, _ in pair_sides):
+        raise InputError("--format store needs files: stdin cannot be hashed or read again",
+                         hint="save the text to a file first")
+    report = reporter(ctx)
+    sources = [{"role": "train", **file_fingerprint(str(Path(path).resolve()))} for path, _ in pair_sides]
+    toks = (load_tokenizer(tokenizer, "src"), load_tokenizer(tokenizer, "tgt"))
+    source, _ = ensure_sides(output, pair_sides, sources, toks, encoding_errors, progress=report.info)
+    report.info(f"token store {output}: {source.lines:,} pairs; train with --data-store {output}")

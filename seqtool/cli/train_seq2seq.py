@@ -32,6 +32,7 @@ def train_seq2seq(
     valid_tsv: Annotated[Optional[str], Opt(help="Validation pairs as one TSV file."),
                          Key("data.valid_tsv")] = None,
     valid_fraction: o.ValidFraction = None,
+    data_store: o.DataStore = None,
     tokenizer: o.TokenizerDir = None,
     kind: o.Kind = None,
     vocab_size: Annotated[Optional[int], Opt(help="Tokenizer vocabulary size (per side)."),

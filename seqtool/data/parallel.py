@@ -4,7 +4,6 @@ length-bucketed batches under a token budget that a resumed run can re-enter at 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,38 +25,72 @@ def read_parallel(src: str | None = None, tgt: str | None = None, tsv: str | Non
     """Two line-aligned files, or one TSV of `source<TAB>target` lines."""
     from seqtool.data.io import iter_lines
 
+    sides(src, tgt, tsv)
     if tsv is not None:
-        if src is not None or tgt is not None:
-            raise InputError("pass either --tsv or --src/--tgt, not both")
-        pairs_src, pairs_tgt = [], []
-        for n, line in enumerate(iter_lines(tsv, encoding_errors=encoding_errors), 1):
-            if "\t" not in line:
-                raise InputError(f"{tsv}:{n}: no tab between source and target",
-                                 hint="a TSV line is source<TAB>target")
-            if (columns := line.count("\t") + 1) > 2:
-                raise InputError(f"{tsv}:{n}: {columns} tab-separated columns, not 2",
-                                 hint="a TSV line is source<TAB>target; remove the extra tabs")
-            s, t = line.split("\t")
-            pairs_src.append(s.strip())
-            pairs_tgt.append(t.strip())
-        return ParallelText(pairs_src, pairs_tgt, tsv)
-    if src is None or tgt is None:
-        raise InputError("parallel data needs --src and --tgt (or --tsv)")
+        pairs = list(iter_pairs(src, tgt, tsv, encoding_errors))
+        return ParallelText([s for s, _ in pairs], [t for _, t in pairs], tsv)
+    assert src is not None and tgt is not None
     src_lines = [s.strip() for s in iter_lines(src, encoding_errors=encoding_errors)]
     tgt_lines = [t.strip() for t in iter_lines(tgt, encoding_errors=encoding_errors)]
     if len(src_lines) != len(tgt_lines):
-        raise InputError(f"{src} has {len(src_lines)} lines but {tgt} has {len(tgt_lines)}",
-                         hint="source and target files must be line-aligned, one sentence per line")
+        raise line_count_error(src, len(src_lines), tgt, len(tgt_lines))
     return ParallelText(src_lines, tgt_lines, f"{src} + {tgt}")
+
+
+def sides(src: str | None, tgt: str | None, tsv: str | None) -> list[tuple[str, str]]:
+    """(file, how the token store reads it: store.READINGS) of the source and the target side: two
+    line-aligned files, or the two columns of one TSV file."""
+    if tsv is not None:
+        if src is not None or tgt is not None:
+            raise InputError("pass either --tsv or --src/--tgt, not both")
+        return [(tsv, "tsv:0"), (tsv, "tsv:1")]
+    if src is None or tgt is None:
+        raise InputError("parallel data needs --src and --tgt (or --tsv)")
+    return [(src, "line"), (tgt, "line")]
+
+
+def iter_pairs(src: str | None, tgt: str | None, tsv: str | None, encoding_errors: str = "strict"
+               ) -> Iterator[tuple[str, str]]:
+    """The (source, target) pairs, stripped, streamed (line counts are not compared here)."""
+    from seqtool.data.io import iter_lines
+
+    if tsv is not None:
+        return (tsv_columns(line, tsv, n) for n, line in enumerate(iter_lines(tsv, encoding_errors), 1))
+    assert src is not None and tgt is not None
+    return ((s.strip(), t.strip()) for s, t in zip(iter_lines(src, encoding_errors),
+                                                   iter_lines(tgt, encoding_errors), strict=False))
+
+
+def line_count_error(src: str, src_lines: int, tgt: str, tgt_lines: int) -> InputError:
+    return InputError(f"{src} has {src_lines} lines but {tgt} has {tgt_lines}",
+                      hint="source and target files must be line-aligned, one sentence per line")
+
+
+def tsv_columns(line: str, path: str, n: int) -> tuple[str, str]:
+    """(source, target) of TSV line `n` of `path`, each stripped; an InputError naming path:n if the
+    line is not two tab-separated columns."""
+    if "\t" not in line:
+        raise InputError(f"{path}:{n}: no tab between source and target",
+                         hint="a TSV line is source<TAB>target")
+    if (columns := line.count("\t") + 1) > 2:
+        raise InputError(f"{path}:{n}: {columns} tab-separated columns, not 2",
+                         hint="a TSV line is source<TAB>target; remove the extra tabs")
+    s, t = line.split("\t")
+    return s.strip(), t.strip()
+
+
+def held_out(n: int, fraction: float, where: str) -> int:
+    """How many of `n` pairs the last `fraction` holds out for validation (at least one)."""
+    k = max(1, int(round(n * fraction)))
+    if n - k < 1:
+        raise InputError(f"{where}: {n} pairs are too few to hold out a validation set",
+                         hint="pass --valid-src/--valid-tgt, or more data")
+    return k
 
 
 def split_off(text: ParallelText, fraction: float) -> tuple[ParallelText, ParallelText]:
     """Hold out the last `fraction` of the pairs (at least one) for validation."""
-    n = len(text.src)
-    k = max(1, int(round(n * fraction)))
-    if n - k < 1:
-        raise InputError(f"{text.where}: {n} pairs are too few to hold out a validation set",
-                         hint="pass --valid-src/--valid-tgt, or more data")
+    k = held_out(len(text.src), fraction, text.where)
     return (ParallelText(text.src[:-k], text.tgt[:-k], text.where),
             ParallelText(text.src[-k:], text.tgt[-k:], f"the last {k} pairs of {text.where}"))
 
@@ -71,13 +104,35 @@ class EncodedPairs:
     kept: list[int]  # input line numbers of the kept pairs
     skipped: dict[str, list[int]] = field(default_factory=dict)
 
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def lengths(self) -> tuple[Any, Any]:
+        """(N,) source lengths (with </s>) and (N,) target lengths (without specials), int64 tensors."""
+        import torch
+
+        return (torch.tensor([len(s) for s in self.src], dtype=torch.long),
+                torch.tensor([len(t) for t in self.tgt], dtype=torch.long))
+
+    def longest(self) -> int:
+        """The longest side of any pair, in tokens (the source with its </s>)."""
+        return max((len(s) for s in (*self.src, *self.tgt)), default=0)
+
+    def rows(self, index: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+        """The source and target ids of pairs `index`."""
+        return [self.src[i] for i in index], [self.tgt[i] for i in index]
+
     def report(self, where: str, limit: int = 10) -> list[str]:
-        """Log lines naming every reason, its count and the first `limit` line numbers."""
-        lines = []
-        for reason, numbers in self.skipped.items():
-            shown = ", ".join(map(str, numbers[:limit])) + (", …" if len(numbers) > limit else "")
-            lines.append(f"{where}: skipped {len(numbers)} pair(s) with {reason} (lines {shown})")
-        return lines
+        return skip_report(self.skipped, where, limit)
+
+
+def skip_report(skipped: dict[str, Any], where: str, limit: int = 10) -> list[str]:
+    """Log lines naming every reason for skipping pairs, its count and the first `limit` line numbers."""
+    lines = []
+    for reason, numbers in skipped.items():
+        shown = ", ".join(str(int(n)) for n in numbers[:limit]) + (", …" if len(numbers) > limit else "")
+        lines.append(f"{where}: skipped {len(numbers)} pair(s) with {reason} (lines {shown})")
+    return lines
 
 
 def encode_pairs(text: ParallelText, src_tok: Any, tgt_tok: Any, max_len: int = 0) -> EncodedPairs:
@@ -135,55 +190,78 @@ def make_batch(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], pad_i
 
 
 class ParallelBatches:
-    """Length-bucketed batches with a token budget (training.tasks.BatchSource).
+    """Length-bucketed batches with a token budget (training.tasks.BatchSource), over any pairs with
+    `lengths()` and `rows(index)` (EncodedPairs in memory, data.stored_pairs.StoredPairs mapped from
+    the token store), so that no epoch lists the pairs in Python.
 
-    Each epoch shuffles the pairs with a seed derived from (seed, epoch), sorts them stably by
+    Each epoch shuffles the pairs with a generator seeded by (seed, epoch), sorts them stably by
     length (so equal lengths stay shuffled), cuts batches of at most `batch_tokens` padded tokens
     (source or target, whichever is longer), and shuffles the batch order. The lengths alone decide
-    where batches are cut, so every epoch has the same number of batches.
+    where batches are cut, so the cut is computed once and every epoch has the same number of batches.
     """
 
-    def __init__(self, data: EncodedPairs, batch_tokens: int, pad_id: int, bos_id: int, eos_id: int,
+    def __init__(self, data: Any, batch_tokens: int, pad_id: int, bos_id: int, eos_id: int,
                  seed: int = 0, shuffle: bool = True, max_batch_size: int = 0):
-        if not data.src:
+        import torch
+
+        if not len(data):
             raise InputError("no training pairs are left after filtering",
                              hint="check the data, or raise --max-len")
         self.data, self.batch_tokens, self.seed, self.shuffle = data, batch_tokens, seed, shuffle
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.max_batch_size = max_batch_size
-        longest = max(self._size(i) for i in range(len(data.src)))
-        if longest > batch_tokens:
+        src_len, tgt_len = data.lengths()
+        size = torch.maximum(src_len, tgt_len + 1)  # (N,) padded width of each pair
+        if (longest := int(size.max())) > batch_tokens:
             raise InputError(f"--batch-tokens {batch_tokens} is below the longest pair ({longest} tokens)",
                              hint="raise --batch-tokens or lower --max-len")
-        self.steps_per_epoch = len(self._batches(0))
+        span = int(tgt_len.max()) + 1
+        self.key = src_len * span + tgt_len  # (N,) sorts as (source length, target length)
+        keys, counts = torch.unique(self.key, return_counts=True)  # sorted: runs of equal lengths
+        sizes = torch.maximum(keys // span, keys % span + 1)
+        rows = cut(sizes.tolist(), counts.tolist(), batch_tokens, max_batch_size)
+        self.ends = torch.tensor(rows, dtype=torch.long).cumsum(0)  # (batches,) in the sorted order
+        self.steps_per_epoch = len(rows)
 
-    def _size(self, i: int) -> int:
-        return max(len(self.data.src[i]), len(self.data.tgt[i]) + 1)
+    def _batches(self, epoch: int) -> list[Any]:
+        """The pair indices of each batch of `epoch`, in training order: (rows,) int64 tensors."""
+        import torch
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.data.src)))
-        rng = random.Random(f"{self.seed}:{epoch}")
-        if self.shuffle:
-            rng.shuffle(order)
-        order.sort(key=lambda i: (len(self.data.src[i]), len(self.data.tgt[i])))
-        batches, current, longest = [], [], 0
-        for i in order:
-            size = max(longest, self._size(i))
-            full = self.max_batch_size and len(current) >= self.max_batch_size
-            if current and (size * (len(current) + 1) > self.batch_tokens or full):
-                batches.append(current)
-                current, size = [], self._size(i)
-            current.append(i)
-            longest = size
-        if current:
-            batches.append(current)
-        if self.shuffle:
-            rng.shuffle(batches)
-        return batches
+        n = len(self.key)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order[torch.sort(self.key[order], stable=True).indices]
+        starts = self.ends - torch.diff(self.ends, prepend=self.ends.new_zeros(1))
+        batch_order = (torch.randperm(self.steps_per_epoch, generator=generator) if self.shuffle
+                       else torch.arange(self.steps_per_epoch))
+        return [order[starts[b]:self.ends[b]] for b in batch_order.tolist()]
 
     def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         for index, rows in enumerate(self._batches(epoch)[start:], start):
-            batch = make_batch([self.data.src[i] for i in rows], [self.data.tgt[i] for i in rows],
-                               self.pad_id, self.bos_id, self.eos_id)
+            src, tgt = self.data.rows(rows.tolist())
+            batch = make_batch(src, tgt, self.pad_id, self.bos_id, self.eos_id)
             batch["batch_number"] = epoch * self.steps_per_epoch + index
             yield batch
+
+
+def cut(sizes: Sequence[int], counts: Sequence[int], batch_tokens: int, max_batch_size: int = 0) -> list[int]:
+    """How many pairs each batch takes, over pairs sorted by length given as runs (`counts[i]` pairs
+    of padded width `sizes[i]`): a batch takes the next pair while its rows times its widest pair stay
+    within `batch_tokens` (and its rows within `max_batch_size`, if set). Run by run, not pair by pair."""
+    rows: list[int] = []
+    current, widest = 0, 0
+    for size, count in zip(sizes, counts, strict=True):
+        while count:
+            if current:
+                wide = max(widest, size)
+                fits = batch_tokens // wide
+                if max_batch_size:
+                    fits = min(fits, max_batch_size)
+                if (take := min(count, fits - current)) > 0:
+                    current, widest, count = current + take, wide, count - take
+                if not count:
+                    break
+                rows.append(current)
+            current, widest, count = 1, size, count - 1  # a new batch opens with the next pair
+    if current:
+        rows.append(current)
+    return rows

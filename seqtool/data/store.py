@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,6 +50,11 @@ TOKENIZER = "tokenizer"
 CHUNK_BYTES = 16 << 20  # a worker's share of a file at a time; small enough to balance the workers
 LINE_BATCH = 1000  # lines per encode_batch call (sentencepiece's batch encoder does the work)
 Progress = Callable[[str], None]  # a progress line (with its ETA) for the log
+# How each line of the files is read: "lm" as it is (a language model's corpus; each line followed by
+# newline_id), or as one side of parallel text (data/stored_pairs.py): "line" stripped, "tsv:0" / "tsv:1"
+# the source / target column of a TSV line, stripped; a blank side is stored as nothing, not even the
+# separator, so its line ends where the line before it does.
+READINGS = ("lm", "line", "tsv:0", "tsv:1")
 
 
 def _corrupt(path: Path, what: str) -> InputError:
@@ -72,11 +77,14 @@ def tokenizer_hash(tok: Any) -> str:
     return digest.hexdigest()
 
 
-def corpus_key(sources: Sequence[dict], tok_hash: str, encoding_errors: str) -> str:
+def corpus_key(sources: Sequence[dict], tok_hash: str, encoding_errors: str, reading: str = "lm") -> str:
     """The key of a corpus: the contents (sha256) of its files in order, the tokenizer, how text is
-    read, and the store format. Paths do not count: the same text elsewhere finds the same entry."""
+    read (READINGS), and the store format. Paths do not count: the same text elsewhere finds the same
+    entry."""
     fields = {"format": FORMAT, "tokenizer": tok_hash, "encoding_errors": encoding_errors,
               "files": [s["sha256"] for s in sources]}
+    if reading != "lm":  # a side of parallel text (the language-model keys stay as they were)
+        fields["reading"] = reading
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -175,21 +183,26 @@ def count_lines(files: Sequence[str]) -> int:
 
 def ensure_corpus(root: str | Path, paths: Sequence[str], sources: Sequence[dict], tok: Any,
                   encoding_errors: str = "strict", writer: bool = True, workers: int = 0,
-                  progress: Progress | None = None) -> tuple[StoredCorpus, bool]:
+                  progress: Progress | None = None, reading: str = "lm") -> tuple[StoredCorpus, bool]:
     """The entry of (paths, tok) in the store directory `root`, built first if it is not there (by
     the `writer` alone: the other DDP ranks wait for it at a barrier, then map it); with whether it was
     built now. `root` may also be an entry itself, which must then hold these files and tokenizer.
     `sources` are the files' {path, bytes, sha256} (data.io.data_fingerprints)."""
-    key = corpus_key(sources, tokenizer_hash(tok), encoding_errors)
+    key = corpus_key(sources, tokenizer_hash(tok), encoding_errors, reading)
     if (Path(root) / MANIFEST).is_file():  # an entry itself, not a store directory: it must match
         return open_corpus(root, key), False
-    target = Path(root) / key[:32]
+    target = entry_path(root, key)
     built = False
     if writer and not (target / MANIFEST).is_file():
-        build_corpus(target, paths, sources, tok, key, encoding_errors, workers, progress)
+        build_corpus(target, paths, sources, tok, key, encoding_errors, workers, progress, reading=reading)
         built = True
     _barrier()
     return open_corpus(target, key), built
+
+
+def entry_path(root: str | Path, key: str) -> Path:
+    """Where the entry of `key` lives in the store directory `root` (built or not)."""
+    return Path(root) / key[:32]
 
 
 def _barrier() -> None:
@@ -201,10 +214,11 @@ def _barrier() -> None:
 
 def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dict], tok: Any,
                  key: str = "", encoding_errors: str = "strict", workers: int = 0,
-                 progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
+                 progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES,
+                 reading: str = "lm") -> None:
     """Encode the text files `paths` with `tok` into the store entry `target` (see the module
     docstring), with `workers` processes (0: one per CPU core), each taking runs of whole lines of
-    about `chunk_bytes`."""
+    about `chunk_bytes`, each line read as `reading` says (READINGS)."""
     from seqtool.data.io import describe, expand_paths
     from seqtool.storage import fsync_dir, temp_dir_beside, write_error
 
@@ -221,13 +235,14 @@ def build_corpus(target: str | Path, paths: Sequence[str], sources: Sequence[dic
         tasks = _tasks(files, chunk_bytes)
         dtype = "uint16" if tok.vocab_size <= 1 << 16 else "int32"
         started = time.time()
-        tokens, lines, nonempty = _encode_all(tasks, tmp, tok, dtype, encoding_errors, workers, progress)
+        tokens, lines, nonempty = _encode_all(tasks, tmp, tok, dtype, encoding_errors, workers, progress,
+                                              reading)
         if not nonempty:
             raise InputError(f"empty corpus: {describe(paths)} has no non-empty line",
                              hint="pass a text file with at least one line of text")
         manifest = {"format": FORMAT, "key": key, "dtype": dtype, "tokens": tokens, "lines": lines,
                     "vocab_size": tok.vocab_size, "newline_id": tok.newline_id,
-                    "encoding_errors": encoding_errors, "sources": list(sources),
+                    "encoding_errors": encoding_errors, "reading": reading, "sources": list(sources),
                     "bytes": sum(t[3] for t in tasks), "seconds": round(time.time() - started, 3)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         for name in (TOKENS, LINES, TEXT_SIZE, MANIFEST):
@@ -270,13 +285,13 @@ def _tasks(files: Sequence[str], chunk_bytes: int) -> list[Task]:
 
 
 def _encode_all(tasks: list[Task], tmp: Path, tok: Any, dtype: str, encoding_errors: str, workers: int,
-                progress: Progress | None) -> tuple[int, int, bool]:
+                progress: Progress | None, reading: str = "lm") -> tuple[int, int, bool]:
     """Encode every task (in worker processes when there are several), appending each part to
     tokens.bin, lines.bin and text_size.bin in task order as it arrives; (tokens, lines, any non-empty
     line)."""
     total_bytes = sum(t[3] for t in tasks) or 1
     workers = min(workers or os.cpu_count() or 1, len(tasks)) or 1
-    job = (str(tmp / TOKENIZER), str(tmp), dtype, encoding_errors)
+    job = (str(tmp / TOKENIZER), str(tmp), dtype, encoding_errors, reading)
     started, last_report, done_bytes = time.time(), 0.0, 0
     tokens_written, lines_written, nonempty = 1, 0, False
     text_written = [0, 0]  # UTF-8 bytes, words
@@ -287,7 +302,7 @@ def _encode_all(tasks: list[Task], tmp: Path, tok: Any, dtype: str, encoding_err
             for (index, path, _start, size), (_count, n_lines, has_text, error) in zip(
                     tasks, results_of(tasks), strict=True):
                 if error:
-                    _raise_read_error(path, encoding_errors, error)
+                    _raise_read_error(path, encoding_errors, error, reading)
                 part_tokens, part_lines = _part(tmp, index, "tok"), _part(tmp, index, "len")
                 with open(part_tokens, "rb") as fh:
                     shutil.copyfileobj(fh, tokens_out, 1 << 20)
@@ -340,12 +355,12 @@ def _part(tmp: Path, index: int, what: str) -> Path:
     return tmp / f"part-{index:06d}.{what}"
 
 
-def _raise_read_error(path: str, encoding_errors: str, error: str) -> None:
+def _raise_read_error(path: str, encoding_errors: str, error: str, reading: str) -> None:
     """A worker failed on a range of `path`: read the file whole to raise the error with its true line
     number (a worker counts lines from the start of its range)."""
     from seqtool.data.io import iter_lines
 
-    for _ in iter_lines([path], encoding_errors):
+    for _ in _texts(iter_lines([path], encoding_errors), reading, path):
         pass
     raise InputError(error)
 
@@ -356,10 +371,11 @@ def _raise_read_error(path: str, encoding_errors: str, error: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(tokenizer_dir: str, tmp: str, dtype: str, encoding_errors: str) -> None:
+def _start_worker(tokenizer_dir: str, tmp: str, dtype: str, encoding_errors: str, reading: str) -> None:
     from seqtool.data.tokenizers import load_tokenizer
 
-    _WORKER.update(tok=load_tokenizer(tokenizer_dir), tmp=Path(tmp), dtype=dtype, errors=encoding_errors)
+    _WORKER.update(tok=load_tokenizer(tokenizer_dir), tmp=Path(tmp), dtype=dtype, errors=encoding_errors,
+                   reading=reading)
 
 
 def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
@@ -375,11 +391,16 @@ def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
     try:
         with _open_range(path, start, size) as stream, open(_part(tmp, index, "tok"), "wb") as out:
             lengths = array("q")
-            lines = _lines_of(stream, path, _WORKER["errors"], MAX_LINE_CHARS, keep_bom=start > 0)
+            lines = _texts(_lines_of(stream, path, _WORKER["errors"], MAX_LINE_CHARS, keep_bom=start > 0),
+                           _WORKER["reading"], path)
+            side = _WORKER["reading"] != "lm"
             for batch in batches(lines, LINE_BATCH):
                 has_text = has_text or any(line.strip() for line in batch)
                 ids = array(code)
                 for line, row in zip(batch, tok.encode_batch(batch), strict=True):
+                    if side and not line:  # a blank side of a pair: nothing, not even the separator
+                        lengths.extend((0, 0, 0))
+                        continue
                     ids.extend(row)
                     ids.append(nl)
                     lengths.extend((len(row) + 1, len(line.encode("utf-8")) + 1, len(line.split()) + 1))
@@ -391,6 +412,18 @@ def _encode_task(task: Task) -> tuple[int, int, bool, str | None]:
     except InputError as err:
         return 0, 0, False, err.message
     return count, n_lines, has_text, None
+
+
+def _texts(lines: Iterable[str], reading: str, path: str) -> Iterable[str]:
+    """The text of each line to encode, as `reading` says (READINGS)."""
+    if reading == "lm":
+        return lines
+    if reading == "line":
+        return (line.strip() for line in lines)
+    from seqtool.data.parallel import tsv_columns
+
+    column = int(reading.removeprefix("tsv:"))  # the worker numbers lines from its range: parents re-read
+    return (tsv_columns(line, path, n)[column] for n, line in enumerate(lines, 1))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@ shared trainer runs (batches, model, and a validation that reports loss and gree
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from seqtool.data.parallel import (
 )
 from seqtool.errors import InputError
 from seqtool.models.seq2seq import Seq2Seq, Seq2SeqConfig, TeacherForcing
+from seqtool.training.pair_streams import PairData, from_files, stored_pairs
 from seqtool.training.tasks import TrainTask, translation_task
 from seqtool.workspace import Workspace
 
@@ -37,6 +39,7 @@ class ParallelDataConfig:
     max_len: int = 100  # pairs with a side longer than this (in tokens, with </s>) are skipped and listed
     batch_tokens: int = 2048  # padded tokens per batch (the longer side)
     encoding_errors: str = "strict"
+    store: str = ""  # the token store's directory (data/store.py) for data in files; empty: WS/store
 
     def __post_init__(self) -> None:
         check_choice("data.encoding_errors", self.encoding_errors, ("strict", "replace", "ignore"))
@@ -98,11 +101,12 @@ def _load_pair(path: Path) -> tuple[Any, Any]:
     return load_tokenizer(path, side="src"), load_tokenizer(path, side="tgt")
 
 
-def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Workspace,
-                       reuse: bool) -> tuple[Any, Any]:
-    """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint).
-    A read-only view (ranks other than 0) writes nothing to WS/tokenizer; learning is deterministic,
-    so every rank gets the same tokenizers."""
+def prepare_tokenizers(cfg: ParallelTokenizerConfig, src_lines: Iterable[str], tgt_lines: Iterable[str],
+                       ws: Workspace, reuse: bool) -> tuple[Any, Any]:
+    """Load tokenizer.path (-t), reuse the workspace's on --resume, or learn them (per side or joint)
+    from the training pairs' `src_lines` and `tgt_lines` (iterated only then). A read-only view (ranks
+    other than 0) writes nothing to WS/tokenizer; learning is deterministic, so every rank gets the same
+    tokenizers."""
     from seqtool.data.tokenizers import load_tokenizer, train_tokenizer
 
     if reuse and ws.tokenizer_dir.is_dir():
@@ -113,12 +117,12 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
         return _load_pair(ws.tokenizer_dir) if saved else (src_tok, tgt_tok)  # a view keeps what it loaded
     options = dict(vocab_size=cfg.vocab_size, min_count=cfg.min_count, lowercase=cfg.lowercase)
     if cfg.joint:
-        joint = train_tokenizer(cfg.kind, [*train.src, *train.tgt], **options)
+        joint = train_tokenizer(cfg.kind, itertools.chain(src_lines, tgt_lines), **options)
         tokenizers = {"": joint}
         src_tok = tgt_tok = joint
     else:
-        src_tok = train_tokenizer(cfg.kind, train.src, **options)
-        tgt_tok = train_tokenizer(cfg.kind, train.tgt, **options)
+        src_tok = train_tokenizer(cfg.kind, src_lines, **options)
+        tgt_tok = train_tokenizer(cfg.kind, tgt_lines, **options)
         tokenizers = {"src": src_tok, "tgt": tgt_tok}
     ws.save_tokenizers(tokenizers)
     return src_tok, tgt_tok
@@ -129,40 +133,47 @@ def prepare_tokenizers(cfg: ParallelTokenizerConfig, train: ParallelText, ws: Wo
 
 
 def prepare_parallel(cfg: Any, ws: Workspace, resuming: bool, note: Callable[[str], None]
-                     ) -> tuple[tuple[Any, Any], Any, Any, Any, Any, ParallelBatches]:
+                     ) -> tuple[PairData, ParallelBatches]:
     """Read and filter the parallel data (reporting what was skipped), learn or load the tokenizers,
     and batch the training pairs: what train-seq2seq and train-transformer --arch encoder-decoder
-    share. Returns ((train_text, valid_text), src_tok, tgt_tok, train, valid, batches)."""
-    train_text, valid_text = read_data(cfg.data)
-    src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text, ws, reuse=resuming)
-    if src_tok.pad_id != tgt_tok.pad_id:
+    share. Files go through the token store (training/pair_streams.py), stdin is read in memory."""
+    if from_files(cfg.data):
+        data = stored_pairs(cfg, ws, resuming, note)
+    else:
+        train_text, valid_text = read_data(cfg.data)
+        src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, train_text.src, train_text.tgt, ws,
+                                              reuse=resuming)
+        data = PairData(src_tok, tgt_tok, encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len),
+                        encode_pairs(valid_text, src_tok, tgt_tok, cfg.data.max_len), valid_text,
+                        train_text.where)
+    if data.src_tok.pad_id != data.tgt_tok.pad_id:
         raise InputError("the source and target tokenizers use different padding ids")
-    train = encode_pairs(train_text, src_tok, tgt_tok, cfg.data.max_len)
-    valid = encode_pairs(valid_text, src_tok, tgt_tok, cfg.data.max_len)
-    for where, data, total in ((train_text.where, train, len(train_text.src)),
-                               (f"validation ({valid_text.where})", valid, len(valid_text.src))):
-        note(f"{where}: {len(data.src)} of {total} pairs kept")
-        for line in data.report(where):
+    valid_where = f"validation ({data.valid_text.where})"
+    for where, pairs in ((data.train_where, data.train), (valid_where, data.valid)):
+        total = len(pairs) + sum(len(lines) for lines in pairs.skipped.values())  # each line once
+        note(f"{where}: {len(pairs)} of {total} pairs kept")
+        for line in pairs.report(where):
             note(f"warning: {line}")
-    if not valid.src:
+    if not len(data.valid):
         raise InputError("no validation pairs are left after filtering", hint="check the validation data")
-    batches = ParallelBatches(train, cfg.data.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id,
-                              seed=cfg.run.seed)
-    return (train_text, valid_text), src_tok, tgt_tok, train, valid, batches
+    tok = data.tgt_tok
+    return data, ParallelBatches(data.train, cfg.data.batch_tokens, tok.pad_id, tok.bos_id, tok.eos_id,
+                                 seed=cfg.run.seed)
 
 
 def build(cfg: Seq2SeqTrainConfig, ws: Workspace, resuming: bool, device: torch.device,
           note: Callable[[str], None]) -> tuple[TrainTask, Callable[[dict], None]]:
     """train-seq2seq's task (training/run.py's Job.build): read and filter the data, learn or load
     the tokenizers, build the model; and what to say after a finished run."""
-    (_, valid_text), src_tok, tgt_tok, _, valid, batches = prepare_parallel(cfg, ws, resuming, note)
+    data, batches = prepare_parallel(cfg, ws, resuming, note)
+    src_tok, tgt_tok = data.src_tok, data.tgt_tok
     model = Seq2Seq(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id,
                     cfg.optim.label_smoothing, cfg.teacher_forcing)
     params = sum(p.numel() for p in model.parameters())
     note(f"seq2seq ({cfg.model.encoder_cell}→{cfg.model.decoder_cell}, attention {cfg.model.attention}): "
          f"{params:,} parameters; {src_tok.kind} vocabularies of {src_tok.vocab_size:,} → "
          f"{tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
-    task = translation_task(model, batches, valid_text, valid, src_tok, tgt_tok, cfg.valid,
+    task = translation_task(model, batches, data.valid_text, data.valid, src_tok, tgt_tok, cfg.valid,
                             cfg.data.batch_tokens, cfg.run.eval_batches, device)
 
     def after(summary: dict) -> None:

@@ -136,16 +136,16 @@ def _translation_task(cfg: TransformerTrainConfig, ws: Workspace, device: torch.
                       resuming: bool) -> TrainTask:
     from seqtool.training import seq2seq
 
-    (_, valid_text), src_tok, tgt_tok, train, valid, batches = seq2seq.prepare_parallel(
-        cfg, ws, resuming, note)
+    data, batches = seq2seq.prepare_parallel(cfg, ws, resuming, note)
+    src_tok, tgt_tok = data.src_tok, data.tgt_tok
     # Positions for the longest sentence seen (+1 for <s> or </s>), and at least the configured number.
-    longest = max(len(s) for d in (train, valid) for s in (*d.src, *d.tgt)) + 1
+    longest = max(data.train.longest(), data.valid.longest()) + 1
     model_cfg = dataclasses.replace(cfg.model, vocab_size=tgt_tok.vocab_size,
                                     src_vocab_size=src_tok.vocab_size, pad_id=tgt_tok.pad_id,
                                     max_len=max(cfg.model.max_len, longest))
     model = Transformer(model_cfg, cfg.optim.label_smoothing)
     note(f"encoder-decoder Transformer: {model.num_params():,} parameters; {src_tok.kind} vocabularies of "
          f"{src_tok.vocab_size:,} → {tgt_tok.vocab_size:,}; {batches.steps_per_epoch:,} batches per epoch")
-    return tasks.translation_task(model, batches, valid_text, valid, src_tok, tgt_tok, cfg.valid,
+    return tasks.translation_task(model, batches, data.valid_text, data.valid, src_tok, tgt_tok, cfg.valid,
                                   cfg.data.batch_tokens, cfg.run.eval_batches, device)
 
