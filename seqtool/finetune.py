@@ -55,7 +55,8 @@ Report = Callable[[dict[str, Any]], None]
 def job(force: bool = False) -> Job:
     """finetune as a job of the one training run (training/run.py): its round rule and its set-up from
     the source model. `force` lets it write over a workspace that holds another run's model."""
-    return Job("finetune", FinetuneConfig, lambda cfg: data_fingerprints(cfg.data), rounds=Rounds(
+    files = lambda cfg, known: data_fingerprints(cfg.data, known=known)  # noqa: E731
+    return Job("finetune", FinetuneConfig, files, rounds=Rounds(
         check=lambda cfg, target: check_target(cfg, target, force), continues=continues_round,
         prepare=start_round))
 

@@ -139,8 +139,42 @@ def test_sample_lines_is_seeded_and_keeps_order():
 
 def test_file_fingerprint(tmp_text):
     path = tmp_text("hello\n")
-    fp = file_fingerprint(path)
+    fp = file_fingerprint(path)  # just written: its mtime is not recorded (a write in the same tick)
     assert fp == {"path": str(path), "bytes": 6, "sha256": hashlib.sha256(b"hello\n").hexdigest()}
+
+
+def test_an_unchanged_file_is_not_read_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    import os
+
+    from seqtool import storage
+
+    path = tmp_path / "data.txt"
+    path.write_text("hello\n")
+    os.utime(path, ns=(10**18, 10**18))  # settled long ago
+    reads: list[str] = []
+    real = storage.sha256_file
+    monkeypatch.setattr(storage, "sha256_file", lambda p: reads.append(str(p)) or real(p))
+    first = file_fingerprint(path)
+    assert first["sha256"] == hashlib.sha256(b"hello\n").hexdigest() and first["mtime_ns"] == 10**18
+    assert file_fingerprint(path, [first]) == first and len(reads) == 1  # a stat, no reading
+    # a changed size, a changed mtime or another file (inode) at the path: read again
+    path.write_text("hello!\n")
+    os.utime(path, ns=(10**18, 10**18))
+    assert file_fingerprint(path, [first])["sha256"] == hashlib.sha256(b"hello!\n").hexdigest()
+    path.write_text("HELLO\n")  # the same size, and the mtime put back on purpose: not seen (documented)
+    os.utime(path, ns=(10**18, 10**18))
+    assert file_fingerprint(path, [first])["sha256"] == first["sha256"]
+    os.utime(path, ns=(10**18 + 1, 10**18 + 1))  # as `touch` does: read again
+    assert file_fingerprint(path, [first])["sha256"] == hashlib.sha256(b"HELLO\n").hexdigest()
+    other_file = {**first, "mtime_ns": 10**18 + 1, "inode": -1}
+    assert file_fingerprint(path, [other_file])["sha256"] != first["sha256"]
+    assert len(reads) == 4
+    # through data_fingerprints, as a run's start does with its workspace's records
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(train=[str(path)])
+    recorded = dio.data_fingerprints(data)
+    assert dio.data_fingerprints(data, known=recorded) == recorded and len(reads) == 5
 
 
 def test_data_fingerprints_record_text_globs_then_parallel_files_and_stdin_by_name(tmp_path):

@@ -173,3 +173,30 @@ def test_the_held_out_size_comes_from_the_store_without_reading_the_text(corpus,
     held_out = lines[len(lines) - int(len(lines) * data.valid_fraction):]
     assert isinstance(again.valid_text, TextSize)
     assert again.valid_text == text_size(held_out, again.valid_ids.numel() - 1)
+
+
+def test_a_start_reads_an_unchanged_data_file_no_more_and_sees_a_changed_one(corpus, tmp_path, monkeypatch):
+    import os
+
+    from seqtool import storage
+
+    data = tmp_path / "train.txt"
+    data.write_bytes(corpus.read_bytes())
+    settled = 10**18  # an mtime long past (a file written this instant is read again, whatever its stat)
+    os.utime(data, ns=(settled, settled))
+    shared = tmp_path / "shared"
+    train([str(data)], tmp_path / "ws", 3, "--data-store", str(shared))
+    reads: list[str] = []
+    real = storage.sha256_file
+    monkeypatch.setattr(storage, "sha256_file", lambda p: reads.append(str(p)) or real(p))
+    data_reads = lambda: [p for p in reads if p == str(data.resolve())]  # noqa: E731 (checkpoints are hashed too)
+    lines = train([str(data)], tmp_path / "ws", 6, "--data-store", str(shared))  # a resume
+    assert "token store: reusing" in messages(lines) and data_reads() == []
+    lines = train([str(data)], tmp_path / "fresh", 3, "--data-store", str(shared))  # a new run, same store
+    assert "token store: reusing" in messages(lines) and data_reads() == []
+    # a change of size (or of mtime) is seen: the file is read again, the run warns and trains on it
+    data.write_bytes(corpus.read_bytes() + b"the cat sat\n")
+    os.utime(data, ns=(settled + 1, settled + 1))
+    lines = train([str(data)], tmp_path / "ws", 9, "--data-store", str(shared))
+    assert "changed since this run began" in messages(lines) and "token store: built" in messages(lines)
+    assert len(data_reads()) == 1

@@ -52,8 +52,8 @@ def forecast_job() -> Any:
     from seqtool.training import forecast
     from seqtool.training.run import Job
 
-    return Job(KIND, forecast.ForecastConfig, lambda cfg: data_fingerprints(cfg.data), forecast.build,
-               fixed=("data", "model", "run.batch_size", "run.seed"))
+    return Job(KIND, forecast.ForecastConfig, lambda cfg, known: data_fingerprints(cfg.data, known=known),
+               forecast.build, fixed=("data", "model", "run.batch_size", "run.seed"))
 
 
 def forecast(

@@ -99,7 +99,7 @@ def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: 
            specials: bool, encoding_errors: str) -> None:
     """--format store: encode FILES into the token store in --output (reused when already there)."""
     from seqtool.data.io import expand_paths, file_fingerprint
-    from seqtool.data.store import ensure_corpus
+    from seqtool.data.store import ensure_corpus, known_sources
     from seqtool.errors import InputError
 
     if fmt != "store" or output is None:
@@ -112,7 +112,8 @@ def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: 
                          hint="save the text to a file first")
     paths = expand_paths(files)
     report = reporter(ctx)
-    sources = [{"role": "train", **file_fingerprint(str(Path(p).resolve()))} for p in paths]
+    known = known_sources(output)  # the sha256 of a file unchanged since an entry was built: not read again
+    sources = [{"role": "train", **file_fingerprint(str(Path(p).resolve()), known)} for p in paths]
     corpus, built = ensure_corpus(output, paths, sources, tok, encoding_errors, progress=report.info)
     m = corpus.manifest
     report.info(f"token store {corpus.path}: {'built' if built else 'already there'}, {m['tokens']:,} "

@@ -119,7 +119,8 @@ def train_rnn(
     from seqtool.training import lm
     from seqtool.training.run import Job
 
-    job = Job("rnn-lm", lm.TrainRNNConfig, lambda cfg: data_fingerprints(cfg.data), lm.build_rnn_lm)
+    job = Job("rnn-lm", lm.TrainRNNConfig, lambda cfg, known: data_fingerprints(cfg.data, known=known),
+              lm.build_rnn_lm)
     if task == "classify":
         from seqtool.training.classify import jobs
 

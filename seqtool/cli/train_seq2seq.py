@@ -102,6 +102,7 @@ def train_seq2seq(
     from seqtool.training.run import Job
 
     # A seq2seq batch is a token budget (data.batch_tokens), so run.batch_size does not bind a resume.
-    job = Job("seq2seq", seq2seq.Seq2SeqTrainConfig, lambda cfg: data_fingerprints(cfg.data),
-              seq2seq.build, fixed=("data", "tokenizer", "model", "run.seed"))
+    job = Job("seq2seq", seq2seq.Seq2SeqTrainConfig,
+              lambda cfg, known: data_fingerprints(cfg.data, known=known), seq2seq.build,
+              fixed=("data", "tokenizer", "model", "run.seed"))
     run_command(ctx, job, workspace, config, options, sets, resume)

@@ -141,7 +141,8 @@ def train_transformer(
     arch = options["model.arch"] = arch or _arch_given_elsewhere(config, sets, Path(path) if path else None)
     ws_kind = transformer.KIND_OF_ARCH.get(arch or "decoder", "transformer-lm")
     job = Job(ws_kind, transformer.TransformerTrainConfig,
-              lambda cfg: data_fingerprints(cfg.data, transformer.data_fields(cfg)), transformer.build)
+              lambda cfg, known: data_fingerprints(cfg.data, transformer.data_fields(cfg), known),
+              transformer.build)
     run_command(ctx, job, workspace, config, options, sets, resume)
 
 

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -248,13 +249,31 @@ def two_passes(
         yield first(), lambda: iter_lines(copy, "strict", max_line_chars)
 
 
-def file_fingerprint(path: PathLike) -> dict:
-    """{path, bytes, sha256} of a data file, recorded in the workspace to identify its data."""
+# A file modified this recently is read again next time (its mtime is not recorded): a write in the
+# same clock tick as the stat would otherwise go unseen.
+SETTLED_NS = 2 * 10**9
+
+
+def file_fingerprint(path: PathLike, known: Iterable[dict] = ()) -> dict:
+    """{path, bytes, sha256, mtime_ns, inode, device} of a data file, recorded in the workspace to
+    identify its data. The file is read (sha256) only when it is new or changed: the sha256 of a record
+    in `known` (an earlier run's seqtool.yaml, a token store's manifest) with the same path, size,
+    mtime, inode and device is reused, so a start or resume on unchanged data costs a stat per file
+    whatever its size. An edit that keeps the size and the mtime (restored on purpose, e.g. by
+    `cp -p` or `touch -d`) is not seen; `touch FILE` makes the next run read it again."""
     from seqtool.storage import sha256_file  # the one checksum: data files here, checkpoints there
 
     path = str(path)
     _check_readable(path)
-    return {"path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    st = os.stat(path)
+    stat = {"mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "device": st.st_dev}
+    for record in known:
+        if (record.get("path") == path and record.get("bytes") == st.st_size and record.get("sha256")
+                and all(record.get(name) == value for name, value in stat.items())):
+            return {"path": path, "bytes": st.st_size, "sha256": record["sha256"], **stat}
+    fingerprint = {"path": path, "bytes": st.st_size, "sha256": sha256_file(path)}
+    settled = time.time_ns() - st.st_mtime_ns >= SETTLED_NS  # the stat came before the reading
+    return {**fingerprint, **stat} if settled else fingerprint
 
 
 # (role, field) of the data files a config's data section may name: lists of text files and globs,
@@ -264,11 +283,12 @@ PARALLEL_FILES = (("train", "src"), ("train", "tgt"), ("train", "tsv"),
                   ("valid", "valid_src"), ("valid", "valid_tgt"), ("valid", "valid_tsv"))
 
 
-def data_fingerprints(data: object, fields: Sequence[tuple[str, str]] = TEXT_FILES + PARALLEL_FILES
-                      ) -> list[dict]:
-    """{role, path (absolute), bytes, sha256} of every data file that `fields` of a config's data
-    section name, as seqtool.yaml records them; stdin as path '-'. Text globs are expanded and a
-    missing text file is an error here; a missing parallel file is left to the data's reader."""
+def data_fingerprints(data: object, fields: Sequence[tuple[str, str]] = TEXT_FILES + PARALLEL_FILES,
+                      known: Sequence[dict] = ()) -> list[dict]:
+    """{role, path (absolute), bytes, sha256, ...} (file_fingerprint, reusing the sha256 of an unchanged
+    file in `known`) of every data file that `fields` of a config's data section name, as seqtool.yaml
+    records them; stdin as path '-'. Text globs are expanded and a missing text file is an error here;
+    a missing parallel file is left to the data's reader."""
     out = []
     for role, name in fields:
         value = getattr(data, name, None)
@@ -280,7 +300,7 @@ def data_fingerprints(data: object, fields: Sequence[tuple[str, str]] = TEXT_FIL
             if path == STDIN:
                 out.append({"role": role, "path": STDIN})
             else:
-                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()))})
+                out.append({"role": role, **file_fingerprint(str(Path(path).resolve()), known)})
     return out
 
 

@@ -160,6 +160,20 @@ def open_corpus(path: str | Path, key: str | None = None) -> StoredCorpus:
     return StoredCorpus(path, manifest, token_view, line_ends, text_ends)
 
 
+def known_sources(root: str | Path) -> list[dict]:
+    """The sources (path, bytes, sha256, mtime...) recorded by the entries of the store directory `root`
+    (or by `root`, an entry itself): data.io.file_fingerprint reuses the sha256 of a file unchanged since,
+    so that finding an entry costs no reading of the corpus. Unreadable manifests are passed over."""
+    root = Path(root)
+    manifests = [root / MANIFEST] if (root / MANIFEST).is_file() else sorted(root.glob(f"*/{MANIFEST}"))
+    found: list[dict] = []
+    for path in manifests:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found += [s for s in json.loads(path.read_text(encoding="utf-8")).get("sources", [])
+                      if isinstance(s, dict)]
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # building
 

@@ -97,8 +97,8 @@ class FinetuneClassifyConfig:
 
 def jobs() -> dict[str, Job]:
     """The three ways to train a classifier, as jobs of training/run.py."""
-    def files(cfg: Any) -> list[dict]:
-        return data_fingerprints(cfg.data)
+    def files(cfg: Any, known: list[dict]) -> list[dict]:
+        return data_fingerprints(cfg.data, known=known)
 
     return {"rnn": Job(KIND, RNNClassifyConfig, files, build_rnn, fixed=FIXED),
             "transformer": Job(KIND, TransformerClassifyConfig, files, build_transformer, fixed=FIXED),

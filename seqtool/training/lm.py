@@ -191,7 +191,7 @@ def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
         if not Path(f["path"]).is_file():
             raise InputError(f"the training file {f['path']} recorded in {ws.path}/seqtool.yaml is missing",
                              hint=hint)
-        if file_fingerprint(f["path"])["sha256"] != f.get("sha256"):
+        if file_fingerprint(f["path"], [f])["sha256"] != f.get("sha256"):  # read only if its stat changed
             warn(f"{f['path']} changed since training; using its current contents")
     data.train = [f["path"] for f in recorded if f["role"] == "train"]
     data.valid = [f["path"] for f in recorded if f["role"] == "valid"]

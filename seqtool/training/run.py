@@ -57,7 +57,8 @@ class Job:
 
     kind: str  # the workspace kind, e.g. rnn-lm (a Rounds job takes its source's)
     config_cls: type  # the command's config dataclass (sections data, ..., optim, run)
-    fingerprints: Callable[[Any], list[dict]]  # config → the data files to record
+    # (config, fingerprints recorded earlier) → the data files to record (data.io.data_fingerprints)
+    fingerprints: Callable[[Any, list[dict]], list[dict]]
     # (cfg, ws, resuming, device, note) → (task, after); ws is read-only on ranks other than 0 (it writes
     # nothing there); a Rounds job builds in its prepare
     build: Callable[..., tuple[TrainTask, After | None]] | None = None
@@ -93,7 +94,7 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
     data_files: list[dict] = []
     if job.rounds is not None:
         job.rounds.check(cfg, path)
-        data_files = job.fingerprints(cfg)  # hashed once: for the round rule and for seqtool.yaml
+        data_files = job.fingerprints(cfg, _known_data(path, cfg))  # for the round rule and seqtool.yaml
     runtime.init_distributed(dist, device)
     runtime.configure_cuda()
     lock = WorkspaceLock.of(path)
@@ -108,7 +109,7 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
                 on_summary(lambda status: {"status": "already-finished", "steps": done.get("step", 0),
                                            "best_value": done.get("best_value"), "workspace": str(path)})
                 return {"status": "already-finished"}
-            data_files = job.fingerprints(cfg)  # after that: a finished run needs its data no more
+            data_files = job.fingerprints(cfg, _known_data(path, cfg))  # a finished run needs no data
         # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
         runtime.seed_everything(cfg.run.seed)
         if job.rounds is not None:
@@ -129,6 +130,23 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         lock.release()
         # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
         runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
+
+
+def _known_data(path: Path, cfg: Any) -> list[dict]:
+    """The data fingerprints recorded earlier, whose sha256 an unchanged file reuses instead of being
+    read again (data.io.file_fingerprint): the workspace's seqtool.yaml, and the manifests of its token
+    store (WS/store, and --data-store DIR). So a start or resume costs a stat per data file, not a read."""
+    from seqtool.data.store import known_sources
+
+    known: list[dict] = []
+    stores = [Path(store)] if (store := getattr(getattr(cfg, "data", None), "store", None)) else []
+    if is_workspace(path):
+        ws = Workspace.open(path)
+        known += ws.meta.get("data") or []
+        stores.append(ws.store_dir)
+    for root in stores:
+        known += known_sources(root)
+    return known
 
 
 def _for_rank(ws: Workspace, dist: runtime.Dist) -> Workspace:

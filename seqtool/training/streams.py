@@ -115,12 +115,12 @@ def _learn_tokenizer(tok_cfg: Any, data: Any, files: list[str], seed: int, note:
 def stored(root: Path, role: str, files: list[str], data: Any, ws: Workspace, tok: Any, note: Note) -> Any:
     """The store entry (data.store.StoredCorpus) of `files`, the `role` ("train" or "valid") files of
     `data`; built here by the writing rank if missing."""
-    from seqtool.data.store import ensure_corpus
+    from seqtool.data.store import ensure_corpus, known_sources
 
     recorded = [f for f in ws.meta.get("data", []) if f.get("role") == role]
     if [f["path"] for f in recorded] != [str(Path(p).resolve()) for p in files]:  # a view: not recorded
         fields = (("train", "train"),) if role == "train" else (("valid", "valid"),)
-        recorded = data_fingerprints(data, fields)
+        recorded = data_fingerprints(data, fields, [*ws.meta.get("data", []), *known_sources(root)])
     corpus, built = ensure_corpus(root, files, recorded, tok, data.encoding_errors, writer=not ws.read_only,
                                   progress=note)
     note(f"token store: {'built' if built else 'reusing'} {corpus.path} ({corpus.manifest['tokens']:,} "
