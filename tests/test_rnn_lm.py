@@ -182,6 +182,32 @@ def test_window_batches_shuffle_per_epoch_deterministically():
         WindowBatches(torch.arange(8), batch_size=4, window=6, seed=0)
 
 
+def test_window_order_is_a_seeded_permutation_without_a_list_of_all_starts(monkeypatch):
+    from seqtool.data import batching
+
+    def no_randperm(*args, **kwargs):
+        raise AssertionError("a randperm over every start holds 8 bytes per token")
+
+    monkeypatch.setattr(torch, "randperm", no_randperm)
+    monkeypatch.setattr(batching, "ORDER_CHUNK", 12)  # 3 batches' starts at a time: resumes cross chunks
+    ids = torch.arange(45)  # 40 windows of 5: 10 batches of 4, every start once per epoch
+    source = WindowBatches(ids, batch_size=4, window=5, seed=3)
+    epoch = [b["inputs"][:, 0] for b in source.batches(2, 0)]
+    visited = torch.cat(epoch).tolist()
+    assert sorted(visited) == list(range(40)) and visited != list(range(40))
+    for start in range(10):  # a resume at any step continues bit-identically
+        assert all(torch.equal(a, b["inputs"][:, 0]) for a, b in zip(epoch[start:], source.batches(2, start),
+                                                                     strict=True))
+    assert torch.cat([b["inputs"][:, 0] for b in source.batches(3, 0)]).tolist() != visited
+    for n in (1, 2, 3, 7, 64, 1000, 4097):
+        for seed in (0, 1):
+            order = batching.Permutation(n, seed)(torch.arange(n))
+            assert sorted(order.tolist()) == list(range(n))
+    big = batching.Permutation(250_000_000, 1)  # a 1 GB corpus's starts: any position, in O(1) memory
+    assert torch.equal(big(torch.arange(10**6, 10**6 + 8)), big(torch.arange(10**6 + 8))[10**6:])
+    assert int(big(torch.arange(1000)).max()) > 200_000_000  # spread over the whole range
+
+
 def test_eval_batches_score_every_token_once():
     ids = torch.arange(57)
     targets = torch.cat([b["targets"].flatten() for b in stream_eval_batches(ids, 4, 5)])

@@ -81,7 +81,9 @@ class BlockBatches:
 
 class WindowBatches:
     """Many-to-one examples: `window` tokens → the token after them, every start position once per
-    epoch, shuffled by a generator seeded from (seed, epoch)."""
+    epoch, in an order seeded from (seed, epoch): a Permutation, computed a chunk at a time, so that an
+    epoch over a corpus of any size holds no list of its start positions (a randperm of a 1 GB corpus's
+    ~250M starts would take 2 GB)."""
 
     def __init__(self, ids: Tensor, batch_size: int, window: int, seed: int):
         self.ids, self.batch_size, self.window, self.seed = ids, batch_size, window, seed
@@ -94,10 +96,55 @@ class WindowBatches:
         self.steps_per_epoch = self.n_examples // batch_size  # a last partial batch is dropped
 
     def batches(self, epoch: int, start: int) -> Iterator[Batch]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.n_examples, generator=generator)
-        for i in range(start, self.steps_per_epoch):
-            yield window_batch(self.ids, order[i * self.batch_size:(i + 1) * self.batch_size], self.window)
+        order, B = Permutation(self.n_examples, self.seed * 1_000_003 + epoch), self.batch_size
+        per_chunk = max(1, ORDER_CHUNK // B)  # batches whose starts are computed at once
+        for first in range(start, self.steps_per_epoch, per_chunk):
+            last = min(first + per_chunk, self.steps_per_epoch)
+            starts = order(torch.arange(first * B, last * B))
+            for i in range(last - first):
+                yield window_batch(self.ids, starts[i * B:(i + 1) * B], self.window)
+
+
+ORDER_CHUNK = 1 << 16  # positions of a Permutation computed at a time (512 KB)
+
+
+class Permutation:
+    """A seeded pseudo-random permutation of range(n), computed at any positions in O(1) memory: a
+    balanced Feistel network (ROUNDS rounds, keys drawn from `seed`) permutes [0, 4^h), the smallest
+    such range holding n; a value it sends past n is sent on again (cycle walking) until it lands
+    inside, at most a few times, since n > 4^h / 4. The same (n, seed) gives the same order on any machine,
+    and position i of it costs the same whether or not positions before i were computed (a resume)."""
+
+    ROUNDS = 6
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.half = n, max(1, ((n - 1).bit_length() + 1) // 2)  # h bits per half, h <= 32
+        self.mask = (1 << self.half) - 1
+        generator = torch.Generator().manual_seed(seed)
+        self.keys = torch.randint(1 << 31, (self.ROUNDS,), generator=generator).tolist()
+
+    def __call__(self, positions: Tensor) -> Tensor:
+        """Where positions (int64, each in [0, n)) go."""
+        out = self._rounds(positions)
+        outside = out >= self.n
+        while bool(outside.any()):
+            out[outside] = self._rounds(out[outside])
+            outside = out >= self.n
+        return out
+
+    def _rounds(self, x: Tensor) -> Tensor:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix(right ^ key) & self.mask)
+        return (left << self.half) | right
+
+
+def _mix(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (xor-shift and multiply; every product stays below 2^63): the Feistel rounds'
+    function, which spreads each input bit over all output bits."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x2C1B3C6D) & 0xFFFFFFFF
+    return (x >> 16) ^ x
 
 
 def window_batch(ids: Tensor, starts: Tensor, window: int) -> Batch:
