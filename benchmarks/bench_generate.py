@@ -1,16 +1,19 @@
 """Generation speed and int8 quality (issue 18).
 
-1. speed: a GPT-2-shaped random model (6 layers, 384 wide, vocabulary 50,257, 30M parameters), batch 1,
-   greedy: seqtool fp32, seqtool `--quantize int8` and transformers' `generate` (cache on, same weights),
-   interleaved rounds; each against the memory-bandwidth floor (bytes of weights read per token / the
-   measured copy bandwidth, read + write).
-2. profile: where one decoding step's time goes (torch.profiler): linear layers, other ops, and the rest
-   (Python and dispatch: wall time minus the ops' own time).
+1. speed: random models of three shapes (--models): GPT-2-shaped (6 layers, 384 wide, vocabulary 50,257,
+   30M parameters), a small decoder (4 × 128, 65 chars) and a char LSTM (2 × 256), decoding 1 and 16 rows
+   (--batches), greedy: seqtool, optionally an earlier seqtool (--baseline DIR) and `--quantize int8`
+   (--int8), and transformers' `generate` (cache on, the same weights); interleaved rounds; each against
+   the memory-bandwidth floor (rows × measured copy bandwidth, read + write / bytes of weights per step).
+2. profile: where one decoding step's time goes (torch.profiler), per model and rows: linear layers,
+   other ops, and the rest (Python and dispatch: wall time minus the ops' own time).
 3. with a language-model workspace (--lm WS --lm-text FILE): perplexity fp32 vs int8, and prompts decoded
    one at a time (--batch-size 1) vs batched (16 rows), tokens/s.
 4. with a translation workspace (--mt WS --src FILE --ref FILE): BLEU and sentences/s, fp32 vs int8.
 
     python benchmarks/bench_generate.py --threads 1 --rounds 3
+    git archive 90bcf72 seqtool | tar -x -C /tmp/before   # the decoding step before issue 18's cuts
+    python benchmarks/bench_generate.py --threads 1 --baseline /tmp/before --skip-profile
     python benchmarks/bench_generate.py --lm runs/shk --lm-text valid.txt --mt runs/enfr \
         --src test.en --ref test.fr --skip-speed
 """
@@ -66,58 +69,110 @@ def weight_bytes(model) -> int:
 # ---------------------------------------------------------------------------------------------
 # 1. speed
 
+SHAPES = {  # the decoders, and the char LSTM of bench_generate_rnn.py
+    "gpt2": dict(n_layers=6, n_heads=6, d_model=384, d_ff=1536, vocab_size=50257, max_len=1024),
+    "small": dict(n_layers=4, n_heads=4, d_model=128, d_ff=512, vocab_size=65, max_len=1024),
+    "lstm": dict(n_layers=2, hidden=256, vocab_size=65),
+}
 
-def bench_speed(args: argparse.Namespace) -> None:
+
+def load_baseline(directory: str) -> dict:
+    """The model classes and `sample` of another seqtool (`directory` holds its `seqtool` package, e.g.
+    `git archive COMMIT seqtool | tar -x -C DIR`), imported before this checkout's and then forgotten
+    by sys.modules, so both run side by side in one process."""
+    sys.path.insert(0, directory)
+    from seqtool.decoding import DecodeConfig, sample
+    from seqtool.models.rnn_lm import RNNLM, RNNLMConfig
+    from seqtool.models.transformer import Transformer, TransformerConfig
+
+    found = dict(Transformer=Transformer, TransformerConfig=TransformerConfig, RNNLM=RNNLM,
+                 RNNLMConfig=RNNLMConfig, DecodeConfig=DecodeConfig, sample=sample)
+    for name in [m for m in sys.modules if m == "seqtool" or m.startswith("seqtool.")]:
+        del sys.modules[name]
+    sys.path.remove(directory)
+    return found
+
+
+def current() -> dict:
+    from seqtool.decoding import DecodeConfig, sample
+    from seqtool.models.rnn_lm import RNNLM, RNNLMConfig
+    from seqtool.models.transformer import Transformer, TransformerConfig
+
+    return dict(Transformer=Transformer, TransformerConfig=TransformerConfig, RNNLM=RNNLM,
+                RNNLMConfig=RNNLMConfig, DecodeConfig=DecodeConfig, sample=sample)
+
+
+def build(code: dict, name: str):
+    import torch
+
+    torch.manual_seed(0)
+    shape = SHAPES[name]
+    if name == "lstm":
+        cfg = code["RNNLMConfig"](cell="lstm", n_layers=shape["n_layers"], hidden=shape["hidden"],
+                                  dropout=0.0)
+        return code["RNNLM"](cfg, shape["vocab_size"]).eval()
+    return code["Transformer"](code["TransformerConfig"](
+        arch="decoder", positions="learned", norm_first=True, tie=True, activation="gelu-tanh", bias=True,
+        dropout=0.0, **shape)).eval()
+
+
+def bench_speed(args: argparse.Namespace, baseline: dict | None) -> None:
     import torch
     from bench_transformer import _hf_twin
 
-    from seqtool.decoding import DecodeConfig, sample
     from seqtool.models.quantize import quantize_int8
-    from seqtool.models.transformer import Transformer, TransformerConfig
 
-    torch.manual_seed(0)
-    shape = dict(n_layers=6, n_heads=6, d_model=384, d_ff=1536, vocab_size=50257, max_len=1024)
-    ours = Transformer(TransformerConfig(arch="decoder", positions="learned", norm_first=True, tie=True,
-                                         activation="gelu-tanh", bias=True, dropout=0.0, **shape)).eval()
-    int8 = quantize_int8(ours)
-    hf = _hf_twin(ours, shape)
-    prompt, n = torch.tensor([[464]]), args.tokens
-    cfg = DecodeConfig(max_tokens=n, greedy=True)
-    runs = {"seqtool fp32": lambda: sample(ours, ours.start(), prompt, cfg)[0].ids,
-            "seqtool int8": lambda: sample(int8, int8.start(), prompt, cfg)[0].ids}
-    if hf is not None:
-        def run_hf() -> list[int]:
-            with torch.no_grad():
-                out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
-                                  pad_token_id=0, eos_token_id=None)
-            return out[0, 1:].tolist()
-        runs["transformers fp32"] = run_hf
-    tokens = {name: fn() for name, fn in runs.items()}  # warm-up, and the tokens compared
-    agree = {name: sum(a == b for a, b in zip(ids, tokens["seqtool fp32"], strict=True)) / n
-             for name, ids in tokens.items()}
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    bandwidth = []
-    for _ in range(args.rounds):
-        bandwidth.append(copy_bandwidth())
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            rates[name].append(n / (time.perf_counter() - start))
-    gbps = statistics.median(bandwidth)
-    sizes = {"seqtool fp32": weight_bytes(ours), "seqtool int8": weight_bytes(int8),
-             "transformers fp32": weight_bytes(ours)}
-    print(f"\n## speed: GPT-2 shape ({ours.num_params() / 1e6:.1f}M parameters), batch 1, greedy, {n} new "
-          f"tokens, {args.rounds} interleaved rounds, {torch.get_num_threads()} thread(s)\n")
-    print(f"copy bandwidth (read + write): {spread(bandwidth)} GB/s\n")
-    print("| run | tokens/s median (min–max) | vs seqtool fp32 | MB read/token | floor tokens/s | "
-          "share of floor | greedy tokens = fp32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    base = statistics.median(rates["seqtool fp32"])
-    for name, values in rates.items():
-        floor = gbps * 1e9 / sizes[name]
-        med = statistics.median(values)
-        print(f"| {name} | {spread(values)} | {med / base:.2f} | {sizes[name] / 1e6:.1f} | {floor:.0f} | "
-              f"{med / floor:.0%} | {agree[name]:.0%} |")
+    code = current()
+    n = args.tokens
+    print(f"\n## speed: greedy, {n} new tokens per row, {args.rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} thread(s)\n")
+    print("Floor: copy bandwidth / bytes of weights read per step, × the rows a step serves.\n")
+    print("| model | rows | run | tokens/s median (min–max) | vs seqtool | MB read/step | floor tokens/s | "
+          "share of floor | greedy tokens = seqtool |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        ours = build(code, name)
+        runs = {"seqtool": ours}
+        if baseline is not None:
+            runs["seqtool before"] = build(baseline, name)
+        if args.int8:
+            runs["seqtool int8"] = quantize_int8(ours)
+        hf = _hf_twin(ours, SHAPES[name]) if name != "lstm" and not args.skip_transformers else None
+        params = sum(p.numel() for p in ours.parameters()) / 1e6
+        for rows in (int(b) for b in args.batches.split(",")):
+            prompt = (torch.arange(rows) * 7 + 11).remainder(SHAPES[name]["vocab_size"]).view(rows, 1)
+            fns = {}
+            for label, model in runs.items():
+                lib = baseline if label == "seqtool before" else code
+                cfg = lib["DecodeConfig"](max_tokens=n, greedy=True)
+                fns[label] = (lambda model=model, lib=lib, cfg=cfg, prompt=prompt:
+                              [h.ids for h in lib["sample"](model, model.start(), prompt, cfg)])
+            if hf is not None:
+                def run_hf(hf=hf, prompt=prompt) -> list[list[int]]:
+                    with torch.no_grad():
+                        out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                          use_cache=True, pad_token_id=0, eos_token_id=None)
+                    return out[:, 1:].tolist()
+                fns["transformers"] = run_hf
+            tokens = {label: fn() for label, fn in fns.items()}  # warm-up, and the tokens compared
+            rates: dict[str, list[float]] = {label: [] for label in fns}
+            bandwidth = []
+            for _ in range(args.rounds):
+                bandwidth.append(copy_bandwidth())
+                for label, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    rates[label].append(rows * n / (time.perf_counter() - start))
+            gbps, base = statistics.median(bandwidth), statistics.median(rates["seqtool"])
+            for label, values in rates.items():
+                size = weight_bytes(runs.get(label, ours))
+                floor = rows * gbps * 1e9 / size
+                same = sum(a == b for x, y in zip(tokens[label], tokens["seqtool"], strict=True)
+                           for a, b in zip(x, y, strict=True)) / (rows * n)
+                med = statistics.median(values)
+                print(f"| {name} ({params:.1f}M) | {rows} | {label} | {spread(values)} | {med / base:.2f} | "
+                      f"{size / 1e6:.1f} | {floor:.0f} | {med / floor:.0%} | {same:.0%} |", flush=True)
+            print(f"| | | copy bandwidth (read + write) | {spread(bandwidth)} GB/s | | | | | |", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,35 +183,35 @@ def bench_profile(args: argparse.Namespace) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from seqtool.models.transformer import Transformer, TransformerConfig
-
-    torch.manual_seed(0)
-    model = Transformer(TransformerConfig(arch="decoder", positions="learned", norm_first=True, tie=True,
-                                          activation="gelu-tanh", dropout=0.0, n_layers=6, n_heads=6,
-                                          d_model=384, d_ff=1536, vocab_size=50257, max_len=1024)).eval()
-    state, token, steps = model.start(), torch.tensor([[464]]), 48
-    with torch.no_grad():
-        for _ in range(16):
-            logits, state = model.step(token, state)
-            token = logits.argmax(-1, keepdim=True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            for _ in range(steps):
-                logits, state = model.step(token, state)
-                token = logits.argmax(-1, keepdim=True)
-            wall = time.perf_counter() - start
-    events = prof.key_averages()
-    ops = sum(e.self_cpu_time_total for e in events) / 1e6  # seconds
-    linear = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "aten::mm")) / 1e6
-    calls = sum(e.count for e in events)
-    print(f"\n## profile: one decoding step of the GPT-2 shape ({steps} steps at positions 17–64, "
+    code = current()
+    steps = 48
+    print(f"\n## profile: one greedy decoding step ({steps} steps at positions 17–64, "
           f"{torch.get_num_threads()} thread(s), profiler on)\n")
-    print("| part | ms/step | share |")
-    print("|---|---:|---:|")
-    for part, seconds in (("linear layers (aten::addmm, aten::mm)", linear), ("other ops", ops - linear),
-                          ("Python, dispatch, profiler (wall − ops)", max(wall - ops, 0.0))):
-        print(f"| {part} | {1000 * seconds / steps:.2f} | {seconds / wall:.0%} |")
-    print(f"\n{calls / steps:.0f} op calls per step")
+    print("| model | rows | ms/step | linear layers | other ops | Python, dispatch, profiler | "
+          "op calls/step |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        model = build(code, name)
+        for rows in (int(b) for b in args.batches.split(",")):
+            state, token = model.start(), torch.full((rows, 1), 11)
+            with torch.no_grad():
+                for _ in range(16):
+                    logits, state = model.step(token, state)
+                    token = logits.argmax(-1, keepdim=True)
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        logits, state = model.step(token, state)
+                        token = logits.argmax(-1, keepdim=True)
+                    wall = time.perf_counter() - start
+            events = prof.key_averages()
+            ops = sum(e.self_cpu_time_total for e in events) / 1e6  # seconds
+            linear = sum(e.self_cpu_time_total for e in events
+                         if e.key in ("aten::addmm", "aten::mm", "aten::lstm_cell")) / 1e6
+            calls = sum(e.count for e in events)
+            print(f"| {name} | {rows} | {1000 * wall / steps:.2f} | {linear / wall:.0%} | "
+                  f"{(ops - linear) / wall:.0%} | {max(wall - ops, 0.0) / wall:.0%} | {calls / steps:.0f} |",
+                  flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +312,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per speed run")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per row and speed run")
+    parser.add_argument("--models", default="gpt2,small,lstm", help=f"of {', '.join(SHAPES)}")
+    parser.add_argument("--batches", default="1,16", help="rows decoded together")
+    parser.add_argument("--int8", action="store_true", help="also time --quantize int8")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time the seqtool package in DIR (an earlier commit), interleaved")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--lm", help="a language-model workspace")
@@ -269,13 +330,14 @@ def main() -> None:
     parser.add_argument("--ref")
     parser.add_argument("--sentences", type=int, default=500)
     args = parser.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None  # before this checkout's imports
     import torch
 
     torch.set_num_threads(args.threads)
     print(f"machine: {os.uname().machine}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f} at start")
     if not args.skip_speed:
-        bench_speed(args)
+        bench_speed(args, baseline)
     if not args.skip_profile:
         bench_profile(args)
     if args.lm:

@@ -148,15 +148,15 @@ def sample_stream(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig,
 
 def sample(model: Any, state: Any, next_ids: Tensor, cfg: DecodeConfig,
            generator: torch.Generator | None = None, eos_id: int | None = None) -> list[Hypothesis]:
-    """Greedy (cfg.greedy) or sampled continuations of every row of next_ids (B, t)."""
-    hyps = [Hypothesis([], [], 0.0) for _ in range(next_ids.size(0))]
-    for ids, logprobs in sample_stream(model, state, next_ids, cfg, generator, eos_id):
-        for hyp, i, lp in zip(hyps, ids.tolist(), logprobs.tolist(), strict=True):
-            if not hyp.finished:
-                hyp.ids.append(i)
-                hyp.logprobs.append(lp)
-                hyp.score += lp
-                hyp.finished = i == eos_id
+    """Greedy (cfg.greedy) or sampled continuations of every row of next_ids (B, t). The chosen ids stay
+    tensors until the end: one copy to Python lists, not one per token (on a GPU: one host sync)."""
+    steps = list(sample_stream(model, state, next_ids, cfg, generator, eos_id))
+    ids = torch.stack([i for i, _ in steps], 1).tolist()  # (B, n)
+    logprobs = torch.stack([lp for _, lp in steps], 1).tolist()
+    hyps = []
+    for row, lps in zip(ids, logprobs, strict=True):
+        n = row.index(eos_id) + 1 if eos_id in row else len(row)  # a row ends at its first </s>
+        hyps.append(Hypothesis(row[:n], lps[:n], sum(lps[:n]), finished=row[n - 1] == eos_id))
     return hyps
 
 

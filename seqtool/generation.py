@@ -32,11 +32,12 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: Decode
     while live:
         logits, state = model.step(inputs, state)
         chosen, logprobs = choose(logits, cfg, generator)
-        keep, next_ids = [], []
+        keep, next_ids, reading = [], [], False
         for b, (r, i, lp) in enumerate(zip(live, chosen.tolist(), logprobs.tolist(), strict=True)):
             if read < len(prompt_ids[r]):  # still reading its prompt
                 keep.append(b)
                 next_ids.append(prompt_ids[r][read])
+                reading = True
                 continue
             row = rows[r]
             row.add(i, lp)
@@ -44,6 +45,9 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: Decode
                 keep.append(b)
                 next_ids.append(i)
         read += 1
+        if len(keep) == len(live) and not reading:  # every row goes on with its choice: feed it as it is
+            inputs = chosen.view(-1, 1)
+            continue
         if len(keep) < len(live):  # rows that are done leave the batch
             live = [live[b] for b in keep]
             if not live:

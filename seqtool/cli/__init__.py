@@ -26,6 +26,22 @@ class SeqtoolCommand(typer.core.TyperCommand):
         show_config_defaults(self.name, self.callback.__wrapped__, self.params)
         super().format_help(ctx, formatter)
 
+    def invoke(self, ctx: click.Context):
+        obj = ctx.find_root().obj  # the global options, wherever they were given
+        if isinstance(obj, GlobalOptions) and obj.threads:
+            use_threads(obj.threads)
+        return super().invoke(ctx)
+
+
+def use_threads(n: int) -> None:
+    """--threads N: torch's intra-op CPU threads for this command. Before torch is imported (commands
+    import it inside their bodies) through OMP_NUM_THREADS/MKL_NUM_THREADS, so that its thread pool
+    starts at N and worker processes inherit it; after, through torch.set_num_threads."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+
 
 PASS_THROUGH = (typer.Exit, typer.TyperException, typer.Abort, click.ClickException, click.exceptions.Abort)
 
@@ -85,7 +101,7 @@ def _one_line(err: Exception) -> Exception:
     return err
 
 
-GLOBALS = ("workspace", "device", "seed", "quiet", "log_format", "debug")
+GLOBALS = ("workspace", "device", "seed", "quiet", "log_format", "debug", "threads")
 
 
 def _after_command(param: click.Parameter) -> click.Parameter:
@@ -167,12 +183,18 @@ def root(
         typer.Option("--log-format", help="auto: rich on a terminal, else plain; json: one object per line."),
     ] = "auto",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, envvar="SEQTOOL_THREADS", show_default=False,
+                     help="CPU threads for torch (default: torch's, one per core). On a shared or busy "
+                     "machine --threads 1 is often faster for small models (README: Speed).")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     ctx.obj = GlobalOptions(workspace=workspace, device=device, seed=seed, quiet=quiet,
-                            log_format=log_format, debug=debug)
+                            log_format=log_format, debug=debug, threads=threads)
 
 
 # Every command, in --help order. Modules import only typer at the top; torch is imported inside

@@ -29,6 +29,7 @@ class GlobalOptions:
     quiet: bool = False
     log_format: str = "auto"
     debug: bool = False
+    threads: int | None = None  # --threads / SEQTOOL_THREADS: torch's CPU threads; None: torch's default
 
 
 def stderr_console() -> Console:

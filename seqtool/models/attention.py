@@ -49,7 +49,7 @@ class DecodeState:
     keys: list[Tensor | None]  # per layer (B, H, capacity, Dh)
     values: list[Tensor | None]
     length: int = 0  # positions filled
-    tokens: Tensor | None = None  # (B, length) the ids in the cache (to re-fill it when sliding)
+    tokens: Tensor | None = None  # (B, capacity), [:, :length] the ids in the cache (re-read when sliding)
     memory: list[tuple[Tensor, Tensor]] | None = None  # per layer (key, value), each (B, H, S, Dh)
     src_mask: Tensor | None = None  # (B, 1, 1, S) True for real source tokens
     src: Tensor | None = None  # (B, S) source ids, to record the encoder's attention on request
@@ -57,15 +57,28 @@ class DecodeState:
 
     def append(self, layer: int, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Write this step's (B, H, t, Dh) keys/values after the cached ones; → all of them."""
-        end = self.length + key.size(2)
+        t = key.size(2)
+        end = self.length + t
         buf = self.keys[layer]
         if buf is None or buf.size(2) < end:  # grow by doubling: O(1) amortised per token
             capacity = max(end, 2 * (buf.size(2) if buf is not None else 0), 64)
             self.keys[layer], self.values[layer] = (_grown(b, key, capacity, self.length)
                                                     for b in (buf, self.values[layer]))
-        self.keys[layer][:, :, self.length:end] = key
-        self.values[layer][:, :, self.length:end] = value
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, self.length, t).copy_(key)  # written in place: no copy of the prefix
+        values.narrow(2, self.length, t).copy_(value)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+    def append_tokens(self, ids: Tensor) -> None:
+        """Record this step's ids (B, t) after the cached ones, in a buffer that grows like the cache
+        (a decoder LM re-reads them when it slides past max_len)."""
+        t, end = ids.size(1), self.length + ids.size(1)
+        if (old := self.tokens) is None or old.size(1) < end:
+            capacity = max(end, 2 * (old.size(1) if old is not None else 0), 64)
+            self.tokens = ids.new_empty(ids.size(0), capacity)
+            if old is not None:
+                self.tokens[:, :self.length] = old[:, :self.length]
+        self.tokens.narrow(1, self.length, t).copy_(ids)
 
 
 def _grown(buf: Tensor | None, like: Tensor, capacity: int, length: int) -> Tensor:
@@ -92,9 +105,9 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=cfg.bias)
 
     def split_heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
-        """(B, T, n·D) → n tensors (B, H, T, Dh): views, no copy."""
-        B, T, width = x.shape
-        return tuple(part.view(B, T, self.n_heads, -1).transpose(1, 2) for part in x.split(width // n, dim=2))
+        """(B, T, n·D) → n tensors (B, H, T, Dh): views, no copy (one view and one permute, not n of each)."""
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.n_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of the encoder output (B, S, D), each (B, H, S, Dh)."""

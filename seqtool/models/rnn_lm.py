@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from seqtool.config import MAX_LAYERS, check_between
 from seqtool.decoding import reorder_state
 from seqtool.errors import InputError
+from seqtool.models.stepping import drop_step_weights, step_logits
 
 CELLS = ("rnn", "rnn-relu", "gru", "lstm", "ugrnn")
 State = tuple[Tensor, ...]  # (h,) or (h, c) for the LSTM, each (L, B, H)
@@ -129,6 +130,11 @@ class RNNLM(nn.Module):
         if self.tied:
             self.out.weight = self.embed.weight
 
+    def train(self, mode: bool = True) -> RNNLM:
+        if mode:
+            drop_step_weights(self)  # the decoding copy of the output layer (stepping.py)
+        return super().train(mode)
+
     @classmethod
     def from_arch(cls, arch: dict) -> RNNLM:
         names = {f.name for f in fields(RNNLMConfig)}
@@ -184,7 +190,7 @@ class RNNLM(nn.Module):
         if next_ids.size(1) > 1 or self.training:
             stacked = None if state is None else tuple(torch.stack(s) for s in zip(*state, strict=True))
             h, stacked = self.hidden_states(next_ids, stacked)  # (L, B, H) each
-            return self.out(h[:, -1]), tuple(zip(*(s.unbind(0) for s in stacked), strict=True))
+            return step_logits(self.out, h[:, -1]), tuple(zip(*(s.unbind(0) for s in stacked), strict=True))
         if state is None:
             zeros = self.init_state(next_ids.size(0), next_ids.device)
             state = tuple(zip(*(s.unbind(0) for s in zeros), strict=True))
@@ -204,7 +210,7 @@ class RNNLM(nn.Module):
                 layer = (ugrnn_cell(F.linear(x, w_ih, b_ih), layer[0], w_hh),)
             new.append(layer)
             x = layer[0] + x if i > 0 and self.cfg.residual else layer[0]
-        return self.out(x), tuple(new)  # a module call: --quantize int8 replaces it
+        return step_logits(self.out, x), tuple(new)  # an int8 `out` (--quantize int8) is called as it is
 
     def reorder(self, state: tuple[State, ...] | None, index: Tensor) -> tuple[State, ...] | None:
         """Keep/duplicate batch rows (beam search, several samples of one prompt)."""

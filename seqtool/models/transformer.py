@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from seqtool.config import MAX_LAYERS, check_between
 from seqtool.errors import InputError
 from seqtool.models.attention import DecodeState, MultiHeadAttention
+from seqtool.models.stepping import drop_step_weights, step_logits
 
 ARCHS = ("encoder-decoder", "decoder", "encoder")
 POSITIONS = ("sinusoidal", "learned")
@@ -120,9 +121,10 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def residual(self, x: Tensor, norm: nn.Module, sublayer, **kwargs) -> Tensor:
-        if self.norm_first:
-            return x + self.drop(sublayer(norm(x), **kwargs))
-        return norm(x + self.drop(sublayer(x, **kwargs)))
+        y = sublayer(norm(x) if self.norm_first else x, **kwargs)
+        if self.training:  # dropout is the identity in eval mode: skip its call when decoding
+            y = self.drop(y)
+        return x + y if self.norm_first else norm(x + y)
 
     def forward(self, x: Tensor, mask: Tensor | None, causal: bool, state: DecodeState | None, layer: int,
                 memory: tuple[Tensor, Tensor] | None, memory_mask: Tensor | None,
@@ -160,10 +162,12 @@ class Stack(nn.Module):
         `state`: continue after the cached prefix (decoder); `memory`: per layer cross keys/values."""
         start = state.length if state is not None else 0
         T = ids.size(1)
-        positions = torch.arange(start, start + T, device=ids.device)
-        pos = self.pos(positions) if hasattr(self, "pos") else self.pe[start:start + T]
+        # positions start..start+T-1: rows of the learned table or of the sinusoids, sliced (no lookup)
+        pos = (self.pos.weight if hasattr(self, "pos") else self.pe).narrow(0, start, T)  # (T, D)
         x = self.embed(ids)
-        x = self.drop((x * self.scale if self.scale != 1.0 else x) + pos)  # (B, T, D)
+        x = (x * self.scale if self.scale != 1.0 else x) + pos  # (B, T, D)
+        if self.training:
+            x = self.drop(x)
         causal = self.causal and start == 0 and T > 1
         if self.causal and start > 0 and T > 1:  # new queries see the whole prefix and themselves
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(start)
@@ -231,6 +235,11 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
             else:
                 nn.init.normal_(p, std=0.02)
+
+    def train(self, mode: bool = True) -> Transformer:
+        if mode:
+            drop_step_weights(self)  # the decoding copy of the head (stepping.py) is not needed now
+        return super().train(mode)
 
     @classmethod
     def from_arch(cls, arch: dict, label_smoothing: float = 0.0) -> Transformer:
@@ -301,7 +310,8 @@ class Transformer(nn.Module):
             if self.cfg.arch != "decoder":
                 raise InputError(f"the output is longer than the model's {self.cfg.max_len} positions",
                                  hint="lower the maximum output length")
-            seen = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
+            held = None if state.tokens is None else state.tokens[:, :state.length]
+            seen = next_ids if held is None else torch.cat([held, next_ids], 1)
             # Keep what token-by-token stepping would hold after n tokens (it slides back to half the
             # window each time the window is full), so the output never depends on how the tokens were
             # fed: a whole prompt at once, or one by one beside other prompts (generation.py).
@@ -314,10 +324,10 @@ class Transformer(nn.Module):
         if state.attention is not None and state.src is not None and "encoder" not in state.attention:
             self.encode(state.src, weights=state.attention)  # recorded on request only
         if self.cfg.arch == "decoder":
-            state.tokens = next_ids if state.tokens is None else torch.cat([state.tokens, next_ids], 1)
+            state.append_tokens(next_ids)
         h = self.decoder(next_ids, state=state, memory=state.memory, memory_mask=state.src_mask,
                          weights=state.attention)  # (B, t, D)
-        logits = self.head(h[:, -1])  # (B, V)
+        logits = step_logits(self.head, h[:, -1])  # (B, V)
         if 0 < self.cfg.tokenizer_size < self.cfg.vocab_size:  # every decoder steps here: mask padding once
             logits[:, self.cfg.tokenizer_size:] = float("-inf")
         return logits, state
