@@ -151,8 +151,11 @@ def format_event(ev: dict[str, Any]) -> str:
         if key in _FORMATS or key in {"event", "step", "total_steps", "eta_s", "message", "time", "final",
                                       "split", "elapsed"}:
             continue
+        if key.startswith("loss_") and isinstance(value, float):  # a mixed corpus's (training/mixture.py)
+            value = _FORMATS["loss"].format(value)
         if isinstance(value, dict):  # e.g. the summary's best_scores: its own numbers, formatted
-            value = " ".join(f"{k} " + _FORMATS.get(k, "{}").format(v) for k, v in value.items())
+            value = " ".join(f"{k} " + _FORMATS.get(k.partition("_")[0] if k.startswith("loss_") else k, "{}")
+                             .format(v) for k, v in value.items())
             value = f"({value})"
         parts.append(f"{key} {value}")
     return "  ".join(parts)

@@ -59,6 +59,10 @@ def describe(ws: Any) -> dict[str, Any]:
     else:
         out["parameters"] = None
     out["data"] = ws.meta.get("data", [])
+    if (ws.config.get("data") or {}).get("mix"):  # several corpora sampled by weight (data/mixing.py)
+        from seqtool.data.mixing import describe_mix
+
+        out["mix"] = describe_mix(ws.config["data"]["mix"])
     ckpts = ws.checkpoint_dirs()
     out["last_step"] = status.get("step", int(ckpts[-1].name.split("-")[1]) if ckpts else 0)
     out["checkpoints"] = [p.name for p in ckpts]

@@ -104,6 +104,17 @@ DataStore = Annotated[Optional[str], Opt("--data-store", help="Token store direc
                                          "--format store -o DIR, or a shared cache): the text files are "
                                          "encoded there once and memory-mapped by every later run, resume "
                                          "and DDP rank (default: WS/store)."), Key("data.store")]
+Mix = Annotated[Optional[list[str]], Opt("--mix", metavar="[NAME=]FILES:WEIGHT", help="Train on several "
+                                     "corpora sampled by weight instead of FILES (repeat once per corpus; "
+                                     "FILES: files or globs, comma-separated; weights of any scale, e.g. "
+                                     "--mix web.txt:70 --mix domain.txt:30). Each corpus is its own store "
+                                     "entry and holds out its own last --valid-fraction of lines; "
+                                     "validation logs loss_NAME per corpus and their weighted mean as "
+                                     "loss."), Key("data.mix")]
+ValidTokens = Annotated[Optional[int], Opt("--valid-tokens", help="Validation scores at most this many "
+                                           "held-out tokens: those of the first held-out lines that fit, the "
+                                           "same at every evaluation and resume (0: all)."),
+                        Key("data.valid_tokens")]
 BatchSize = Annotated[Optional[int], Opt(help="Sequences per batch."), Key("run.batch_size")]
 Lr = Annotated[Optional[float], Opt(help="Learning rate."), Key("optim.lr")]
 Optimizer = Annotated[Optional[Literal[OPTIMIZERS]], Opt(help="Optimizer."), Key("optim.optimizer")]

@@ -72,6 +72,8 @@ def train_rnn(
                       Key("data.window")] = None,
     valid: o.Valid = None,
     valid_fraction: o.ValidFraction = None,
+    valid_tokens: o.ValidTokens = None,
+    mix: o.Mix = None,
     data_store: o.DataStore = None,
     tokenizer: o.TokenizerDir = None,
     kind: o.Kind = None,

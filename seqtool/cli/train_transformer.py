@@ -79,6 +79,8 @@ def train_transformer(
                           Key("optim.accumulate")] = None,
     valid: o.Valid = None,
     valid_fraction: o.ValidFraction = None,
+    valid_tokens: o.ValidTokens = None,
+    mix: o.Mix = None,
     data_store: o.DataStore = None,
     tokenizer: o.TokenizerDir = None,
     kind: o.Kind = None,

@@ -301,6 +301,13 @@ def data_fingerprints(data: object, fields: Sequence[tuple[str, str]] = TEXT_FIL
                 out.append({"role": role, "path": STDIN})
             else:
                 out.append({"role": role, **file_fingerprint(str(Path(path).resolve()), known)})
+    if getattr(data, "mix", None) and ("train", "train") in fields:  # several corpora (data/mixing.py)
+        from seqtool.data.mixing import parse_mix
+
+        for part in parse_mix(data.mix):
+            for path in expand_paths(list(part.files)):
+                out.append({"role": "train", "corpus": part.name,
+                            **file_fingerprint(str(Path(path).resolve()), known)})
     return out
 
 

@@ -19,6 +19,7 @@ from seqtool.data.io import (
     iter_lines,
     require_nonempty,
 )
+from seqtool.data.mixing import VALID_TOKENS, check_text_data
 from seqtool.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from seqtool.decoding import DecodeConfig, TextStream, WindowLM
 from seqtool.errors import InputError
@@ -36,12 +37,19 @@ class LMDataConfig(DataConfig):
     objective: str = "bptt"  # bptt: loss at every position of a carried stream | window: N tokens → next
     bptt: int = 100  # tokens per truncated back-propagation segment
     window: int = 50  # tokens per example of the window objective
+    mix: list[str] = field(default_factory=list)  # [NAME=]FILES:WEIGHT per corpus, instead of train
+    valid_tokens: int = VALID_TOKENS  # validation scores at most this many held-out tokens; 0: all
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("data.objective", self.objective, OBJECTIVES)
         check_positive("data.bptt", self.bptt)
         check_positive("data.window", self.window)
+        check_text_data(self)
+        if self.mix and self.objective == "bptt":
+            raise InputError("--mix needs --objective window: truncated BPTT carries one hidden state from "
+                             "batch to batch, which batches of different corpora would break",
+                             hint="add --objective window (or train on one corpus)")
 
 
 @dataclass
@@ -139,14 +147,13 @@ def build_rnn_lm(cfg: TrainRNNConfig, ws: Workspace, resuming: bool, device: tor
     from seqtool.training.streams import token_streams
 
     corpus = token_streams(cfg.data, cfg.tokenizer, ws, resuming, cfg.run.seed, note)
-    tok, train_ids, valid_ids = corpus.tok, corpus.train_ids, corpus.valid_ids
+    tok, valid_ids = corpus.tok, corpus.valid_ids
     model = RNNLM(cfg.model, tok.vocab_size)
     params = sum(p.numel() for p in model.parameters())
     note(f"{cfg.model.cell} language model: {params:,} parameters, {tok.kind} vocabulary of "
-         f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens; {corpus.note}")
+         f"{tok.vocab_size:,}; {corpus.train_tokens:,} training tokens; {corpus.note}")
     context = cfg.data.bptt if cfg.data.objective == "bptt" else cfg.data.window
-    task = tasks.lm_task(model, tok, train_ids, valid_ids, cfg.data.objective, context, cfg.run,
-                         corpus.valid_text)
+    task = tasks.streams_task(model, corpus, cfg.data.objective, context, cfg.run)
     check_length(valid_ids, cfg.data.objective, context, "the validation text is too short",
                  hint="pass a longer --valid file, or --valid-fraction 0 to validate on the training text")
 
@@ -183,6 +190,9 @@ def recorded_corpus(ws: Workspace, warn: Callable[[str], None]) -> Corpus:
     data = _recorded_data(ws)
     recorded = [f for f in ws.meta.get("data", []) if f.get("role") in ("train", "valid")]
     hint = "pass the text explicitly (--data FILE, --baseline-train FILE)"
+    if data.mix:  # each corpus has its own held-out lines (training/mixture.py)
+        raise InputError(f"workspace {ws.path} trained on a mixture of corpora (data.mix); evaluate scores "
+                         "one text at a time", hint=hint)
     if not recorded:
         raise InputError(f"workspace {ws.path} records no training files", hint=hint)
     for f in recorded:

@@ -8,7 +8,6 @@ data fingerprints, task builder and the settings a resume must keep. Finetune ad
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,15 +112,12 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
             data_files = job.fingerprints(cfg, _known_data(path, cfg))  # a finished run needs no data
         # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
         runtime.seed_everything(cfg.run.seed)
-        started = time.time_ns()  # the token store entries this run uses are stamped from now on
         if job.rounds is not None:
             previous = _for_rank(Workspace.open(path), dist) if is_workspace(path) else None
             resuming = job.rounds.continues(cfg, previous, data_files, resume, report)
             prep = job.rounds.prepare(cfg, path, previous, data_files, resuming, device, dist, report)
         else:
             prep = _open_run(job, cfg, path, data_files, resume, device, dist, report)
-        if dist.is_main and not prep.ws.read_only:
-            _prune_store(prep.ws, started, report)
         trainer = Trainer(prep.ws, prep.task, cfg.optim, cfg.run, report, device, dist)
         on_summary(trainer.summary)
         if prep.best_value is not None and not prep.resuming:
@@ -134,15 +130,6 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         lock.release()
         # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
         runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
-
-
-def _prune_store(ws: Workspace, since_ns: int, report: Report) -> None:
-    """Remove the entries of the workspace's own token store (WS/store) that this run did not use
-    (built for its earlier data or tokenizer; data/store_prune.py). Never a --data-store directory."""
-    from seqtool.data.store_prune import describe_removed, prune_unused
-
-    if removed := prune_unused(ws.store_dir, since_ns):
-        report({"event": "info", "message": describe_removed(removed, "not used by this run's data")})
 
 
 def _known_data(path: Path, cfg: Any) -> list[dict]:
@@ -190,9 +177,18 @@ def _finished(path: Path, cfg: Any, saved: dict[str, Any] | None,
     job: nothing to do, even when its data are gone), else None. Its final checkpoint decides, as it does
     for the Trainer (which also sees a raised limit); a status a kill -9 left behind is settled here by
     rank 0 (the others hold a view)."""
-    if saved is None or to_dict(cfg) != saved:
+    if saved is None or to_dict(cfg) != with_defaults(type(cfg), saved):
         return None
     return _for_rank(Workspace.open(path), dist).finished_status(settle=True)
+
+
+def with_defaults(config_cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config as this seqtool reads it: a key added since it was written (e.g. data.mix) has
+    its default, so that it does not count as a changed setting when the run is continued."""
+    try:
+        return to_dict(resolve(config_cls, base=config))
+    except InputError:  # a config this seqtool cannot read: compared as it is, key by key
+        return config
 
 
 def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: str, device: torch.device,
@@ -205,7 +201,7 @@ def _open_run(job: Job, cfg: Any, path: Path, data_files: list[dict], resume: st
     resuming = old is not None and resume == "auto" and bool(old.checkpoint_dirs())
     if resuming:
         assert old is not None
-        if changed := first_difference(old.config, config, job.fixed):
+        if changed := first_difference(with_defaults(job.config_cls, old.config), config, job.fixed):
             raise InputError(f"workspace {path} holds a run with {changed}",
                              hint="continue it with the same settings, start afresh with --resume never, "
                                   "or use a new -w")

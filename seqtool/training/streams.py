@@ -38,6 +38,11 @@ class Streams:
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
     valid_text: Iterable[str] | TextSize = ()
+    parts: list[Any] = field(default_factory=list)  # a mixture's corpora (training/mixture.py's Part)
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(p.train_ids.numel() for p in self.parts) if self.parts else int(self.train_ids.numel())
 
 
 def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: int, note: Note) -> Streams:
@@ -47,6 +52,10 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
     from seqtool.data.tokenizers import load_tokenizer
     from seqtool.training import lm
 
+    if getattr(data, "mix", None):
+        from seqtool.training.mixture import mixed_streams
+
+        return mixed_streams(data, tok_cfg, ws, resuming, seed, note)
     if not data.train:
         raise InputError("no training text given", hint="pass FILES (or data.train in the --config YAML)")
     if STDIN in (*data.train, *data.valid):
@@ -57,34 +66,108 @@ def token_streams(data: Any, tok_cfg: Any, ws: Workspace, resuming: bool, seed: 
         tok = (load_tokenizer(ws.tokenizer_dir) if resuming
                else lm.prepare_tokenizer(tok_cfg, corpus.train, ws))
         train_ids = lm.encode(tok, corpus.train)
-        valid_ids = lm.encode(tok, corpus.valid) if corpus.valid else train_ids
-        return Streams(tok, train_ids, valid_ids, corpus.note, corpus.train, corpus.valid,
-                       corpus.valid or corpus.train)
+        valid_lines, valid_ids, used = _first_lines(tok, corpus.valid or corpus.train, _cap(data))
+        if valid_ids is None:
+            valid_ids = lm.encode(tok, valid_lines) if valid_lines is not corpus.train else train_ids
+        used = used or _used(valid_ids.numel() - 1, 0)
+        return Streams(tok, train_ids, valid_ids, corpus.note + used, corpus.train, corpus.valid, valid_lines)
 
     train_files = expand_paths(data.train)
-    if resuming:
-        tok = load_tokenizer(ws.tokenizer_dir)
-    elif tok_cfg.path:
-        tok = load_tokenizer(tok_cfg.path)
-        ws.save_tokenizers({"": tok})
-    else:
-        tok = _learn_tokenizer(tok_cfg, data, train_files, seed, note)
-        ws.save_tokenizers({"": tok})
+    tok = tokenizer(tok_cfg, data, [train_files], ws, resuming, seed, note)
     root = Path(data.store) if data.store else ws.store_dir
     train = stored(root, "train", train_files, data, ws, tok, note)
     if data.valid:
         valid = stored(root, "valid", expand_paths(data.valid), data, ws, tok, note)
-        return Streams(tok, train.tokens, valid.tokens, f"validation text: {describe(data.valid)}",
-                       valid_text=_size(valid, 0, valid.lines))
-    held_out = int(train.lines * data.valid_fraction)
-    if held_out < 1:
-        return Streams(tok, train.tokens, train.tokens, "no validation text (too few lines to hold out, or "
-                       "valid_fraction 0): validating on the training text",
-                       valid_text=_size(train, 0, train.lines))
-    first = train.lines - held_out
-    return Streams(tok, train.slice_lines(0, first), train.slice_lines(first, train.lines),
-                   f"validation text: the last {held_out:,} of {train.lines:,} lines (valid_fraction "
-                   f"{data.valid_fraction})", valid_text=_size(train, first, train.lines))
+        valid_ids, size, used = held_out(valid, 0, _cap(data))
+        return Streams(tok, train.tokens, valid_ids, f"validation text: {describe(data.valid)}{used}",
+                       valid_text=size)
+    train_ids, valid_ids, size, where = split_held_out(train, data.valid_fraction, _cap(data))
+    return Streams(tok, train_ids, valid_ids, where, valid_text=size)
+
+
+def tokenizer(tok_cfg: Any, data: Any, groups: list[list[str]], ws: Workspace, resuming: bool, seed: int,
+              note: Note) -> Any:
+    """The run's tokenizer: the workspace's own on a resume, else tokenizer.path's or one learned from the
+    training lines of the files `groups` (each group a corpus holding out its own last lines), saved to
+    WS/tokenizer."""
+    from seqtool.data.tokenizers import load_tokenizer
+
+    if resuming:
+        return load_tokenizer(ws.tokenizer_dir)
+    tok = (load_tokenizer(tok_cfg.path) if tok_cfg.path
+           else _learn_tokenizer(tok_cfg, data, groups, seed, note))
+    ws.save_tokenizers({"": tok})
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# the validation stream: held-out lines, at most data.valid_tokens of their tokens
+
+
+def _cap(data: Any) -> int:
+    return int(getattr(data, "valid_tokens", 0) or 0)
+
+
+def split_held_out(corpus: Any, valid_fraction: float, cap: int) -> tuple[Any, Any, TextSize | tuple, str]:
+    """A stored corpus's training stream, its validation stream (the last valid_fraction of its lines,
+    or all of it when that is no line; see held_out for `cap`), its TextSize and the log's note."""
+    held = int(corpus.lines * valid_fraction)
+    if held < 1:
+        valid_ids, size, used = held_out(corpus, 0, cap)
+        return corpus.tokens, valid_ids, size, ("no validation text (too few lines to hold out, or "
+                                                f"valid_fraction 0): validating on the training text{used}")
+    first = corpus.lines - held
+    valid_ids, size, used = held_out(corpus, first, cap)
+    return corpus.slice_lines(0, first), valid_ids, size, (
+        f"validation text: the last {held:,} of {corpus.lines:,} lines (valid_fraction {valid_fraction})"
+        f"{used}")
+
+
+def held_out(corpus: Any, first: int, cap: int) -> tuple[Any, TextSize | tuple, str]:
+    """Lines [first, end) of a stored corpus as a validation stream, its TextSize and the log's note. With
+    a `cap` (data.valid_tokens) only the first lines whose tokens to predict fit in it: the same tokens at
+    every evaluation and resume, whole lines so that bits per byte and per word stay exact; a first line
+    longer than the cap alone is cut (then without its TextSize)."""
+    import torch
+
+    last = corpus.lines
+    if cap:
+        start = int(corpus.line_ends[first - 1]) - 1 if first else 0  # the newline that opens line `first`
+        fit = int(torch.searchsorted(corpus.line_ends[first:last], start + 1 + cap, right=True))
+        if fit == 0:
+            return corpus.tokens[start:start + cap + 1], (), _used(cap, cap, mid_line=True)
+        last = first + fit
+    ids = corpus.slice_lines(first, last)
+    cut = last - first if last < corpus.lines else 0
+    return ids, _size(corpus, first, last), _used(ids.numel() - 1, cap, cut)
+
+
+def _first_lines(tok: Any, lines: list[str], cap: int) -> tuple[list[str], Any, str]:
+    """held_out for lines in memory (stdin): (the lines kept, their stream when cut inside the first line
+    else None, the note when cut else "")."""
+    total = 0
+    for i, line in enumerate(lines if cap else ()):
+        n = len(tok.encode(line)) + 1  # its tokens and its newline, as training/lm.encode streams them
+        if total + n > cap:
+            if i == 0:
+                from seqtool.training.lm import encode
+
+                return [], encode(tok, lines[:1])[:cap + 1], _used(cap, cap, mid_line=True)
+            return lines[:i], None, _used(total, cap, i)
+        total += n
+    return lines, None, ""
+
+
+def _used(tokens: int, cap: int, lines: int = 0, mid_line: bool = False) -> str:
+    """The log's note on how many held-out tokens validation scores: all of them, those of the first
+    `lines` lines (cut by the cap), or the first `tokens` of the first line."""
+    if mid_line:
+        return (f"; validation scores the first {tokens:,} tokens of its first line (data.valid_tokens "
+                f"{cap:,}; no bits per byte or word perplexity)")
+    if lines:
+        return (f"; validation scores {tokens:,} tokens, those of its first {lines:,} lines "
+                f"(data.valid_tokens {cap:,})")
+    return f"; validation scores {tokens:,} tokens"
 
 
 def _size(corpus: Any, first: int, last: int) -> TextSize:
@@ -92,20 +175,23 @@ def _size(corpus: Any, first: int, last: int) -> TextSize:
     return TextSize(corpus.slice_lines(first, last).numel() - 1, *corpus.text_size(first, last))
 
 
-def _learn_tokenizer(tok_cfg: Any, data: Any, files: list[str], seed: int, note: Note) -> Any:
-    """A tokenizer learned from the training lines (without the held-out ones), streamed from the
-    files; on tokenizer.sample lines drawn at random (seeded) when the corpus has more."""
+def _learn_tokenizer(tok_cfg: Any, data: Any, groups: list[list[str]], seed: int, note: Note) -> Any:
+    """A tokenizer learned from the training lines (without the held-out ones) of each group of files
+    (a corpus), streamed from them; on tokenizer.sample lines drawn at random (seeded) when there are
+    more."""
     from seqtool.data.store import count_lines
     from seqtool.data.tokenizers import train_tokenizer
 
-    lines = count_lines(files)
-    held_out = 0 if data.valid else int(lines * data.valid_fraction)
-    text = require_nonempty(itertools.islice(iter_lines(files, data.encoding_errors), lines - held_out),
-                            describe(data.train))
+    counts = [count_lines(files) for files in groups]
+    kept = [n - (0 if data.valid else int(n * data.valid_fraction)) for n in counts]
+    lines = (itertools.islice(iter_lines(files, data.encoding_errors), n)
+             for files, n in zip(groups, kept, strict=True))
+    text = require_nonempty(itertools.chain.from_iterable(lines), describe([f for g in groups for f in g]))
+    train_lines = sum(kept)
     sample = getattr(tok_cfg, "sample", 0)
-    if sample and sample < lines - held_out:
+    if sample and sample < train_lines:
         note(f"tokenizer: learning {tok_cfg.kind} from a random sample of {sample:,} of "
-             f"{lines - held_out:,} lines (tokenizer.sample, seed {seed})")
+             f"{train_lines:,} lines (tokenizer.sample, seed {seed})")
         return train_tokenizer(tok_cfg.kind, text, vocab_size=tok_cfg.vocab_size, min_count=tok_cfg.min_count,
                                lowercase=tok_cfg.lowercase, sample=sample, seed=seed)
     return train_tokenizer(tok_cfg.kind, text, vocab_size=tok_cfg.vocab_size, min_count=tok_cfg.min_count,

@@ -55,14 +55,7 @@ def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torc
     train-transformer (decoder, encoder) and finetune all build their LM tasks here; each checks the
     validation length itself, with its own hint."""
     B = run.batch_size
-    if reading == "bptt":
-        source: Any = batching.StreamBatches(train_ids, B, context)
-    elif reading == "window":
-        source = batching.WindowBatches(train_ids, B, context, run.seed)
-    else:
-        source = batching.BlockBatches(train_ids, B, context, run.seed)
-    if reading == "masked":
-        source = MaskedBatches(source, seed=run.seed, **masking_options(tok))
+    source = lm_batches(tok, train_ids, reading, context, run)
     if isinstance(valid_lines, TextSize):
         size: TextSize | None = valid_lines
     else:
@@ -70,6 +63,27 @@ def lm_task(model: Any, tok: Tokenizer, train_ids: torch.Tensor, valid_ids: torc
     evaluate = text_validation(tok, valid_ids, reading, context, B, run.eval_batches, size)
     return TrainTask(model=model, data=source, evaluate=evaluate, arch=model.arch(),
                      carries_state=reading == "bptt")
+
+
+def lm_batches(tok: Tokenizer, train_ids: torch.Tensor, reading: str, context: int, run: RunConfig) -> Any:
+    """The training batches of a token stream (N,) read as `reading` in rows of `context` tokens."""
+    if reading == "bptt":
+        return batching.StreamBatches(train_ids, run.batch_size, context)
+    if reading == "window":
+        return batching.WindowBatches(train_ids, run.batch_size, context, run.seed)
+    source = batching.BlockBatches(train_ids, run.batch_size, context, run.seed)
+    return MaskedBatches(source, seed=run.seed, **masking_options(tok)) if reading == "masked" else source
+
+
+def streams_task(model: Any, streams: Any, reading: str, context: int, run: RunConfig) -> TrainTask:
+    """lm_task on a run's training/streams.Streams: one corpus, or a weighted mixture of corpora
+    (training/mixture.py)."""
+    if streams.parts:
+        from seqtool.training.mixture import mixed_task
+
+        return mixed_task(model, streams, reading, context, run)
+    return lm_task(model, streams.tok, streams.train_ids, streams.valid_ids, reading, context, run,
+                   streams.valid_text)
 
 
 def translation_task(model: Any, batches: ParallelBatches, valid_text: ParallelText, valid: EncodedPairs,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from seqtool.config import OptimConfig, RunConfig, check_choice, check_positive
+from seqtool.data.mixing import VALID_TOKENS, check_text_data
 from seqtool.data.noising import NoiseConfig
 from seqtool.errors import InputError
 from seqtool.evaluation import check_length
@@ -33,10 +34,13 @@ class TransformerDataConfig(ParallelDataConfig):
     valid: list[str] = field(default_factory=list)
     block_size: int = 128  # decoder / encoder: tokens per training sequence (and positions of the model)
     store: str = ""  # decoder / encoder: the token store's directory (data/store.py); empty: WS/store
+    mix: list[str] = field(default_factory=list)  # decoder / encoder: [NAME=]FILES:WEIGHT per corpus
+    valid_tokens: int = VALID_TOKENS  # decoder / encoder: held-out tokens validation scores at most; 0: all
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("data.block_size", self.block_size)
+        check_text_data(self)
 
 
 @dataclass
@@ -59,6 +63,9 @@ class TransformerTrainConfig:
         parallel = self.data.src or self.data.tgt or self.data.tsv
         check_choice("objective", self.objective, ("standard", "denoise"))
         denoise = self.objective == "denoise"
+        if self.data.mix and (denoise or self.model.arch == "encoder-decoder"):
+            raise InputError("--mix mixes text corpora for --arch decoder and encoder",
+                             hint="drop --mix, or train --arch decoder/encoder")
         if denoise and (self.model.arch != "encoder-decoder" or parallel):
             raise InputError("--objective denoise pretrains an encoder-decoder on monolingual text",
                              hint="pass --arch encoder-decoder and the text as FILES (no --src/--tgt/--tsv)")
@@ -106,15 +113,14 @@ def _language_model_task(cfg: TransformerTrainConfig, ws: Workspace, device: tor
     from seqtool.training.streams import token_streams
 
     corpus = token_streams(cfg.data, cfg.tokenizer, ws, resuming, cfg.run.seed, note)
-    tok, train_ids, valid_ids = corpus.tok, corpus.train_ids, corpus.valid_ids
+    tok, valid_ids = corpus.tok, corpus.valid_ids
     block, B = cfg.data.block_size, cfg.run.batch_size
     model = Transformer(dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, src_vocab_size=0,
                                             pad_id=tok.pad_id, max_len=block), cfg.optim.label_smoothing)
     reading = "block" if cfg.model.arch == "decoder" else "masked"
-    task = tasks.lm_task(model, tok, train_ids, valid_ids, reading, block, cfg.run,
-                         corpus.valid_text)
+    task = tasks.streams_task(model, corpus, reading, block, cfg.run)
     note(f"{cfg.model.arch} Transformer: {model.num_params():,} parameters, {tok.kind} vocabulary of "
-         f"{tok.vocab_size:,}; {train_ids.numel():,} training tokens in {task.data.steps_per_epoch:,} "
+         f"{tok.vocab_size:,}; {corpus.train_tokens:,} training tokens in {task.data.steps_per_epoch:,} "
          f"batches of {B}×{block}; {corpus.note}")
     check_length(valid_ids, "block", block, "the validation text is too short",
                  hint="pass a longer --valid file")
