@@ -114,7 +114,7 @@ def lock_workspace(path: Path, warn: Callable[[str], None]) -> WorkspaceLock:
 # (.NAME.XXXXXXXX.tmp: mkstemp's 8 random characters), and the copy a rewrite moves aside (.tmp.old).
 TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<old>\.old)?")
 # where train-* and finetune write; not attention/, which attention-map writes without the lock
-TEMP_DIRS = ("", CHECKPOINTS_DIR, TOKENIZER_DIR, "adapters", "plots", "samples", "data")
+TEMP_DIRS = ("", CHECKPOINTS_DIR, TOKENIZER_DIR, "adapters", "plots", "samples", "data", "store")
 
 
 def remove_temp_files(root: Path) -> list[str]:

@@ -200,3 +200,55 @@ def test_a_start_reads_an_unchanged_data_file_no_more_and_sees_a_changed_one(cor
     lines = train([str(data)], tmp_path / "ws", 9, "--data-store", str(shared))
     assert "changed since this run began" in messages(lines) and "token store: built" in messages(lines)
     assert len(data_reads()) == 1
+
+
+def test_the_workspace_store_keeps_only_the_entries_its_latest_run_used(corpus, tmp_path):
+    import os
+
+    data, ws = tmp_path / "train.txt", tmp_path / "ws"
+    data.write_bytes(corpus.read_bytes())
+    train([str(data)], ws, 3)
+    first = next((ws / "store").iterdir())
+    killed = ws / "store" / f".{'0' * 32}.abcd1234.tmp"  # a build a kill cut short
+    killed.mkdir()
+    (killed / store.TOKENS).write_bytes(b"\0" * 100)
+    long_ago = lambda entry: os.utime(entry / store.MANIFEST, ns=(10**18, 10**18))  # noqa: E731
+    long_ago(first)  # as if the last run were long ago: a run keeps what it uses (it stamps it)
+    lines = train([str(data)], ws, 6)  # a resume on the same data: its entry is kept
+    assert list((ws / "store").iterdir()) == [first] and "removed" not in messages(lines)
+    long_ago(first)
+    data.write_bytes(corpus.read_bytes() + b"the cat sat\n")  # new contents: a new entry, the old one goes
+    lines = train([str(data)], ws, 9)
+    entries = list((ws / "store").iterdir())
+    assert len(entries) == 1 and entries[0] != first
+    assert f"token store: removed 1 entry ({first.name[:12]};" in messages(lines)
+
+
+def test_tokenize_prune_removes_older_entries_of_these_files_only(corpus, tmp_path):
+    runner = CliRunner()
+    shared = tmp_path / "shared"
+    other = tmp_path / "other.txt"
+    other.write_text("another corpus\n" * 20)
+    toks = []
+    for name, extra in (("tok", []), ("lower", ["--lowercase"])):
+        result = runner.invoke(app, ["build-vocab", str(corpus), str(other), "-o", str(tmp_path / name),
+                                     "--kind", "char", *extra])
+        assert result.exit_code == 0, result.output
+        toks.append(str(tmp_path / name))
+
+    def tokenize(files: list[str], tok: str, *extra: str) -> str:
+        result = runner.invoke(app, ["tokenize", *files, "-t", tok, "--format", "store", "-o", str(shared),
+                                     *extra])
+        assert result.exit_code == 0, result.stderr
+        return result.stderr
+
+    tokenize([str(corpus)], toks[0])
+    tokenize([str(other)], toks[0])
+    assert len(list(shared.iterdir())) == 2
+    out = tokenize([str(corpus)], toks[1], "--prune")  # the corpus with a new tokenizer: its old entry goes
+    assert "removed 1 entry" in out
+    kept = {json.loads((e / store.MANIFEST).read_text())["sources"][0]["path"] for e in shared.iterdir()}
+    assert kept == {str(corpus.resolve()), str(other.resolve())} and len(list(shared.iterdir())) == 2
+    assert "no other entry" in tokenize([str(corpus)], toks[1], "--prune")
+    result = runner.invoke(app, ["tokenize", str(corpus), "-t", toks[0], "--prune"])
+    assert result.exit_code == 2 and "--prune goes with --format store" in result.stderr

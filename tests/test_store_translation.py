@@ -140,3 +140,23 @@ def test_a_corrupt_stored_side_is_one_error_line_with_exit_2(data, tmp_path):
                                         *files(data)])
     assert code == 2 and len(errors) == 1, stderr
     assert "is corrupt" in errors[0] and "Traceback" not in stderr
+
+
+def test_finetune_of_a_translation_model_reads_its_pairs_from_the_store(data, reference, tmp_path):
+    def finetune(ws: Path, steps: int, src: str, stdin: str | None = None) -> str:
+        result = CliRunner().invoke(app, ["--log-format", "json", "finetune", "--from",
+                                          str(reference["seq2seq"]), "--src", src, "--tgt",
+                                          str(data / "train.fr"), "-w", str(ws),
+                                          "--max-steps", str(steps), "--eval-every", "2", "--device", "cpu",
+                                          "--set", "run.checkpoint_every=2"], input=stdin)
+        assert result.exit_code == 0, result.stderr[-2000:]
+        return result.stderr
+
+    finetune(tmp_path / "stored", 2, str(data / "train.en"))
+    finetune(tmp_path / "in-memory", 2, "-", stdin=(data / "train.en").read_text())
+    assert_same(published(tmp_path / "stored"), published(tmp_path / "in-memory"))
+    assert not (tmp_path / "in-memory" / "store").exists()
+    entries = sorted((tmp_path / "stored" / "store").iterdir())
+    built_at = [(e / store.TOKENS).stat().st_mtime_ns for e in entries]
+    finetune(tmp_path / "stored", 4, str(data / "train.en"))  # resumes: the sides are read, not built again
+    assert [(e / store.TOKENS).stat().st_mtime_ns for e in entries] == built_at

@@ -42,6 +42,9 @@ def tokenize(
                                                "with --src).", show_default=False)] = None,
     tsv: Annotated[Optional[str], typer.Option("--tsv", help="--format store: parallel text as one "
                                                "source<TAB>target file.", show_default=False)] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="--format store: also remove the entries of -o DIR "
+                                        "built earlier from any of these files (their older contents, "
+                                        "another tokenizer); other corpora's entries are kept.")] = False,
     decode: Annotated[bool, typer.Option("--decode", help="Turn ids or pieces back into text.")] = False,
     source: Annotated[Literal[FORMATS], typer.Option("--from", help="What --decode reads.")] = "ids",
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with <s>.")] = False,
@@ -54,7 +57,8 @@ def tokenize(
     Example: seqtool tokenize corpus.txt -t tok/ --format ids | seqtool tokenize -t tok/ --decode --from ids
 
     Before a batch job: seqtool tokenize big/*.txt -t tok/ --format store -o /scratch/store, then
-    seqtool train-transformer big/*.txt -t tok/ --data-store /scratch/store ...
+    seqtool train-transformer big/*.txt -t tok/ --data-store /scratch/store ... After the corpus or the
+    tokenizer changed, add --prune to drop its older entries (a workspace's own WS/store prunes itself).
 
     Parallel text (a translation workspace or tokenizer with src/ and tgt/): seqtool tokenize --src train.en
     --tgt train.fr -t runs/enfr --format store -o /scratch/store, then train-seq2seq or train-transformer
@@ -71,15 +75,18 @@ def tokenize(
         raise InputError("no tokenizer given", hint="pass -t DIR, a directory written by seqtool build-vocab")
     if decode and (add_bos or add_eos):
         raise InputError("--add-bos and --add-eos apply only when encoding", hint="drop them with --decode")
+    if prune and fmt != "store":
+        raise InputError("--prune goes with --format store",
+                         hint="pass --format store -o DIR, or drop --prune")
     if src or tgt or tsv:
         if fmt != "store" or files or side:
             raise InputError("--src, --tgt and --tsv go with --format store (without FILES or --side)",
                              hint="pass --format store -o DIR, or tokenize each side as FILES with --side")
-        _parallel_store(ctx, tokenizer, src, tgt, tsv, output, encoding_errors)
+        _parallel_store(ctx, tokenizer, src, tgt, tsv, output, encoding_errors, prune)
         return
     tok = load_tokenizer(tokenizer, side)
     if fmt == "store" or output is not None:
-        _store(ctx, files or [], tok, output, fmt, decode, add_bos or add_eos, encoding_errors)
+        _store(ctx, files or [], tok, output, fmt, decode, add_bos or add_eos, encoding_errors, prune)
         return
     lines = iter_lines(files or ["-"], encoding_errors, max_line_chars)
     stats = StreamStats()
@@ -96,8 +103,9 @@ def tokenize(
 
 
 def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: str, decode: bool,
-           specials: bool, encoding_errors: str) -> None:
-    """--format store: encode FILES into the token store in --output (reused when already there)."""
+           specials: bool, encoding_errors: str, prune: bool = False) -> None:
+    """--format store: encode FILES into the token store in --output (reused when already there); with
+    `prune`, remove the entries built earlier from any of them."""
     from seqtool.data.io import expand_paths, file_fingerprint
     from seqtool.data.store import ensure_corpus, known_sources
     from seqtool.errors import InputError
@@ -119,10 +127,21 @@ def _store(ctx: typer.Context, files: list[str], tok, output: Path | None, fmt: 
     report.info(f"token store {corpus.path}: {'built' if built else 'already there'}, {m['tokens']:,} "
                 f"tokens ({m['dtype']}), {m['lines']:,} lines from {len(paths)} file(s); train with "
                 f"--data-store {output}")
+    if prune:
+        _prune(report, output, [corpus.path], paths)
+
+
+def _prune(report, output: Path, keep: list[Path], paths: list[str]) -> None:
+    """--prune: remove the entries of the store `output` other than `keep` built from any of `paths`."""
+    from seqtool.data.store_prune import describe_removed, prune_files
+
+    removed = prune_files(output, keep, paths)
+    report.info(describe_removed(removed, "built earlier from these files") if removed
+                else f"token store {output}: no other entry was built from these files")
 
 
 def _parallel_store(ctx: typer.Context, tokenizer: Path, src: str | None, tgt: str | None, tsv: str | None,
-                    output: Path | None, encoding_errors: str) -> None:
+                    output: Path | None, encoding_errors: str, prune: bool = False) -> None:
     """--format store --src/--tgt (or --tsv): encode both sides of parallel text into the store in
     --output, each with its side's tokenizer (data/stored_pairs.py)."""
     from seqtool.data.io import file_fingerprint
@@ -140,5 +159,7 @@ def _parallel_store(ctx: typer.Context, tokenizer: Path, src: str | None, tgt: s
     report = reporter(ctx)
     sources = [{"role": "train", **file_fingerprint(str(Path(path).resolve()))} for path, _ in pair_sides]
     toks = (load_tokenizer(tokenizer, "src"), load_tokenizer(tokenizer, "tgt"))
-    source, _ = ensure_sides(output, pair_sides, sources, toks, encoding_errors, progress=report.info)
+    source, target = ensure_sides(output, pair_sides, sources, toks, encoding_errors, progress=report.info)
     report.info(f"token store {output}: {source.lines:,} pairs; train with --data-store {output}")
+    if prune:
+        _prune(report, output, [source.path, target.path], [path for path, _ in pair_sides])

@@ -216,7 +216,12 @@ class ParallelBatches:
                              hint="raise --batch-tokens or lower --max-len")
         span = int(tgt_len.max()) + 1
         self.key = src_len * span + tgt_len  # (N,) sorts as (source length, target length)
-        keys, counts = torch.unique(self.key, return_counts=True)  # sorted: runs of equal lengths
+        if (top := int(self.key.max()) + 1) <= 1 << 24:  # counted: much faster than unique's sort
+            counts = torch.bincount(self.key, minlength=top)
+            keys = counts.nonzero().flatten()
+            counts = counts[keys]
+        else:
+            keys, counts = torch.unique(self.key, return_counts=True)  # sorted: runs of equal lengths
         sizes = torch.maximum(keys // span, keys % span + 1)
         rows = cut(sizes.tolist(), counts.tolist(), batch_tokens, max_batch_size)
         self.ends = torch.tensor(rows, dtype=torch.long).cumsum(0)  # (batches,) in the sorted order

@@ -204,14 +204,24 @@ def ensure_corpus(root: str | Path, paths: Sequence[str], sources: Sequence[dict
     `sources` are the files' {path, bytes, sha256} (data.io.data_fingerprints)."""
     key = corpus_key(sources, tokenizer_hash(tok), encoding_errors, reading)
     if (Path(root) / MANIFEST).is_file():  # an entry itself, not a store directory: it must match
-        return open_corpus(root, key), False
+        return _stamped(open_corpus(root, key), writer), False
     target = entry_path(root, key)
     built = False
     if writer and not (target / MANIFEST).is_file():
         build_corpus(target, paths, sources, tok, key, encoding_errors, workers, progress, reading=reading)
         built = True
     _barrier()
-    return open_corpus(target, key), built
+    return _stamped(open_corpus(target, key), writer), built
+
+
+def _stamped(corpus: StoredCorpus, writer: bool) -> StoredCorpus:
+    """The entry, stamped as used now by the writing rank (its manifest's mtime, in this machine's clock):
+    a workspace's store keeps the entries its latest run used (data/store_prune.py)."""
+    if writer:
+        now = time.time_ns()
+        with contextlib.suppress(OSError):  # a shared store this user cannot write to: not stamped
+            os.utime(corpus.path / MANIFEST, ns=(now, now))
+    return corpus
 
 
 def entry_path(root: str | Path, key: str) -> Path:

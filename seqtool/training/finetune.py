@@ -200,14 +200,35 @@ def mt_task(cfg: FinetuneConfig, ws: Workspace, model: nn.Module, src_tok: Any, 
     if positions and not 0 < data_cfg.max_len < positions:
         data_cfg.max_len = positions - 1  # room for <s> or </s>
     valid_cfg = ValidConfig(**source_config.get("valid", {})) if "valid" in source_config else ValidConfig()
-    train_pairs = encode_pairs(train, src_tok, tgt_tok, data_cfg.max_len)
+    train_pairs = _train_pairs(cfg, ws, train, src_tok, tgt_tok, data_cfg.max_len)
     valid_pairs = encode_pairs(valid, src_tok, tgt_tok, data_cfg.max_len)
     for line in train_pairs.report(train.where):
         report({"event": "warning", "message": line})
-    if not train_pairs.src or not valid_pairs.src:
+    if not len(train_pairs) or not valid_pairs.src:
         raise InputError("no training or validation pairs are left after filtering",
                          hint=f"pairs longer than {data_cfg.max_len} tokens are skipped; check the data")
     batches = ParallelBatches(train_pairs, data_cfg.batch_tokens, tgt_tok.pad_id, tgt_tok.bos_id,
                               tgt_tok.eos_id, seed=cfg.run.seed)
     return tasks.translation_task(model, batches, valid, valid_pairs, src_tok, tgt_tok, valid_cfg,
                                   data_cfg.batch_tokens, cfg.run.eval_batches, device)
+
+
+def _train_pairs(cfg: FinetuneConfig, ws: Workspace, train: Any, src_tok: Any, tgt_tok: Any,
+                 max_len: int) -> Any:
+    """The kept pairs of `train`, the first pairs of the --src/--tgt (or --tsv) files: mapped from the
+    token store (training/pair_streams.py; a resume does not tokenize them again), or encoded in memory
+    when they came from stdin."""
+    from pathlib import Path
+
+    from seqtool.data.io import STDIN
+    from seqtool.data.parallel import encode_pairs, sides
+    from seqtool.data.stored_pairs import select
+    from seqtool.training.pair_streams import stored_sides
+
+    d = cfg.data
+    if STDIN in (d.src, d.tgt, d.tsv):
+        return encode_pairs(train, src_tok, tgt_tok, max_len)
+    root = Path(d.store) if d.store else ws.store_dir
+    src, tgt = stored_sides(root, sides(d.src, d.tgt, d.tsv), (src_tok, tgt_tok), d.encoding_errors, ws,
+                            lambda message: None)
+    return select(src, tgt, 0, len(train.src), max_len, src_tok.eos_id)

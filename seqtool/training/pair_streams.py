@@ -32,7 +32,8 @@ Note = Callable[[str], None]
 @dataclass
 class PairData:
     """What a translation task trains on: the tokenizers, the kept training and validation pairs
-    (parallel.EncodedPairs or stored_pairs.StoredPairs) and the raw validation text (for BLEU)."""
+    (parallel.EncodedPairs or stored_pairs.StoredPairs) and the raw validation text (from the store: only
+    the pairs BLEU reads, valid.max_sentences or all, none without BLEU)."""
 
     src_tok: Any
     tgt_tok: Any
@@ -73,17 +74,19 @@ def stored_pairs(cfg: Any, ws: Workspace, resuming: bool, note: Note) -> PairDat
     src_tok, tgt_tok = prepare_tokenizers(cfg.tokenizer, _Lazy(lambda: training_side(0)),
                                           _Lazy(lambda: training_side(1)), ws, reuse=resuming)
     root = Path(d.store) if d.store else ws.store_dir
-    src, tgt = _stored_sides(root, train_sides, (src_tok, tgt_tok), d.encoding_errors, ws, note)
+    src, tgt = stored_sides(root, train_sides, (src_tok, tgt_tok), d.encoding_errors, ws, note)
     eos = src_tok.eos_id
     if given:
-        valid_src, valid_tgt = _stored_sides(root, valid_sides, (src_tok, tgt_tok), d.encoding_errors, ws,
+        valid_src, valid_tgt = stored_sides(root, valid_sides, (src_tok, tgt_tok), d.encoding_errors, ws,
                                              note)
         return PairData(src_tok, tgt_tok, select(src, tgt, 0, src.lines, d.max_len, eos),
                         select(valid_src, valid_tgt, 0, valid_src.lines, d.max_len, eos),
                         read_parallel(d.valid_src, d.valid_tgt, d.valid_tsv, d.encoding_errors), where)
     k = held_out(src.lines, d.valid_fraction, where)
     first = src.lines - k
-    pairs = list(itertools.islice(iter_pairs(d.src, d.tgt, d.tsv, d.encoding_errors), first, None))
+    # the raw held-out pairs only as far as BLEU reads them (evaluation.translation_validation)
+    wanted = 0 if not cfg.valid.bleu else cfg.valid.max_sentences or k
+    pairs = list(itertools.islice(iter_pairs(d.src, d.tgt, d.tsv, d.encoding_errors), first, first + wanted))
     valid_text = ParallelText([s for s, _ in pairs], [t for _, t in pairs], f"the last {k} pairs of {where}")
     return PairData(src_tok, tgt_tok, select(src, tgt, 0, first, d.max_len, eos),
                     select(src, tgt, first, src.lines, d.max_len, eos), valid_text, where)
@@ -99,7 +102,7 @@ class _Lazy:
         return iter(self.lines())
 
 
-def _stored_sides(root: Path, pair_sides: list[tuple[str, str]], toks: tuple[Any, Any], encoding_errors: str,
+def stored_sides(root: Path, pair_sides: list[tuple[str, str]], toks: tuple[Any, Any], encoding_errors: str,
                   ws: Workspace, note: Note) -> tuple[Any, Any]:
     """The store entries of the source and target side (stored_pairs.ensure_sides), written by rank 0."""
     from seqtool.data.stored_pairs import ensure_sides

@@ -8,6 +8,7 @@ data fingerprints, task builder and the settings a resume must keep. Finetune ad
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,12 +113,15 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
             data_files = job.fingerprints(cfg, _known_data(path, cfg))  # a finished run needs no data
         # before the task is built: the model's initial weights, LoRA matrices, grown vocabulary rows
         runtime.seed_everything(cfg.run.seed)
+        started = time.time_ns()  # the token store entries this run uses are stamped from now on
         if job.rounds is not None:
             previous = _for_rank(Workspace.open(path), dist) if is_workspace(path) else None
             resuming = job.rounds.continues(cfg, previous, data_files, resume, report)
             prep = job.rounds.prepare(cfg, path, previous, data_files, resuming, device, dist, report)
         else:
             prep = _open_run(job, cfg, path, data_files, resume, device, dist, report)
+        if dist.is_main and not prep.ws.read_only:
+            _prune_store(prep.ws, started, report)
         trainer = Trainer(prep.ws, prep.task, cfg.optim, cfg.run, report, device, dist)
         on_summary(trainer.summary)
         if prep.best_value is not None and not prep.resuming:
@@ -130,6 +134,15 @@ def run(job: Job, path: Path, settings: Settings, resume: str, report: Report,
         lock.release()
         # after a stop signal no rank exits before rank 0 has written and unlocked (runtime explains)
         runtime.shutdown_distributed(wait=trainer is not None and bool(trainer.stopped_by))
+
+
+def _prune_store(ws: Workspace, since_ns: int, report: Report) -> None:
+    """Remove the entries of the workspace's own token store (WS/store) that this run did not use
+    (built for its earlier data or tokenizer; data/store_prune.py). Never a --data-store directory."""
+    from seqtool.data.store_prune import describe_removed, prune_unused
+
+    if removed := prune_unused(ws.store_dir, since_ns):
+        report({"event": "info", "message": describe_removed(removed, "not used by this run's data")})
 
 
 def _known_data(path: Path, cfg: Any) -> list[dict]:
