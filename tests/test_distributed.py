@@ -291,3 +291,22 @@ def test_rank_0_builds_the_token_store_and_rank_1_maps_it(corpus, tmp_path):
     entries = list(shared.iterdir())
     assert len(entries) == 1 and not entries[0].name.startswith("."), entries
     assert "token store: built" in result.stderr
+
+
+def test_rank_0_builds_both_sides_of_parallel_text_and_rank_1_maps_them(tmp_path):
+    """train-seq2seq under torchrun: rank 0 alone encodes the source and target sides into the shared
+    store (rank 1 waits, then maps them), which then holds two complete entries and no temporary build."""
+    words = {"the": "le", "cat": "chat", "sat": "assis", "on": "sur", "red": "rouge", "hat": "chapeau"}
+    src = [" ".join(list(words)[(i + j) % 6] for j in range(1 + i % 5)) for i in range(80)]
+    (tmp_path / "a.en").write_text("\n".join(src) + "\n")
+    (tmp_path / "a.fr").write_text("\n".join(" ".join(words[w] for w in s.split()) for s in src) + "\n")
+    shared = tmp_path / "shared"
+    result = torchrun(2, str(TESTS / "faulty_seqtool.py"), "--log-format", "json", "train-seq2seq", "--src",
+                      str(tmp_path / "a.en"), "--tgt", str(tmp_path / "a.fr"), "-w", str(tmp_path / "ws"),
+                      "--kind", "word", "--hidden", "16", "--embedding", "16", "--n-layers", "1", "--device",
+                      "cpu", "--max-steps", "2", "--set", "valid.max_sentences=2", "--data-store",
+                      str(shared), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = sorted(shared.iterdir())
+    assert len(entries) == 2 and not any(e.name.startswith(".") for e in entries), entries
+    assert result.stderr.count("token store: built") == 2

@@ -49,7 +49,7 @@ def from_files(data: Any) -> bool:
 
 
 def stored_pairs(cfg: Any, ws: Workspace, resuming: bool, note: Note) -> PairData:
-    """The pairs of `cfg` (a config with data, tokenizer and run sections: seq2seq or transformer) from
+    """The pairs of `cfg` (a config with data, tokenizer and valid sections: seq2seq or transformer) from
     the token store in data.store (default WS/store), each side built there by the writing rank if
     missing. The tokenizers are loaded, or learned from the training pairs streamed from the files."""
     from seqtool.data.stored_pairs import count_pairs, select
@@ -86,7 +86,8 @@ def stored_pairs(cfg: Any, ws: Workspace, resuming: bool, note: Note) -> PairDat
     first = src.lines - k
     # the raw held-out pairs only as far as BLEU reads them (evaluation.translation_validation)
     wanted = 0 if not cfg.valid.bleu else cfg.valid.max_sentences or k
-    pairs = list(itertools.islice(iter_pairs(d.src, d.tgt, d.tsv, d.encoding_errors), first, first + wanted))
+    pairs = list(itertools.islice(iter_pairs(d.src, d.tgt, d.tsv, d.encoding_errors), first, first + wanted)
+                 ) if wanted else []
     valid_text = ParallelText([s for s, _ in pairs], [t for _, t in pairs], f"the last {k} pairs of {where}")
     return PairData(src_tok, tgt_tok, select(src, tgt, 0, first, d.max_len, eos),
                     select(src, tgt, first, src.lines, d.max_len, eos), valid_text, where)
