@@ -107,6 +107,20 @@ def test_a_store_of_other_data_is_refused(tmp_path, corpus):
         store.open_corpus(tmp_path)
 
 
+def test_an_entry_of_an_older_format_is_one_clear_error_and_another_key(tmp_path, corpus, monkeypatch):
+    tok = train_tokenizer("char", iter_lines(corpus))
+    _build(tmp_path, corpus, tok, "s", workers=1)
+    manifest = tmp_path / "s" / store.MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 1}))  # before text_size.bin
+    with pytest.raises(InputError, match=f"has format 1; this seqtool reads format {store.FORMAT}") as err:
+        store.open_corpus(tmp_path / "s")
+    assert "rebuild" in err.value.hint
+    sources = [file_fingerprint(f) for f in corpus]  # in a store directory, the format is part of the key
+    key = store.corpus_key(sources, "t", "strict")
+    monkeypatch.setattr(store, "FORMAT", 1)
+    assert store.corpus_key(sources, "t", "strict") != key  # an old entry is not found: a new one is built
+
+
 def test_bad_utf8_is_reported_at_its_true_line_from_any_worker(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok line\n" * 300 + b"bad \xff here\n" + b"ok\n" * 10)
