@@ -8,7 +8,10 @@ reference, the in-memory path (the corpus piped on stdin: read, tokenized and he
 run did before the store).
 
     python benchmarks/bench_store.py --sizes 10,100 --work /tmp/bench_store
-Corpora, stores and workspaces go under --work (never into the repository).
+    python benchmarks/bench_store.py --sizes 100,1000 --first-step-only --work /tmp/bench_store
+Corpora, stores and workspaces go under --work (never into the repository). --first-step-only builds each
+store once and times only the first step of fresh runs and resumes (and data readiness), with the load
+average beside them.
 """
 
 from __future__ import annotations
@@ -205,6 +208,22 @@ def measure_runs(args: argparse.Namespace, work: Path, tok: Path, corpus: Path, 
           f"{old_peak} |")
 
 
+def first_steps(args: argparse.Namespace, work: Path, tok: Path, corpus: Path, mb: int, size: float) -> str:
+    """The table row of --first-step-only: the store built once, then fresh runs reusing it and resumes."""
+    time.sleep(max(0.0, 2.5 - (time.time() - corpus.stat().st_mtime)))  # a file this new is hashed again
+    timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store", "-o", str(work / "store")))
+    fresh, resume, loads = [], [], [os.getloadavg()[0]]
+    for i in range(args.repeats):
+        ws = work / f"ws-{mb}-{i}"
+        shutil.rmtree(ws, ignore_errors=True)
+        run = seqtool("train-transformer", str(corpus), "-t", str(tok), "--data-store", str(work / "store"),
+                      "-w", str(ws), *MODEL)
+        fresh.append(first_step([*run, "--max-steps", "2"])[0])
+        resume.append(first_step([*run, "--max-steps", "4"])[0])  # resumes from step 2
+        loads.append(os.getloadavg()[0])
+    return (f"| {size:,.0f} MB | {med(fresh)} | {med(resume)} | {min(loads):.1f}–{max(loads):.1f} |")
+
+
 def med(xs: list[float], unit: str = " s", fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(xs))}{unit} ({fmt.format(min(xs))}–{fmt.format(max(xs))})"
 
@@ -216,6 +235,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-path-up-to", type=int, default=10, help="measure the in-memory path up to MB")
     parser.add_argument("--only-data-ready", action="store_true", help="skip the runs: data readiness only")
+    parser.add_argument("--first-step-only", action="store_true",
+                        help="build each store once; time only the first step of fresh runs and resumes")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -224,10 +245,15 @@ def main() -> None:
         subprocess.run(seqtool("build-vocab", *TEXT, "-o", str(tok), "--kind", "bpe", "--vocab-size", "8000"),
                        check=True, capture_output=True)
     print(f"machine: {os.cpu_count()} CPU cores; python {sys.version.split()[0]}; tokenizer bpe 8000")
-    print("| corpus | store build MB/s | spm batch encode MB/s | ratio | build peak RSS MB | first step, "
-          "fresh run reusing the store | first step, resume | validation (20 batches) | peak RSS of the "
-          "run MB | in-memory path: first step | in-memory path: peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.first_step_only:
+        print("| corpus | first step, fresh run reusing the store | first step, resume | load average "
+              "(1 min) |")
+        print("|---|---|---|---|")
+    else:
+        print("| corpus | store build MB/s | spm batch encode MB/s | ratio | build peak RSS MB | first step, "
+              "fresh run reusing the store | first step, resume | validation (20 batches) | peak RSS of the "
+              "run MB | in-memory path: first step | in-memory path: peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     data_lines = ["", "Data ready (in a fresh process, imports excluded): median (min–max)", "",
                   "| corpus | path | token streams ready | counting the validation text (bpb, word ppl) |",
                   "|---|---|---|---|"]
@@ -240,13 +266,15 @@ def main() -> None:
         if args.only_data_ready:
             timed(seqtool("tokenize", str(corpus), "-t", str(tok), "--format", "store", "-o",
                           str(work / "store")))
+        elif args.first_step_only:
+            row = first_steps(args, work, tok, corpus, mb, size)
         else:
             row = measure_runs(args, work, tok, corpus, mb, size)
         ready: dict[str, list[tuple[float, float]]] = {"in-memory": [], "fresh": [], "resume": []}
         for _ in range(args.repeats):  # interleaved, so that the machine's load falls on each alike
             for mode in ready if mb <= args.old_path_up_to else ("fresh", "resume"):
                 ready[mode].append(data_ready(mode, corpus, tok, work / "store", work / f"ready-{mb}"))
-        if mb <= args.old_path_up_to:  # the one-core comparison beside the in-memory path (both slow)
+        if mb <= args.old_path_up_to and not args.first_step_only:  # one core, beside the in-memory path
             cores = [per_core(corpus, tok) for _ in range(args.repeats)]
             ratio = statistics.median(c[0] for c in cores) / statistics.median(c[1] for c in cores)
             core_lines.append(f"| {size:,.0f} MB | {med([c[0] for c in cores], '', '{:.2f}')} | "
