@@ -165,8 +165,7 @@ class DenoisingBatches:
     def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
         from seqtool.data.parallel import make_batch
 
-        for index, batch_rows in enumerate(self.inner._batches(epoch)[start:], start):
-            rows = batch_rows.tolist()
+        for index, rows in enumerate(self.inner.batch_rows(epoch, start), start):
             rng = random.Random(f"{self.seed}:{epoch}:{index}")
             batch = make_batch(self.noised(rows, rng), [self.inner.data.tgt[i] for i in rows],
                                self.tok.pad_id, self.tok.bos_id, self.tok.eos_id)

@@ -227,22 +227,23 @@ class ParallelBatches:
         self.ends = torch.tensor(rows, dtype=torch.long).cumsum(0)  # (batches,) in the sorted order
         self.steps_per_epoch = len(rows)
 
-    def _batches(self, epoch: int) -> list[Any]:
-        """The pair indices of each batch of `epoch`, in training order: (rows,) int64 tensors."""
+    def batch_rows(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
+        """The pair indices of each batch of `epoch` from batch `start` on, in training order."""
         import torch
 
         n = len(self.key)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order[torch.sort(self.key[order], stable=True).indices]
-        starts = self.ends - torch.diff(self.ends, prepend=self.ends.new_zeros(1))
+        ends = self.ends.tolist()
         batch_order = (torch.randperm(self.steps_per_epoch, generator=generator) if self.shuffle
                        else torch.arange(self.steps_per_epoch))
-        return [order[starts[b]:self.ends[b]] for b in batch_order.tolist()]
+        for b in batch_order[start:].tolist():
+            yield order[ends[b - 1] if b else 0:ends[b]].tolist()
 
     def batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
-        for index, rows in enumerate(self._batches(epoch)[start:], start):
-            src, tgt = self.data.rows(rows.tolist())
+        for index, rows in enumerate(self.batch_rows(epoch, start), start):
+            src, tgt = self.data.rows(rows)
             batch = make_batch(src, tgt, self.pad_id, self.bos_id, self.eos_id)
             batch["batch_number"] = epoch * self.steps_per_epoch + index
             yield batch
