@@ -117,6 +117,10 @@ def run_row(path: Path) -> dict[str, Any]:
         "train_seconds": max((e.get("elapsed", 0) for e in last.values()), default=None),
         "created": ws.meta.get("created"),
     }
+    if (ws.config.get("data") or {}).get("mix"):  # several corpora by weight: "web 0.7, domain 0.3"
+        from seqtool.data.mixing import describe_mix
+
+        row["mix"] = ", ".join(f"{p['name']} {p['weight']:g}" for p in describe_mix(ws.config["data"]["mix"]))
     return row
 
 

@@ -159,6 +159,8 @@ def test_a_mixed_decoder_resumes_bit_for_bit_and_validates_each_corpus(data, tmp
     assert {f.get("corpus") for f in meta["data"]} == {"big", "web"}
     out = CliRunner().invoke(app, ["info", "-w", str(tmp_path / "ref"), "--json"])
     assert [(p["name"], p["weight"]) for p in json.loads(out.stdout)["mix"]] == [("big", 0.25), ("web", 0.75)]
+    out = CliRunner().invoke(app, ["runs", str(tmp_path / "ref"), "--json"])
+    assert json.loads(out.stdout)[0]["mix"] == "big 0.25, web 0.75"
 
 
 def test_a_mixed_rnn_trains_with_the_window_objective(data, tmp_path):
