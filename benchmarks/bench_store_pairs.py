@@ -48,11 +48,44 @@ def first_step(cmd: list[str], stdin: Path | None = None) -> tuple[float, int]:
     return train["time"] - launch, int(proc.stderr.rsplit("peak_kb", 1)[1].split()[0]) // 1024
 
 
+READY = """
+import sys, time
+from seqtool.config import RunConfig
+from seqtool.training.seq2seq import (ParallelDataConfig, ParallelTokenizerConfig, Seq2SeqTrainConfig,
+                                      ValidConfig, prepare_parallel)
+from seqtool.workspace import Workspace
+mode, src, tgt, tok, ws, store = sys.argv[1:]
+if mode == "in-memory":
+    sys.stdin = open(src, encoding="utf-8")
+data = ParallelDataConfig(src="-" if mode == "in-memory" else src, tgt=tgt, store=store)
+cfg = Seq2SeqTrainConfig(data=data,
+                         tokenizer=ParallelTokenizerConfig(path=tok), valid=ValidConfig(bleu=False),
+                         run=RunConfig(max_steps=1))
+space = Workspace.create(ws, "seq2seq", {})
+t = time.perf_counter()
+data, batches = prepare_parallel(cfg, space, False, lambda message: None)
+next(batches.batches(0, 0))
+print(time.perf_counter() - t)
+"""
+
+
+def data_ready(mode: str, src: Path, tgt: Path, tok: Path, store: Path, ws: Path) -> float:
+    """Seconds until the pairs are read, filtered and batched and the first batch is made, in a fresh
+    process, imports excluded: `mode` in-memory (the source from stdin) or store (mapping a built store)."""
+    shutil.rmtree(ws, ignore_errors=True)
+    args = [mode, str(src), str(tgt), str(tok), str(ws), str(store)]
+    out = subprocess.run([sys.executable, "-c", READY, *args], capture_output=True, text=True,
+                         check=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10, help="copies of eng-fra's training pairs")
     parser.add_argument("--runs", type=int, default=3, help="measurements of each row (median, min-max)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_store_pairs"))
+    parser.add_argument("--only-data-ready", action="store_true",
+                        help="time data readiness alone (in one process, imports excluded), not whole runs")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -69,6 +102,16 @@ def main() -> None:
         pairs = sum(1 for _ in fh)
     print(f"corpus: {pairs:,} pairs, {(src.stat().st_size + tgt.stat().st_size) / 1e6:.1f} MB "
           f"(eng-fra train ×{args.repeat}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.only_data_ready:
+        store = work / "store-ready"
+        subprocess.run([*seqtool, "tokenize", "--src", str(src), "--tgt", str(tgt), "-t", str(tok),
+                        "--format", "store", "-o", str(store)], check=True, capture_output=True)
+        for mode in ("in-memory", "store"):
+            seconds = [data_ready(mode, src, tgt, tok, store, work / "ws-ready") for _ in range(args.runs)]
+            print(f"data ready, {mode}: {statistics.median(seconds):.2f} s "
+                  f"({min(seconds):.2f}–{max(seconds):.2f})")
+        print(f"load average now {os.getloadavg()[0]:.1f}")
+        return
     rows: dict[str, list[tuple[float, int]]] = {}
     for run in range(args.runs):
         ws, store = work / f"ws{run}", work / f"store{run}"
