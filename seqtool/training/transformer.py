@@ -33,7 +33,6 @@ class TransformerDataConfig(ParallelDataConfig):
     train: list[str] = field(default_factory=list)  # decoder / encoder: text files, globs, '-' or .gz
     valid: list[str] = field(default_factory=list)
     block_size: int = 128  # decoder / encoder: tokens per training sequence (and positions of the model)
-    store: str = ""  # decoder / encoder: the token store's directory (data/store.py); empty: WS/store
     mix: list[str] = field(default_factory=list)  # decoder / encoder: [NAME=]FILES:WEIGHT per corpus
     valid_tokens: int = VALID_TOKENS  # decoder / encoder: held-out tokens validation scores at most; 0: all
 
