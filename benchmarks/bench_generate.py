@@ -6,7 +6,8 @@
    (--int8), and transformers' `generate` (cache on, the same weights); interleaved rounds; each against
    the memory-bandwidth floor (rows × measured copy bandwidth, read + write / bytes of weights per step).
 2. profile: where one decoding step's time goes (torch.profiler), per model and rows: linear layers,
-   other ops, and the rest (Python and dispatch: wall time minus the ops' own time).
+   other ops, and the rest (Python and dispatch: wall time minus the ops' own time); then the GPT-2-shaped
+   output layer alone, nn.Linear vs the (D, V) copy a decoding step reads (models/stepping.py).
 3. with a language-model workspace (--lm WS --lm-text FILE): perplexity fp32 vs int8, and prompts decoded
    one at a time (--batch-size 1) vs batched (16 rows), tokens/s.
 4. with a translation workspace (--mt WS --src FILE --ref FILE): BLEU and sentences/s, fp32 vs int8.
@@ -124,8 +125,9 @@ def bench_speed(args: argparse.Namespace, baseline: dict | None) -> None:
 
     code = current()
     n = args.tokens
+    counts = [int(t) for t in args.speed_threads.split(",")] if args.speed_threads else [args.threads]
     print(f"\n## speed: greedy, {n} new tokens per row, {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} thread(s)\n")
+          f"{' and '.join(map(str, counts))} thread(s)\n")
     print("Floor: copy bandwidth / bytes of weights read per step, × the rows a step serves.\n")
     print("| model | rows | run | tokens/s median (min–max) | vs seqtool | MB read/step | floor tokens/s | "
           "share of floor | greedy tokens = seqtool |")
@@ -155,22 +157,28 @@ def bench_speed(args: argparse.Namespace, baseline: dict | None) -> None:
                     return out[:, 1:].tolist()
                 fns["transformers"] = run_hf
             tokens = {label: fn() for label, fn in fns.items()}  # warm-up, and the tokens compared
-            rates: dict[str, list[float]] = {label: [] for label in fns}
+            rates: dict[tuple[str, int], list[float]] = {(label, t): [] for t in counts for label in fns}
             bandwidth = []
-            for _ in range(args.rounds):
-                bandwidth.append(copy_bandwidth())
-                for label, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    rates[label].append(rows * n / (time.perf_counter() - start))
-            gbps, base = statistics.median(bandwidth), statistics.median(rates["seqtool"])
-            for label, values in rates.items():
+            order = list(fns.items())
+            for r in range(args.rounds):
+                torch.set_num_threads(counts[0])
+                bandwidth.append(copy_bandwidth())  # it flushes the caches: each run goes first in turn
+                for t in counts:  # thread counts interleave too: their ratios come from the same minutes
+                    torch.set_num_threads(t)
+                    for label, fn in order[r % len(order):] + order[:r % len(order)]:
+                        start = time.perf_counter()
+                        fn()
+                        rates[label, t].append(rows * n / (time.perf_counter() - start))
+            torch.set_num_threads(counts[0])
+            gbps, base = statistics.median(bandwidth), statistics.median(rates["seqtool", counts[0]])
+            for (label, t), values in rates.items():
                 size = weight_bytes(runs.get(label, ours))
                 floor = rows * gbps * 1e9 / size
                 same = sum(a == b for x, y in zip(tokens[label], tokens["seqtool"], strict=True)
                            for a, b in zip(x, y, strict=True)) / (rows * n)
                 med = statistics.median(values)
-                print(f"| {name} ({params:.1f}M) | {rows} | {label} | {spread(values)} | {med / base:.2f} | "
+                run = f"{label}, {t} thread{'s' if t > 1 else ''}" if len(counts) > 1 else label
+                print(f"| {name} ({params:.1f}M) | {rows} | {run} | {spread(values)} | {med / base:.2f} | "
                       f"{size / 1e6:.1f} | {floor:.0f} | {med / floor:.0%} | {same:.0%} |", flush=True)
             print(f"| | | copy bandwidth (read + write) | {spread(bandwidth)} GB/s | | | | | |", flush=True)
 
@@ -212,6 +220,31 @@ def bench_profile(args: argparse.Namespace) -> None:
             print(f"| {name} | {rows} | {1000 * wall / steps:.2f} | {linear / wall:.0%} | "
                   f"{(ops - linear) / wall:.0%} | {max(wall - ops, 0.0) / wall:.0%} | {calls / steps:.0f} |",
                   flush=True)
+    bench_head(args)
+
+
+def bench_head(args: argparse.Namespace) -> None:
+    """The GPT-2-shaped output layer alone: nn.Linear vs stepping.step_logits (its (D, V) copy)."""
+    import torch
+
+    from seqtool.models.stepping import step_logits
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(384, 50257, bias=False)
+    print("\n| GPT-2-shaped head (50,257 × 384) | rows | nn.Linear ms | step_logits ms | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    with torch.no_grad():
+        for rows in (int(b) for b in args.batches.split(",")):
+            h = torch.randn(rows, 384)
+            step_logits(head, h)  # makes the copy
+            times: dict[str, list[float]] = {"linear": [], "step": []}
+            for _ in range(15):
+                for label in times:
+                    start = time.perf_counter()
+                    head(h) if label == "linear" else step_logits(head, h)
+                    times[label].append(1000 * (time.perf_counter() - start))
+            a, b = statistics.median(times["linear"]), statistics.median(times["step"])
+            print(f"| median of 15 interleaved calls | {rows} | {a:.2f} | {b:.2f} | ×{a / b:.2f} |")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +344,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--speed-threads", help="thread counts the speed runs interleave, e.g. 1,2 "
+                        "(default: --threads)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per row and speed run")
     parser.add_argument("--models", default="gpt2,small,lstm", help=f"of {', '.join(SHAPES)}")

@@ -187,7 +187,7 @@ def root(
         Optional[int],
         typer.Option("--threads", min=1, envvar="SEQTOOL_THREADS", show_default=False,
                      help="CPU threads for torch (default: torch's, one per core). On a shared or busy "
-                     "machine --threads 1 is often faster for small models (README: Speed).")
+                     "machine --threads 1 is often faster (README: Decoding faster).")
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")

@@ -3,7 +3,7 @@
 A step multiplies a few hidden states (B, D) by the output matrix (V, D). With nn.Linear's layout the
 CPU kernel for one row walks the matrix at well under the memory bandwidth; the same product against
 a contiguous (D, V) copy streams it (a GPT-2-shaped head, 50,257 × 384, at batch 1 and 1 thread: about
-1.7× faster here, benchmarks/RESULTS.md). From 4 rows on both layouts run the same kernel and give
+2× faster on a 2-core CPU, benchmarks/RESULTS.md). From 4 rows on both layouts run the same kernel and give
 the same bits; below that the sums are rounded in another order (differences ~1e-7 relative, as
 between one row alone and the same row in a batch). The copy is made on the first step and kept
 until the weight changes (an optimizer step, a load, a move to another device) or the model goes
