@@ -13,7 +13,7 @@
 4. with a translation workspace (--mt WS --src FILE --ref FILE): BLEU and sentences/s, fp32 vs int8.
 
     python benchmarks/bench_generate.py --threads 1 --rounds 3
-    git archive 90bcf72 seqtool | tar -x -C /tmp/before   # the decoding step before issue 18's cuts
+    mkdir -p /tmp/before && git archive 90bcf72 seqtool | tar -x -C /tmp/before   # before issue 18's cuts
     python benchmarks/bench_generate.py --threads 1 --baseline /tmp/before --skip-profile
     python benchmarks/bench_generate.py --lm runs/shk --lm-text valid.txt --mt runs/enfr \
         --src test.en --ref test.fr --skip-speed
