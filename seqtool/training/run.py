@@ -142,7 +142,8 @@ def _prune_store(ws: Workspace, since_ns: int, report: Report) -> None:
     from seqtool.data.store_prune import describe_removed, prune_unused
 
     if removed := prune_unused(ws.store_dir, since_ns):
-        report({"event": "info", "message": describe_removed(removed, "not used by this run's data")})
+        why = "not used by this run (built for other data or another tokenizer)"
+        report({"event": "info", "message": describe_removed(removed, why)})
 
 
 def _known_data(path: Path, cfg: Any) -> list[dict]:
