@@ -44,17 +44,6 @@ def test_text_size_counts_utf8_bytes_and_words_with_each_line_end():
     assert text_size(["", "  x  y "], 4).words == 1 + 3  # an empty line is its end alone
 
 
-def test_a_stored_corpus_counts_its_validation_lines_from_the_files(tmp_path):
-    from seqtool.training.streams import TextLines
-
-    (tmp_path / "a.txt").write_text("one two\nthree\n", encoding="utf-8")
-    (tmp_path / "b.txt").write_text("fünf\n\nsix seven eight\n", encoding="utf-8")
-    tail = TextLines([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], "strict", first=2)
-    assert list(tail) == ["fünf", "", "six seven eight"] == list(tail)  # read again each time
-    size = text_size(tail, 9)
-    assert (size.bytes, size.words) == (6 + 1 + 16, 2 + 1 + 4)  # "fünf" is 5 bytes
-
-
 def test_accuracy_bits_per_byte_and_word_perplexity_by_hand():
     scores = text_scores(RepeatLM(), SimpleNamespace(kind="word"), IDS, "block", 16, 1,
                          size=text_size(LINES, IDS.numel() - 1))
