@@ -110,7 +110,7 @@ Mix = Annotated[Optional[list[str]], Opt("--mix", metavar="[NAME=]FILES:WEIGHT",
                                      "--mix web.txt:70 --mix domain.txt:30). Each corpus is its own store "
                                      "entry and holds out its own last --valid-fraction of lines; "
                                      "validation logs loss_NAME per corpus and their weighted mean as "
-                                     "loss."), Key("data.mix")]
+                                     "loss. train-rnn: with --objective window."), Key("data.mix")]
 ValidTokens = Annotated[Optional[int], Opt("--valid-tokens", help="Validation scores at most this many "
                                            "held-out tokens: those of the first held-out lines that fit, the "
                                            "same at every evaluation and resume (0: all)."),
