@@ -169,6 +169,14 @@ def test_a_mixed_rnn_trains_with_the_window_objective(data, tmp_path):
     assert {"loss_big", "loss_small", "loss"} <= set(valid_rows(tmp_path / "ws")[0])
 
 
+def test_a_mixed_masked_lm_validates_each_corpus(data, tmp_path):
+    encoder = [a if a != "decoder" else "encoder" for a in DECODER]
+    train([*encoder, "--mix", f"{data / 'big.txt'}:1", "--mix", f"{data / 'small.txt'}:1",
+           "-w", str(tmp_path / "ws"), "--max-steps", "3"])
+    row = valid_rows(tmp_path / "ws")[0]
+    assert row["loss"] == pytest.approx(0.5 * row["loss_big"] + 0.5 * row["loss_small"])
+
+
 def one_error(args: list[str]) -> str:
     code, lines, stderr = run(args)
     errors = [line for line in lines if line.get("event") == "error"]
