@@ -232,3 +232,30 @@ def test_help_tokenize_and_build_vocab_do_not_import_torch(bpe, corpus, tmp_path
                  ["seqtool", "build-vocab", str(corpus), "--kind", "char", "-o", str(tmp_path / "c")]):
         proc = subprocess.run([sys.executable, "-c", RUN.format(argv=argv)], capture_output=True, text=True)
         assert proc.stderr.strip().endswith("False"), (argv, proc.stderr)
+
+
+def test_build_vocab_measures_its_statistics_on_a_bounded_seeded_sample(cli, tmp_text, tmp_path, monkeypatch):
+    from seqtool.data import tokenized
+
+    encoded = []  # every line each call encodes
+
+    def recorded(tok, lines):
+        lines = list(lines)
+        encoded.extend(lines)
+        return real(tok, lines)
+
+    real = tokenized.corpus_stats
+    monkeypatch.setattr(tokenized, "corpus_stats", recorded)
+    words = tmp_text("".join(f"line {i} of {'ab' * (i % 7)}\n" for i in range(500)))
+    runs = [json.loads(cli(["build-vocab", words, "--kind", "word", "-o", tmp_path / f"t{i}", "--json",
+                            "--stats-lines", "40"]).stdout) for i in range(2)]
+    assert runs[0] == {**runs[1], "output": runs[0]["output"]}  # seeded: the same sample each time
+    assert (runs[0]["lines"], runs[0]["measured_lines"]) == (500, 40) and len(encoded) == 80  # 40 per run
+    assert runs[0]["tokens"] == sum(len(line.split()) for line in encoded[:40])
+
+    encoded.clear()
+    every = json.loads(cli(["build-vocab", words, "--kind", "word", "-o", tmp_path / "all", "--json",
+                            "--stats-lines", "0"]).stdout)
+    assert every["lines"] == 500 and "measured_lines" not in every and len(encoded) == 500
+    bad = cli(["build-vocab", words, "-o", tmp_path / "bad", "--stats-lines", "-3"])
+    one_line_error(bad, "--stats-lines")

@@ -44,6 +44,10 @@ def build_vocab(
     sample: Annotated[
         Optional[int], typer.Option("--sample", help="Learn from N lines sampled at random (seeded).")
     ] = None,
+    stats_lines: Annotated[
+        int, typer.Option("--stats-lines", help="Measure the <unk> rate and the most frequent pieces on at "
+                          "most N lines: a seeded random sample of a bigger corpus (0: every line).")
+    ] = 100_000,
     seed: Seed = None,
     src: Annotated[Optional[str], typer.Option("--src", help="Parallel data: the source-side file.")] = None,
     tgt: Annotated[Optional[str], typer.Option("--tgt", help="Parallel data: the target-side file.")] = None,
@@ -62,13 +66,15 @@ def build_vocab(
     Example: seqtool build-vocab corpus.txt --kind bpe --vocab-size 8000 -o tok/
     """
     from seqtool.data.io import check_encoding_errors, describe, require_nonempty, sample_lines, two_passes
-    from seqtool.data.tokenized import corpus_stats
     from seqtool.data.tokenizers import KINDS, save_tokenizers, train_tokenizer
     from seqtool.errors import InputError
 
     if kind not in KINDS:
         raise InputError(f"unknown --kind {kind!r}", hint=f"choose one of {', '.join(KINDS)}")
     check_encoding_errors(encoding_errors)
+    if stats_lines < 0:
+        raise InputError(f"--stats-lines must be 0 (every line) or a positive number of lines, not "
+                         f"{stats_lines}", hint="e.g. --stats-lines 100000")
     sides = _sides(corpus, src, tgt, joint)
     target, ws = _target(ctx, output, workspace, force)
     rep = reporter(ctx)
@@ -84,8 +90,8 @@ def build_vocab(
         with two_passes(paths, encoding_errors, max_line_chars) as (lines, again):
             tok = train_tokenizer(kind, require_nonempty(lines, describe(paths)), **options)
             # Statistics over what was learnt from: the corpus, or the same seeded sample of it.
-            counted = again() if sample is None else sample_lines(again(), sample, options["seed"])
-            tokenizers[side], stats[side] = tok, corpus_stats(tok, counted)
+            learnt = again() if sample is None else iter(sample_lines(again(), sample, options["seed"]))
+            tokenizers[side], stats[side] = tok, _stats(tok, learnt, stats_lines, options["seed"])
         stats[side]["corpus"] = describe(paths)
     _check_parallel(stats, rep)
     with _workspace_lock(ws):
@@ -157,6 +163,29 @@ def _workspace_lock(ws: Path | None):
     return WorkspaceLock.of(ws)
 
 
+def _stats(tok, lines, limit: int, seed: int) -> dict:
+    """corpus_stats over `lines`, or over a seeded sample of `limit` of them when there are more: encoding
+    a whole big corpus again only to report its <unk> rate would cost as much as tokenizing it.
+    "lines" stays the number of lines read; "measured_lines" says how many were encoded."""
+    from seqtool.data.io import sample_lines
+    from seqtool.data.tokenized import corpus_stats
+
+    if not limit:
+        return corpus_stats(tok, lines)
+    total = 0
+
+    def counted():
+        nonlocal total
+        for total, line in enumerate(lines, 1):  # noqa: B007 (total is read after the loop)
+            yield line
+
+    measured = sample_lines(counted(), limit, seed)
+    stats = corpus_stats(tok, measured)
+    if total > stats["lines"]:
+        stats.update(lines=total, measured_lines=len(measured))
+    return stats
+
+
 def _check_parallel(stats: dict, rep) -> None:
     if "src" in stats and stats["src"]["lines"] != stats["tgt"]["lines"]:
         rep.warn(f"--src has {stats['src']['lines']:,} lines but --tgt has {stats['tgt']['lines']:,}; "
@@ -168,8 +197,10 @@ def _report(rep, st: dict, directory: Path) -> None:
     from rich.text import Text
 
     rep.info(f"{st['kind']} tokenizer, {st['vocab_size']:,} pieces → {directory}")
+    lines = (f"a seeded sample of {st['measured_lines']:,} of {st['lines']:,} lines (--stats-lines)"
+             if "measured_lines" in st else f"{st['lines']:,} lines")
     rep.info(f"<unk> rate on {st['corpus']}: {st['unk_rate']:.3%} "
-             f"({st['unk']:,} of {st['tokens']:,} tokens, {st['lines']:,} lines)")
+             f"({st['unk']:,} of {st['tokens']:,} tokens, {lines})")
     if rep.log_format == "json":
         return
     table = Table(title="most frequent tokens", title_justify="left")
