@@ -136,7 +136,7 @@ def data_ready(mode: str, corpus: Path, tok: Path, store: Path, ws: Path) -> tup
 PER_CORE = """
 import os, shutil, sys, tempfile, time
 import sentencepiece as spm
-from seqtool.data import store
+from seqtool.data import store_build
 from seqtool.data.tokenizers import load_tokenizer
 corpus, tok_dir = sys.argv[1:]
 tok, sp = load_tokenizer(tok_dir), spm.SentencePieceProcessor(model_file=tok_dir + "/spm.model")
@@ -150,7 +150,7 @@ sp.encode(batch)
 theirs = time.perf_counter() - t
 with tempfile.TemporaryDirectory() as tmp:
     t = time.perf_counter()
-    store.build_corpus(tmp + "/s", [corpus], [], tok, "k", workers=1)
+    store_build.build_corpus(tmp + "/s", [corpus], [], tok, "k", workers=1)
     ours = time.perf_counter() - t
 print(os.path.getsize(corpus) / 1e6 / ours, os.path.getsize(corpus) / 1e6 / theirs)
 """

@@ -35,9 +35,9 @@ DATASET = "seqtool_bench_char"  # nanoGPT reads data/<dataset>/ under its checko
 MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 8}
 ONE_WORKER = """
 import sys
-from seqtool.data import store
+from seqtool.data import store_build
 from seqtool.data.tokenizers import load_tokenizer
-store.build_corpus(sys.argv[1], [sys.argv[2]], [], load_tokenizer(sys.argv[3]), "k", workers=1)
+store_build.build_corpus(sys.argv[1], [sys.argv[2]], [], load_tokenizer(sys.argv[3]), "k", workers=1)
 """
 
 

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from seqtool.cli import app
-from seqtool.data import store
+from seqtool.data import store, store_build
 from seqtool.data.io import file_fingerprint
 from seqtool.data.mixing import MixedBatches, draws_per_epoch, parse_mix
 from seqtool.data.tokenizers import train_tokenizer
@@ -216,7 +216,7 @@ def entry(tmp_path_factory) -> store.StoredCorpus:
     d = tmp_path_factory.mktemp("entry")
     (d / "t.txt").write_text(lines_of(WORDS, 40, 2))
     tok = train_tokenizer("char", (d / "t.txt").read_text().splitlines())
-    store.build_corpus(d / "e", [str(d / "t.txt")], [file_fingerprint(d / "t.txt")], tok, workers=1)
+    store_build.build_corpus(d / "e", [str(d / "t.txt")], [file_fingerprint(d / "t.txt")], tok, workers=1)
     return store.open_corpus(d / "e")
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from seqtool.data import store
+from seqtool.data import store, store_build
 from seqtool.data.io import file_fingerprint, iter_lines
 from seqtool.data.tokenizers import train_tokenizer
 from seqtool.errors import InputError
@@ -32,7 +32,7 @@ def corpus(tmp_path):
 
 def _build(tmp_path, files, tok, name, **kw):
     target = tmp_path / name
-    store.build_corpus(target, files, [file_fingerprint(f) for f in files], tok, "k", **kw)
+    store_build.build_corpus(target, files, [file_fingerprint(f) for f in files], tok, "k", **kw)
     return store.open_corpus(target)
 
 
@@ -55,7 +55,7 @@ def test_the_index_holds_the_bytes_and_words_that_text_size_counts(tmp_path, cor
     files = [*corpus, str(tmp_path / "bad.txt")]
     lines = list(iter_lines(files, "replace"))
     tok = train_tokenizer("char", lines)
-    for workers, chunk in ((1, store.CHUNK_BYTES), (2, 700)):
+    for workers, chunk in ((1, store_build.CHUNK_BYTES), (2, 700)):
         stored = _build(tmp_path, files, tok, f"s{workers}", workers=workers, chunk_bytes=chunk,
                         encoding_errors="replace")
         for first, last in ((0, len(lines)), (0, 1), (5, 301), (len(lines) - 2, len(lines)), (7, 7)):

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from seqtool.data import store, stored_pairs
+from seqtool.data import store_build, stored_pairs
 from seqtool.data.io import file_fingerprint
 from seqtool.data.parallel import ParallelBatches, cut, encode_pairs, read_parallel, sides
 from seqtool.data.tokenizers import train_tokenizer
@@ -107,5 +107,5 @@ def test_a_bad_tsv_line_is_reported_at_its_true_line_from_any_worker(tmp_path):
     pair_sides = sides(None, None, str(tmp_path / "p.tsv"))
     source = file_fingerprint(str(tmp_path / "p.tsv"))
     with pytest.raises(InputError, match=r"p.tsv:3001: no tab"):
-        store.build_corpus(tmp_path / "s", [pair_sides[0][0]], [source], tok, workers=2, chunk_bytes=1000,
-                           reading=pair_sides[0][1])
+        store_build.build_corpus(tmp_path / "s", [pair_sides[0][0]], [source], tok, workers=2,
+                                 chunk_bytes=1000, reading=pair_sides[0][1])

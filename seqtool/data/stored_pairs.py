@@ -96,7 +96,7 @@ def select(src: Any, tgt: Any, first: int, last: int, max_len: int, eos_id: int)
 def count_pairs(pair_sides: list[tuple[str, str]]) -> int:
     """The number of pairs of parallel.sides' (file, reading) pairs, counted in bytes (no decoding);
     two files of other line counts are an error here."""
-    from seqtool.data.store import count_lines
+    from seqtool.data.store_build import count_lines
 
     (src, _), (tgt, _) = pair_sides
     n = count_lines([src])

@@ -179,7 +179,7 @@ def _learn_tokenizer(tok_cfg: Any, data: Any, groups: list[list[str]], seed: int
     """A tokenizer learned from the training lines (without the held-out ones) of each group of files
     (a corpus), streamed from them; on tokenizer.sample lines drawn at random (seeded) when there are
     more."""
-    from seqtool.data.store import count_lines
+    from seqtool.data.store_build import count_lines
     from seqtool.data.tokenizers import train_tokenizer
 
     counts = [count_lines(files) for files in groups]
