@@ -38,20 +38,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_transformer  # noqa: E402 - the same seqtool command as the model-level comparison
+
 TEXT = "/work/shared/data/tinyshakespeare/input.txt"
 TOKENS_PER_ITER = 12 * 64
 
 
 def seqtool_cmd(text: str, iters: int, ws: Path, compile_: bool) -> list[str]:
-    return [sys.executable, "-m", "seqtool", "--log-format", "json", "train-transformer", text, "-w", str(ws),
-            "--resume", "never", "--device", "cpu", "--seed", "1337", "--arch", "decoder",
-            "--layers", "4", "--heads", "4", "--d-model", "128", "--d-ff", "512", "--dropout", "0",
-            "--positions", "learned", "--norm-first", "--activation", "gelu", "--tie", "--block-size", "64",
-            "--batch-size", "12", "--max-steps", str(iters), "--optimizer", "adamw", "--lr", "1e-3",
-            "--schedule", "cosine", "--warmup", "100", "--clip", "1.0", "--valid-fraction", "0.1",
-            "--eval-every", str(iters), "--set", "optim.min_lr=0.0001", "--set", "optim.beta2=0.99",
-            "--set", "optim.weight_decay=0.1", "--set", "model.bias=false", "--set", "run.log_every=1",
-            "--set", f"run.checkpoint_every={iters}", "--compile" if compile_ else "--no-compile"]
+    return bench_transformer.seqtool_cmd(text, iters, ws) + ["--compile" if compile_ else "--no-compile"]
 
 
 def nanogpt_cmd(iters: int, out_dir: Path, compile_: bool, eval_iters: int) -> list[str]:

@@ -48,9 +48,9 @@ def _env(threads: int) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
 
 
-def run_seqtool(text: str, iters: int, workdir: Path, threads: int = 0) -> dict:
-    ws = workdir / "ws"
-    cmd = [sys.executable, "-m", "seqtool", "--log-format", "json", "train-transformer", text, "-w", str(ws),
+def seqtool_cmd(text: str, iters: int, ws: Path) -> list[str]:
+    """train-transformer on nanoGPT's shakespeare_char recipe, scaled down (the shape both sides run)."""
+    return [sys.executable, "-m", "seqtool", "--log-format", "json", "train-transformer", text, "-w", str(ws),
            "--resume", "never", "--device", "cpu", "--seed", "1337", "--arch", "decoder",
            "--layers", "4", "--heads", "4", "--d-model", "128", "--d-ff", "512", "--dropout", "0",
            "--positions", "learned", "--norm-first", "--activation", "gelu", "--tie", "--block-size", "64",
@@ -59,6 +59,11 @@ def run_seqtool(text: str, iters: int, workdir: Path, threads: int = 0) -> dict:
            "--eval-every", str(iters), "--set", "optim.min_lr=0.0001", "--set", "optim.beta2=0.99",
            "--set", "optim.weight_decay=0.1", "--set", "model.bias=false", "--set", "run.log_every=1",
            "--set", f"run.checkpoint_every={iters}"]
+
+
+def run_seqtool(text: str, iters: int, workdir: Path, threads: int = 0) -> dict:
+    ws = workdir / "ws"
+    cmd = seqtool_cmd(text, iters, ws)
     start = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(threads))
     wall = time.time() - start
